@@ -1,0 +1,249 @@
+"""Data sets as uint8 tensors, and a device-resident batch iterator with random crop + flip.
+
+Images are kept as uint8 NCHW tensors (4x smaller than float) and turned into float [0, 1] batches on
+the target device. Augmentation (random crop with zero padding, horizontal flip) is one gather over the
+whole batch: no PIL and no worker processes in the training loop.
+
+    data = load_data("npz", "data", train_npz="cifar10_train.npz", test_npz="cifar10_test.npz")
+    for x, y in Batches(data.train, 128, "cuda", shuffle=True, augment=True, seed=0):
+        ...
+"""
+import os
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DATASETS = ("cifar10", "cifar100", "svhn", "tinyimagenet", "npz", "synthetic")
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "tinyimagenet": 200, "synthetic": 10}
+TINYIMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"  # the official zip (CS231n)
+CROP_PADDING = 4  # random crop with 4-pixel zero padding, as in TRADES and the authors' code
+
+
+class DataError(ValueError):
+    """A data set that is unknown, missing or malformed."""
+
+
+@dataclass
+class Split:
+    """One split: images (N, 3, H, W) uint8 and labels (N,) int64, both on the CPU."""
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self):
+        return len(self.labels)
+
+    def take(self, index) -> "Split":
+        return Split(self.images[index], self.labels[index])
+
+
+@dataclass
+class Data:
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+
+
+def split_from_arrays(images_nhwc: np.ndarray, labels: np.ndarray) -> Split:
+    images = torch.from_numpy(np.ascontiguousarray(images_nhwc)).permute(0, 3, 1, 2).contiguous()
+    return Split(images, torch.from_numpy(np.asarray(labels).astype(np.int64)))
+
+
+def load_npz(path: str, num_classes: int = None) -> Split:
+    """Read an npz with `image` (N, H, W, 3) uint8 and `label` (N,) integers, checking both."""
+    if not os.path.isfile(path):
+        raise DataError(f"npz file not found: {path}")
+    try:
+        with np.load(path) as f:
+            missing = {"image", "label"} - set(f.files)
+            if missing:
+                raise DataError(f"{path} lacks key(s) {sorted(missing)}; it needs 'image' (N,H,W,3) uint8 "
+                                f"and 'label' (N,)")
+            image, label = f["image"], f["label"]
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"cannot read npz {path}: {e}") from None
+    if image.dtype != np.uint8 or image.ndim != 4 or image.shape[3] != 3:
+        raise DataError(f"{path}: 'image' must be uint8 (N, H, W, 3), got {image.dtype} {image.shape}")
+    if label.ndim != 1 or len(label) != len(image) or not np.issubdtype(label.dtype, np.integer):
+        raise DataError(f"{path}: 'label' must be integers of shape ({len(image)},), got {label.dtype} "
+                        f"{label.shape}")
+    if len(image) == 0:
+        raise DataError(f"{path} holds zero images")
+    if label.min() < 0 or (num_classes is not None and label.max() >= num_classes):
+        raise DataError(f"{path}: labels must lie in [0, {num_classes}), got [{label.min()}, {label.max()}]")
+    return split_from_arrays(image, label)
+
+
+def synthetic_split(n: int, seed: int, num_classes: int = 10, size: int = 32) -> Split:
+    """A small learnable data set for smoke runs and tests: one smooth colour pattern per class + noise."""
+    g = torch.Generator().manual_seed(10_000)  # the class patterns are the same for every split
+    patterns = F.interpolate(torch.rand(num_classes, 3, 4, 4, generator=g), size=size, mode="bilinear")
+    g.manual_seed(seed)
+    labels = torch.arange(n) % num_classes
+    x = 0.6 * patterns[labels] + 0.4 * torch.rand(n, 3, size, size, generator=g)
+    return Split((x * 255).round().to(torch.uint8), labels)
+
+
+def _torchvision_split(name: str, data_dir: str, train: bool) -> Split:
+    import torchvision.datasets as tvd
+    try:
+        if name == "svhn":
+            ds = tvd.SVHN(data_dir, split="train" if train else "test", download=True)
+            return Split(torch.from_numpy(ds.data).contiguous(), torch.from_numpy(ds.labels.astype(np.int64)))
+        ds = (tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100)(data_dir, train=train, download=True)
+    except Exception as e:  # no network, bad archive, ...
+        raise DataError(f"could not load {name} into {data_dir} ({type(e).__name__}: {e}); "
+                        f"download it there or use --dataset npz") from None
+    return split_from_arrays(ds.data, np.asarray(ds.targets))
+
+
+def _tinyimagenet_split(data_dir: str, train: bool) -> Split:
+    """Tiny-ImageNet from its official zip; the val folder (our test split) is sorted into classes once,
+    and the decoded images are cached as npz beside it."""
+    cache = os.path.join(data_dir, f"tinyimagenet_{'train' if train else 'test'}.npz")
+    if os.path.isfile(cache):
+        return load_npz(cache, NUM_CLASSES["tinyimagenet"])
+    root = os.path.join(data_dir, "tiny-imagenet-200")
+    if not os.path.isdir(root):
+        from torchvision.datasets.utils import download_and_extract_archive
+        try:
+            download_and_extract_archive(TINYIMAGENET_URL, data_dir)
+        except Exception as e:
+            raise DataError(f"could not download Tiny-ImageNet ({type(e).__name__}: {e}); unzip "
+                            f"{os.path.basename(TINYIMAGENET_URL)} into {data_dir}") from None
+    _sort_tinyimagenet_val(root)
+    with open(os.path.join(root, "wnids.txt")) as f:
+        wnids = sorted(line.strip() for line in f if line.strip())
+    folder = os.path.join(root, "train" if train else "val")
+    images, labels = [], []
+    for k, wnid in enumerate(wnids):
+        class_dir = os.path.join(folder, wnid, "images") if train else os.path.join(folder, wnid)
+        for name in sorted(os.listdir(class_dir)):
+            images.append(_read_rgb(os.path.join(class_dir, name)))
+            labels.append(k)
+    image, label = np.stack(images), np.asarray(labels, np.int64)
+    np.savez(cache, image=image, label=label)
+    return split_from_arrays(image, label)
+
+
+def _sort_tinyimagenet_val(root: str) -> None:
+    """Move val/images/*.JPEG into val/<wnid>/ using val_annotations.txt (once)."""
+    val = os.path.join(root, "val")
+    if not os.path.isdir(os.path.join(val, "images")):
+        return
+    with open(os.path.join(val, "val_annotations.txt")) as f:
+        for line in f:
+            name, wnid = line.split("\t")[:2]
+            os.makedirs(os.path.join(val, wnid), exist_ok=True)
+            os.replace(os.path.join(val, "images", name), os.path.join(val, wnid, name))
+    os.rmdir(os.path.join(val, "images"))
+
+
+def _read_rgb(path: str) -> np.ndarray:
+    from PIL import Image
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def load_split(name: str, data_dir: str, train: bool, npz: str = None, seed: int = 0) -> Split:
+    """The train or test split of a named data set (uint8 NCHW)."""
+    if name == "npz":
+        if npz is None:
+            raise DataError(f"--dataset npz needs --{'train' if train else 'test'}-npz")
+        return load_npz(npz)
+    if name == "synthetic":
+        return synthetic_split(600 if train else 200, seed=1 if train else 2)
+    if name == "tinyimagenet":
+        return _tinyimagenet_split(data_dir, train)
+    if name in ("cifar10", "cifar100", "svhn"):
+        return _torchvision_split(name, data_dir, train)
+    raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+
+
+def load_data(name: str, data_dir: str = "data", train_npz: str = None, test_npz: str = None,
+              val_npz: str = None, val_size: int = 1000, train_subset: int = None, seed: int = 0) -> Data:
+    """Train / validation / test splits.
+
+    The validation split is `val_npz`, or `val_size` images held out of the training set at random
+    (fixed by `seed`); it is what checkpoints are selected on. The test set is never used for that.
+    `train_subset` keeps the first N of the remaining training images.
+    """
+    train = load_split(name, data_dir, True, train_npz)
+    test = load_split(name, data_dir, False, test_npz)
+    if val_npz is not None:
+        val = load_npz(val_npz)
+    else:
+        if not 0 < val_size < len(train):
+            raise DataError(f"--val-size must lie in [1, {len(train) - 1}] for {len(train)} training images")
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+        val = train.take(order[:val_size].sort().values)
+        train = train.take(order[val_size:].sort().values)
+    if train_subset is not None:
+        train = train.take(slice(0, train_subset))
+    num_classes = NUM_CLASSES.get(name) or int(max(s.labels.max() for s in (train, val, test))) + 1
+    for split_name, split in (("train", train), ("val", val), ("test", test)):
+        if len(split) == 0 or split.labels.min() < 0 or split.labels.max() >= num_classes:
+            raise DataError(f"{split_name} split is empty or has labels outside [0, {num_classes})")
+        if split.images.shape[1:] != train.images.shape[1:]:
+            raise DataError(f"{split_name} images are {tuple(split.images.shape[1:])}, train images "
+                            f"{tuple(train.images.shape[1:])}")
+    return Data(train, val, test, num_classes)
+
+
+def crop_flip(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, flip: torch.Tensor,
+              pad: int = CROP_PADDING) -> torch.Tensor:
+    """Random crop with zero padding + horizontal flip of a whole batch, as one gather.
+
+    images (B, C, H, W); dx, dy (B,) offsets in [0, 2 pad]; flip (B,) bool. Pixel (i, j) of output b is
+    padded[b, :, dy_b + i, dx_b + j], with j reversed where flip_b.
+    """
+    B, C, H, W = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad)).permute(0, 2, 3, 1)  # (B, H+2p, W+2p, C)
+    rows = dy[:, None] + torch.arange(H, device=images.device)
+    cols = dx[:, None] + torch.arange(W, device=images.device)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    out = padded[torch.arange(B, device=images.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+class Batches:
+    """(x, y) batches of a split held on `device`: x float in [0, 1], y int64.
+
+    Shuffling and augmentation draw from a CPU generator seeded by (seed, epoch): call `set_epoch`
+    before each epoch, and a resumed run replays exactly the same batches. The random numbers of an
+    epoch are moved to the device once, so the loop does no host-device copies.
+    """
+
+    def __init__(self, split: Split, batch_size: int, device, shuffle=False, augment=False, seed=0,
+                 drop_last=False):
+        self.images = split.images.to(device)
+        self.labels = split.labels.to(device)
+        self.batch_size, self.device = batch_size, torch.device(device)
+        self.shuffle, self.augment, self.seed, self.drop_last = shuffle, augment, seed, drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self):
+        n, b = len(self.labels), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def __iter__(self):
+        n = len(self.labels)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = (torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)).to(self.device)
+        if self.augment:
+            shifts = torch.randint(0, 2 * CROP_PADDING + 1, (2, n), generator=g).to(self.device)
+            flips = (torch.rand(n, generator=g) < 0.5).to(self.device)
+        for i in range(len(self)):
+            index = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = self.images[index]
+            if self.augment:
+                x = crop_flip(x, shifts[0, index], shifts[1, index], flips[index])
+            yield x.float().div_(255), self.labels[index]

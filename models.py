@@ -1,0 +1,206 @@
+"""Classifiers and self-describing checkpoints.
+
+Every model takes images in [0, 1] (NCHW, float) and returns logits. Input normalisation, when asked
+for, is the first module of the network, so attacks and energies always see [0, 1] pixels.
+
+    model = build_model("resnet18", num_classes=10)           # 11,173,962 parameters
+    save_checkpoint("runs/x/last.pt", model, epoch=3, args=vars(args))
+    model, ckpt = load_model("runs/x/last.pt")
+"""
+import os
+import tempfile
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MODEL_NAMES = ("resnet18", "preact_resnet18", "wrn34_10")
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)  # the usual CIFAR-10 channel statistics
+CIFAR10_STD = (0.2471, 0.2435, 0.2616)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or does not match what was asked for."""
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel; mean and std are buffers, so they travel in the state dict."""
+
+    def __init__(self, mean=CIFAR10_MEAN, std=CIFAR10_STD):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block (He et al. 2016): relu(bn(conv(relu(bn(conv(x))))) + shortcut(x))."""
+
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class PreActBlock(nn.Module):
+    """Pre-activation block (He et al. 2016b): conv(relu(bn(conv(relu(bn(x)))))) + shortcut."""
+
+    def __init__(self, c_in, c_out, stride, drop_rate=0.0):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.drop_rate = drop_rate
+        self.shortcut = None
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Conv2d(c_in, c_out, 1, stride, bias=False)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(x))
+        shortcut = self.shortcut(out) if self.shortcut is not None else x
+        out = F.relu(self.bn2(self.conv1(out)))
+        out = F.dropout(out, self.drop_rate, self.training)
+        return self.conv2(out) + shortcut
+
+
+class ResNet(nn.Module):
+    """CIFAR ResNet: 3x3 stride-1 stem, no max-pool, four stages, adaptive average pooling.
+
+    With `preact=True` it is the pre-activation variant (a final BN + ReLU before pooling).
+    Adaptive pooling lets the same network take 32x32 (CIFAR, SVHN) and 64x64 (Tiny-ImageNet) inputs.
+    """
+
+    def __init__(self, blocks, num_classes, width=64, preact=False):
+        super().__init__()
+        block = PreActBlock if preact else BasicBlock
+        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+        self.bn1 = None if preact else nn.BatchNorm2d(width)
+        layers, c_in = [], width
+        for stage, n_blocks in enumerate(blocks):
+            c_out, stride = width * 2 ** stage, 1 if stage == 0 else 2
+            layers.append(nn.Sequential(*[block(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1)
+                                          for i in range(n_blocks)]))
+            c_in = c_out
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.bn_final = nn.BatchNorm2d(c_in) if preact else None
+        self.linear = nn.Linear(c_in, num_classes)
+
+    def forward(self, x):
+        out = self.conv1(x)
+        if self.bn1 is not None:
+            out = F.relu(self.bn1(out))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        if self.bn_final is not None:
+            out = F.relu(self.bn_final(out))
+        return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+class WideResNet(nn.Module):
+    """WRN-depth-k (Zagoruyko & Komodakis 2016) as used by TRADES: depth 34, widen factor 10.
+
+    Channels are (16, 16k, 32k, 64k), scaled by `width / 64` so that `width` means the same
+    "fraction of the paper's network" as for the ResNets (64 is the paper's size).
+    """
+
+    def __init__(self, num_classes, depth=34, widen=10, width=64, drop_rate=0.0):
+        super().__init__()
+        n = (depth - 4) // 6  # blocks per stage: 5 for WRN-34
+        channels = [max(1, round(c * width / 64)) for c in (16, 16 * widen, 32 * widen, 64 * widen)]
+        self.conv1 = nn.Conv2d(3, channels[0], 3, 1, 1, bias=False)
+        stages = []
+        for stage in range(3):
+            c_in, c_out, stride = channels[stage], channels[stage + 1], 1 if stage == 0 else 2
+            stages.append(nn.Sequential(*[PreActBlock(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1,
+                                                      drop_rate) for i in range(n)]))
+        self.block1, self.block2, self.block3 = stages
+        self.bn = nn.BatchNorm2d(channels[3])
+        self.linear = nn.Linear(channels[3], num_classes)
+
+    def forward(self, x):
+        out = self.block3(self.block2(self.block1(self.conv1(x))))
+        out = F.relu(self.bn(out))
+        return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+def build_model(name: str, num_classes: int, normalize: bool = False, width: int = 64) -> nn.Module:
+    """Build a classifier by name; `normalize` puts CIFAR-10 mean/std normalisation first."""
+    if name == "resnet18":
+        net = ResNet([2, 2, 2, 2], num_classes, width)
+    elif name == "preact_resnet18":
+        net = ResNet([2, 2, 2, 2], num_classes, width, preact=True)
+    elif name == "wrn34_10":
+        net = WideResNet(num_classes, depth=34, widen=10, width=width)
+    else:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+    return nn.Sequential(Normalize(), net) if normalize else net
+
+
+def model_config(name: str, num_classes: int, normalize: bool = False, width: int = 64) -> dict:
+    """The arguments of `build_model`, as stored in every checkpoint."""
+    return {"name": name, "num_classes": num_classes, "normalize": normalize, "width": width}
+
+
+def atomic_save(obj, path: str) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename into place.
+
+    A reader never sees a half-written file: `path` holds either the old or the new checkpoint.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_checkpoint(path: str, model: nn.Module, config: dict, **extra) -> None:
+    """Write {"model": state dict, "model_config": config, **extra} atomically.
+
+    `extra` carries the optimizer, scheduler, epoch, args and metrics; all must be plain data and
+    tensors so that the file loads with `torch.load(weights_only=True)`.
+    """
+    atomic_save({"model": model.state_dict(), "model_config": dict(config), **extra}, path)
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """Load a checkpoint dict with `weights_only=True` (no code in the file can run)."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many kinds for truncated, corrupt or unsafe files
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot load checkpoint {path}: {first_line}") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
+        raise CheckpointError(f"{path} is not a checkpoint written by this repo (no model/model_config)")
+    return ckpt
+
+
+def load_model(path: str, map_location="cpu") -> tuple:
+    """Rebuild the model stored in a checkpoint from the file alone; returns (model, ckpt)."""
+    ckpt = load_checkpoint(path, map_location)
+    config = ckpt["model_config"]
+    try:
+        model = build_model(**config)
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: weights do not fit model {config}: {str(e).splitlines()[0]}") from None
+    return model.to(map_location), ckpt

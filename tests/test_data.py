@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from data import Batches, DataError, Split, crop_flip, load_data, load_npz, load_split
+
+
+def reference_crop_flip(image, dx, dy, flip, pad=4):
+    """One image at a time, the way torchvision's RandomCrop(padding=4) + flip would do it."""
+    padded = F.pad(image, (pad, pad, pad, pad))
+    H, W = image.shape[1:]
+    out = padded[:, dy:dy + H, dx:dx + W]
+    return out.flip(2) if flip else out
+
+
+def test_crop_flip_equals_the_per_image_reference():
+    images = torch.randint(0, 256, (6, 3, 8, 10), dtype=torch.uint8)
+    dx, dy = torch.tensor([0, 8, 4, 3, 1, 7]), torch.tensor([8, 0, 4, 2, 6, 5])
+    flip = torch.tensor([False, True, False, True, True, False])
+    out = crop_flip(images, dx, dy, flip)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    for i in range(6):
+        assert torch.equal(out[i], reference_crop_flip(images[i], int(dx[i]), int(dy[i]), bool(flip[i])))
+    centred = crop_flip(images, torch.full((6,), 4), torch.full((6,), 4), torch.zeros(6, dtype=torch.bool))
+    assert torch.equal(centred, images)
+
+
+def labelled_split(n=50, size=8):
+    """Image i has pixel value 20 * label + column + 1: labels and flips can be read from any crop."""
+    labels = torch.arange(n) % 10
+    columns = torch.arange(size).view(1, 1, 1, size)
+    images = (20 * labels.view(n, 1, 1, 1) + columns + 1).expand(n, 3, size, size).to(torch.uint8)
+    return Split(images.contiguous(), labels)
+
+
+def test_batches_shapes_range_labels_follow_images_and_augmentation_happens():
+    split = labelled_split()
+    batches = Batches(split, 16, "cpu", shuffle=True, augment=True, seed=3)
+    seen, flipped, shifted = [], 0, 0
+    for x, y in batches:
+        assert x.dtype == torch.float32 and x.shape[1:] == (3, 8, 8) and 0 <= x.min() and x.max() <= 1
+        values = (x * 255).round().long()
+        for img, label in zip(values, y):
+            body = img[img != 0]  # zero padding aside
+            assert ((body - 1) // 20 == label).all()  # the label travelled with its image
+            row = img[0][img[0] != 0].view(-1)[:2]
+            flipped += bool(row[1] < row[0])
+            shifted += bool((img == 0).any())
+        seen.append(y)
+    assert sorted(torch.cat(seen).tolist()) == sorted(split.labels.tolist())  # each image once
+    assert len(batches) == 4 and 10 < flipped < 40 and shifted > 25
+
+
+def test_batches_are_fixed_by_seed_and_epoch():
+    split = labelled_split()
+    def first(seed, epoch):
+        b = Batches(split, 16, "cpu", shuffle=True, augment=True, seed=seed)
+        b.set_epoch(epoch)
+        return next(iter(b))[0]
+    assert torch.equal(first(1, 2), first(1, 2))
+    assert not torch.equal(first(1, 2), first(1, 3))
+
+
+def write_npz(path, **arrays):
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def test_npz_loading_and_its_errors(tmp_path):
+    good = write_npz(tmp_path / "good.npz", image=np.zeros((4, 8, 8, 3), np.uint8), label=np.arange(4))
+    split = load_npz(good)
+    assert split.images.shape == (4, 3, 8, 8) and split.labels.dtype == torch.int64
+    cases = {
+        "not found": str(tmp_path / "missing.npz"),
+        "lacks key": write_npz(tmp_path / "nolabel.npz", image=np.zeros((4, 8, 8, 3), np.uint8)),
+        "must be uint8": write_npz(tmp_path / "float.npz", image=np.zeros((4, 8, 8, 3)), label=np.arange(4)),
+        "label": write_npz(tmp_path / "short.npz", image=np.zeros((4, 8, 8, 3), np.uint8), label=np.arange(3)),
+        "zero images": write_npz(tmp_path / "empty.npz", image=np.zeros((0, 8, 8, 3), np.uint8),
+                                 label=np.zeros(0, np.int64)),
+    }
+    for message, path in cases.items():
+        with pytest.raises(DataError, match=message):
+            load_npz(path)
+    with pytest.raises(DataError, match="labels must lie"):
+        load_npz(good, num_classes=3)
+
+
+def test_validation_split_is_held_out_fixed_by_seed_and_train_subset_takes_the_first(tmp_path):
+    n = 60
+    images = np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1).repeat(4, 1).repeat(4, 2).repeat(3, 3)
+    train = write_npz(tmp_path / "train.npz", image=images, label=np.arange(n) % 10)
+    test = write_npz(tmp_path / "test.npz", image=images[:20], label=np.arange(20) % 10)
+    ids = lambda s: s.images[:, 0, 0, 0].tolist()
+    a = load_data("npz", train_npz=train, test_npz=test, val_size=12, seed=5)
+    b = load_data("npz", train_npz=train, test_npz=test, val_size=12, seed=5)
+    c = load_data("npz", train_npz=train, test_npz=test, val_size=12, seed=6)
+    assert ids(a.val) == ids(b.val) and ids(a.val) != ids(c.val)
+    assert len(a.val) == 12 and not set(ids(a.val)) & set(ids(a.train)) and len(a.train) == 48
+    assert a.num_classes == 10 and len(a.test) == 20
+    sub = load_data("npz", train_npz=train, test_npz=test, val_size=12, seed=5, train_subset=10)
+    assert ids(sub.train) == ids(a.train)[:10]
+
+
+def test_unknown_dataset_and_missing_npz_flag():
+    with pytest.raises(DataError, match="unknown dataset"):
+        load_split("mnist", "data", True)
+    with pytest.raises(DataError, match="needs --train-npz"):
+        load_split("npz", "data", True)

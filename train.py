@@ -1,0 +1,283 @@
+"""Adversarial training: SAT (PGD-AT), TRADES, WEAT-nat and WEAT-adv (Section 4 of the paper).
+
+    python train.py --weat adv                      # WEAT-adv, ResNet-18, CIFAR-10, the paper's settings
+    python train.py --loss sat                      # the PGD-AT baseline
+    python train.py --smoke                         # the whole loop on tiny synthetic data, CPU, < 1 min
+
+A run writes to its own folder: args.json, log.jsonl (one JSON object per epoch), last.pt (every epoch)
+and best.pt (best validation PGD-20 accuracy). `--resume` continues from last.pt and ends with the
+same weights as an uninterrupted run.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+from tqdm import tqdm
+
+from attacks import eval_mode, pgd
+from data import DATASETS, Batches, DataError, load_data
+from energy import energy_x, trades_loss, weat_weights
+from models import MODEL_NAMES, CheckpointError, build_model, load_checkpoint, model_config, save_checkpoint
+
+PIXEL = 1 / 255  # eps and step sizes are given in pixels: 8 means 8/255
+PCT_START = 0.25  # OneCycleLR warm-up fraction in the authors' code
+VAL_PGD_STEPS = 20  # per-epoch validation attack: PGD-20, CE, step 2/255, uniform start
+VAL_PGD_STEP_SIZE = 2.0
+DATASET_DEFAULTS = {"epochs": {"svhn": 30}, "beta": {"cifar100": 7.0}}  # where the paper differs
+PAPER_DEFAULTS = {"epochs": 100, "beta": 6.0}
+SMOKE = {"dataset": "synthetic", "model": "resnet18", "width": 8, "epochs": 2, "val_size": 100,
+         "eval_examples": 100, "batch_size": 64, "steps": 5, "device": "cpu", "train_subset": None}
+RESUME_IGNORES = ("resume", "overwrite", "device")  # args that may change on --resume
+DEFAULT_IN_HELP = "%(default).0s"  # tells ArgumentDefaultsHelpFormatter the help text states the default
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, a run folder that does not match)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], usage="%(prog)s [options] (see --help)",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", choices=DATASETS, default="cifar10",
+                   help="'npz' reads --train-npz/--test-npz; 'synthetic' is a tiny learnable set for smoke runs")
+    p.add_argument("--data-dir", default="data", help="where torchvision data sets are downloaded")
+    p.add_argument("--train-npz", help="npz with 'image' (N,H,W,3) uint8 and 'label' (N,)")
+    p.add_argument("--test-npz", help="npz test set, same layout")
+    p.add_argument("--val-npz", help="npz validation set for checkpoint selection (else --val-size held out)")
+    p.add_argument("--model", choices=MODEL_NAMES, default="resnet18", help="network")
+    p.add_argument("--width", type=int, default=64, help="base channel count (64 is the paper's network)")
+    p.add_argument("--normalize", action="store_true", help="normalise inputs with CIFAR-10 statistics")
+    p.add_argument("--loss", choices=("trades", "sat"), default="trades",
+                   help="outer objective: TRADES (KL attack) or SAT, i.e. PGD-AT (CE attack)")
+    p.add_argument("--weat", choices=("none", "nat", "adv"), default="none",
+                   help="WEAT energy weighting of the TRADES loss (needs --loss trades)")
+    p.add_argument("--beta", type=float, default=None, help="TRADES/WEAT KL weight (default: 6; 7 for cifar100)" + DEFAULT_IN_HELP)
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: 100; 30 for svhn)" + DEFAULT_IN_HELP)
+    p.add_argument("--batch-size", type=int, default=128, help="training batch size")
+    p.add_argument("--lr", type=float, default=0.1, help="max learning rate of OneCycleLR")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
+    p.add_argument("--eps", type=float, default=8.0, help="Linf radius in pixels (8 means 8/255)")
+    p.add_argument("--step-size", type=float, default=2.0, help="attack step in pixels")
+    p.add_argument("--steps", type=int, default=10, help="attack steps K during training")
+    p.add_argument("--train-subset", type=int, default=None, help="train on the first N training images")
+    p.add_argument("--val-size", type=int, default=1000, help="training images held out for validation")
+    p.add_argument("--eval-examples", type=int, default=1000, help="validation points for the per-epoch PGD-20")
+    p.add_argument("--out-dir", default=None, help="run folder (default: runs/<dataset>-<model>-<method>-<seed>)" + DEFAULT_IN_HELP)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out-dir from last.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out-dir")
+    p.add_argument("--seed", type=int, default=0, help="seeds the split, the model, batches and attacks")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--smoke", action="store_true",
+                   help="2 epochs of a width-8 ResNet-18 on synthetic data on the CPU (overrides those flags)")
+    return p
+
+
+def method_name(args) -> str:
+    """sat, trades, weat-nat or weat-adv."""
+    return "sat" if args.loss == "sat" else ("trades" if args.weat == "none" else f"weat-{args.weat}")
+
+
+def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill in smoke and per-dataset defaults, check values; raises ValueError on bad input."""
+    if args.smoke:
+        vars(args).update(SMOKE)
+    for key, default in PAPER_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, DATASET_DEFAULTS[key].get(args.dataset, default))
+    if args.loss == "sat" and args.weat != "none":
+        raise ValueError("--weat weights the TRADES loss; it cannot be used with --loss sat")
+    for key in ("epochs", "batch_size", "steps", "width", "eval_examples"):
+        if getattr(args, key) < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}")
+    for key in ("eps", "step_size", "lr"):
+        if not getattr(args, key) > 0:
+            raise ValueError(f"--{key.replace('_', '-')} must be positive, got {getattr(args, key)}")
+    if args.train_subset is not None and args.train_subset < 1:
+        raise ValueError(f"--train-subset must be at least 1, got {args.train_subset}")
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.out_dir is None:
+        args.out_dir = os.path.join("runs", f"{args.dataset}-{args.model}-{method_name(args)}-{args.seed}")
+    return args
+
+
+def attack_for_training(model, x, y, args):
+    """x* for the training loss: PGD-CE with uniform start (SAT, last iterate, as Madry et al.) or the
+    TRADES KL attack (TRADES / WEAT). The model is in eval mode during the attack."""
+    with eval_mode(model):
+        if args.loss == "sat":
+            return pgd(model, x, y, args.eps * PIXEL, args.step_size * PIXEL, args.steps, loss="ce", keep_best=False)
+        return pgd(model, x, y, args.eps * PIXEL, args.step_size * PIXEL, args.steps, loss="kl")
+
+
+def training_loss(model, x, y, args):
+    """One step's loss and the natural / adversarial logits (for logging) of a batch."""
+    x_adv = attack_for_training(model, x, y, args)
+    logits_adv = model(x_adv)
+    if args.loss == "sat":
+        # deviation: SAT's loss uses x* only; its natural logits (for E_nat, train_nat_acc) come from an
+        # extra no-grad eval-mode forward so that BatchNorm statistics see only what the loss sees.
+        with torch.no_grad(), eval_mode(model):
+            logits_nat = model(x)
+        return torch.nn.functional.cross_entropy(logits_adv, y), logits_nat, logits_adv
+    logits_nat = model(x)
+    weat = None if args.weat == "none" else args.weat
+    return trades_loss(logits_nat, logits_adv, y, args.beta, weat), logits_nat, logits_adv
+
+
+def train_epoch(model, batches, optimizer, scheduler, args, epoch):
+    """One epoch of adversarial training; returns the epoch's training statistics."""
+    model.train()
+    sums = torch.zeros(7, device=args.device)  # n, loss, nat ok, adv ok, E_nat, E_adv, w
+    for step, (x, y) in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)):
+        loss, logits_nat, logits_adv = training_loss(model, x, y, args)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"non-finite loss ({loss.item()}) at epoch {epoch}, step {step}; "
+                                f"last.pt from epoch {epoch - 1} is kept")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():
+            sums += batch_statistics(loss, logits_nat, logits_adv.detach(), y, weighted=args.weat != "none")
+    n, loss, nat_ok, adv_ok, e_nat, e_adv, w = sums.tolist()
+    return {"lr": scheduler.get_last_lr()[0], "train_loss": loss / n, "train_nat_acc": nat_ok / n,
+            "train_adv_acc": adv_ok / n, "E_nat": e_nat / n, "E_adv": e_adv / n, "delta_E": (e_nat - e_adv) / n,
+            "weight_mean": w / n}
+
+
+def batch_statistics(loss, logits_nat, logits_adv, y, weighted: bool) -> torch.Tensor:
+    """Sums over a batch of: 1, loss, natural / adversarial correct, E(x), E(x*), WEAT weight."""
+    w = weat_weights(logits_nat) if weighted else torch.ones_like(loss)
+    n = torch.ones_like(loss) * len(y)
+    return torch.stack([n, loss * n, (logits_nat.argmax(1) == y).sum().float(),
+                        (logits_adv.argmax(1) == y).sum().float(), energy_x(logits_nat).sum(),
+                        energy_x(logits_adv).sum(), w.sum() if weighted else n])
+
+
+def evaluate_pgd(model, batches, eps, alpha, steps):
+    """Clean and PGD (CE, uniform start) accuracy of a model in eval mode over a set of batches."""
+    correct = torch.zeros(3)
+    with eval_mode(model):
+        for x, y in batches:
+            x_adv = pgd(model, x, y, eps, alpha, steps, loss="ce")
+            with torch.no_grad():
+                correct += torch.tensor([len(y), (model(x).argmax(1) == y).sum(), (model(x_adv).argmax(1) == y).sum()])
+    n, nat, adv = correct.tolist()
+    return nat / n, adv / n
+
+
+def seed_epoch(seed: int, epoch: int) -> None:
+    """Seed the global RNG (attack noise) from (seed, epoch), so a resumed run replays it exactly."""
+    torch.manual_seed(seed * 1_000_003 + epoch)
+
+
+def check_out_dir(args) -> None:
+    """Refuse to touch another run in --out-dir unless --resume or --overwrite (writes nothing)."""
+    has_run = os.path.exists(os.path.join(args.out_dir, "args.json"))
+    if args.resume and not os.path.isfile(os.path.join(args.out_dir, "last.pt")):
+        raise TrainingError(f"--resume: no last.pt in {args.out_dir}")
+    if has_run and not (args.resume or args.overwrite):
+        raise TrainingError(f"{args.out_dir} holds another run; pass --resume to continue it or --overwrite")
+
+
+def prepare_out_dir(args) -> None:
+    """Create the run folder; for a new run, clear the old run's files and write args.json."""
+    os.makedirs(args.out_dir, exist_ok=True)
+    if not args.resume:
+        for name in ("log.jsonl", "last.pt", "best.pt"):
+            if os.path.exists(os.path.join(args.out_dir, name)):
+                os.remove(os.path.join(args.out_dir, name))
+        with open(os.path.join(args.out_dir, "args.json"), "w") as f:
+            json.dump(vars(args), f, indent=2)
+
+
+def resume_state(args, model, optimizer, scheduler) -> list:
+    """Load last.pt into model, optimizer and scheduler; rewrite log.jsonl from it; return the history."""
+    ckpt = load_checkpoint(os.path.join(args.out_dir, "last.pt"), args.device)
+    saved = {k: v for k, v in ckpt["args"].items() if k not in RESUME_IGNORES}
+    changed = sorted(k for k, v in saved.items() if vars(args).get(k) != v)
+    if changed:
+        raise TrainingError(f"--resume with different settings than the run in {args.out_dir}: {', '.join(changed)}")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    write_log(args.out_dir, ckpt["history"])  # drops a line written after the last checkpoint, if any
+    return ckpt["history"]
+
+
+def write_log(out_dir: str, history: list) -> None:
+    tmp = os.path.join(out_dir, "log.jsonl.tmp")
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in history)
+    os.replace(tmp, os.path.join(out_dir, "log.jsonl"))
+
+
+def run(args) -> list:
+    """Train as `args` says; returns the per-epoch log."""
+    check_out_dir(args)
+    print("settings: " + " ".join(f"{k}={v}" for k, v in vars(args).items()), flush=True)
+    data = load_data(args.dataset, args.data_dir, args.train_npz, args.test_npz, args.val_npz,
+                     args.val_size, args.train_subset, args.seed)
+    prepare_out_dir(args)
+    torch.manual_seed(args.seed)
+    config = model_config(args.model, data.num_classes, args.normalize, args.width)
+    model = build_model(**config).to(args.device)
+    train_batches = Batches(data.train, args.batch_size, args.device, shuffle=True, augment=True, seed=args.seed,
+                            drop_last=len(data.train) % args.batch_size == 1)  # BatchNorm cannot train on 1 image
+    val_batches = Batches(data.val.take(slice(0, args.eval_examples)), args.batch_size, args.device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, pct_start=PCT_START,
+                                                    total_steps=args.epochs * len(train_batches))
+    history = resume_state(args, model, optimizer, scheduler) if args.resume else []
+    best = max((row["val_pgd_acc"] for row in history), default=-1.0)
+    print(f"{method_name(args)}: {len(data.train)} train / {len(data.val)} val images, "
+          f"{sum(p.numel() for p in model.parameters()):,} parameters, {args.device}", flush=True)
+    for epoch in range(len(history) + 1, args.epochs + 1):
+        start = time.time()
+        seed_epoch(args.seed, epoch)
+        train_batches.set_epoch(epoch)
+        row = {"epoch": epoch, **train_epoch(model, train_batches, optimizer, scheduler, args, epoch)}
+        row["val_nat_acc"], row["val_pgd_acc"] = evaluate_pgd(model, val_batches, args.eps * PIXEL,
+                                                              VAL_PGD_STEP_SIZE * PIXEL, VAL_PGD_STEPS)
+        row["seconds"] = time.time() - start
+        history.append(row)
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
+                 "args": vars(args), "metrics": row, "history": history}
+        if row["val_pgd_acc"] > best:  # best.pt before last.pt: a kill in between replays this epoch
+            best = row["val_pgd_acc"]
+            save_checkpoint(os.path.join(args.out_dir, "best.pt"), model, config, **state)
+        save_checkpoint(os.path.join(args.out_dir, "last.pt"), model, config, **state)
+        with open(os.path.join(args.out_dir, "log.jsonl"), "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(summary_line(row, args.epochs), flush=True)
+    return history
+
+
+def summary_line(row: dict, epochs: int) -> str:
+    return (f"epoch {row['epoch']}/{epochs} loss {row['train_loss']:.4f} train nat/adv "
+            f"{row['train_nat_acc']:.3f}/{row['train_adv_acc']:.3f} val nat/pgd20 {row['val_nat_acc']:.3f}/"
+            f"{row['val_pgd_acc']:.3f} E_nat {row['E_nat']:.2f} E_adv {row['E_adv']:.2f} "
+            f"w {row['weight_mean']:.3f} lr {row['lr']:.4f} {row['seconds']:.0f}s")
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
+    try:
+        args = resolve_args(parser.parse_args(argv))
+    except ValueError as e:
+        parser.error(str(e))
+    try:
+        run(args)
+    except (DataError, CheckpointError, TrainingError) as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
