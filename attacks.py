@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from energy import kl_per_sample
 
@@ -36,7 +37,11 @@ def eval_mode(model: nn.Module):
 
 def check_adversarial(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """Raise unless |x_adv - x|_inf <= eps (+1e-6) and x_adv lies in [0, 1]; returns x_adv."""
-    dist = (x_adv - x).abs().amax() if x.numel() else torch.tensor(0.0)
+    if x_adv.shape != x.shape:
+        raise RuntimeError(f"attack returned shape {tuple(x_adv.shape)} for input {tuple(x.shape)}")
+    if x.numel() == 0:
+        return x_adv
+    dist = (x_adv - x).abs().amax()
     if dist > eps + BALL_TOLERANCE or x_adv.min() < 0 or x_adv.max() > 1:
         raise RuntimeError(f"attack left the eps-ball or the box: |x_adv - x|_inf = {dist:.3g} (eps {eps:.3g}), "
                            f"range [{x_adv.min():.3g}, {x_adv.max():.3g}]")
@@ -320,7 +325,9 @@ def fab_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
                  n_target_classes: int = 9, seed: int = 0) -> torch.Tensor:
     """FAB-T: the minimal Linf adversarial point towards each of the top other classes in turn (one run
     from x_orig each, as AutoAttack "standard"); a point is broken where the one found lies within eps.
-    Deterministic (no random restarts); `seed` is accepted for a uniform interface."""
+    Deterministic (no random restarts); `seed` is accepted for a uniform interface. Being a minimal-norm
+    attack, it returns x itself for points misclassified to begin with (the cascade never sends it any).
+    Where nothing was found within eps, it returns the last iterate projected into the ball."""
     x = x.detach()
     best = BestPoints(x)
     for target in target_classes(model, x, n_target_classes):
@@ -405,26 +412,30 @@ def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, attacks=STANDARD_ATTACKS,
-               seed: int = 0, report: list = None, **settings) -> tuple:
+               seed: int = 0, batch_size: int = None, report: list = None, progress: bool = False,
+               **settings) -> tuple:
     """Run the attacks in turn, each only on the points still robust; returns (x_adv, robust_mask).
 
     A point is robust only if it is classified correctly and every attack failed on it. `attacks` holds
     names (see `attack_by_name`, whose keyword settings pass through) or functions
-    (model, x, y, eps, seed) -> x_adv. Points misclassified to begin with are returned unchanged.
-    If `report` is a list, one dict per attack is appended: name, robust count after it, seconds.
+    (model, x, y, eps, seed) -> x_adv. Each attack runs over the robust points in batches of
+    `batch_size` (all at once if None). Points misclassified to begin with are returned unchanged.
+    If `report` is a list, one dict per attack is appended: name, points attacked, robust after, seconds.
     """
     x = x.detach()
-    robust, x_adv = predict(model, x) == y, x.clone()
+    batch_size = batch_size or len(x)
+    robust = torch.cat([predict(model, xb) == yb for xb, yb in zip(x.split(batch_size), y.split(batch_size))])
+    x_adv = x.clone()
     for attack in attacks:
         fn = attack_by_name(attack, **settings) if isinstance(attack, str) else attack
-        index, start = robust.nonzero().squeeze(1), time.time()
-        if len(index):
+        name, start, attacked = getattr(attack, "__name__", attack), time.time(), robust.nonzero().squeeze(1)
+        for index in tqdm(attacked.split(batch_size), desc=name, disable=not progress, leave=False):
             x_found = check_adversarial(fn(model, x[index], y[index], eps, seed), x[index], eps)
             x_adv[index] = x_found
             robust[index[predict(model, x_found) != y[index]]] = False
         if report is not None:
-            report.append({"attack": getattr(attack, "__name__", attack), "robust": int(robust.sum()),
-                           "attacked": len(index), "seconds": time.time() - start})
+            report.append({"attack": name, "attacked": len(attacked), "robust": int(robust.sum()),
+                           "seconds": time.time() - start})
     return x_adv, robust
 
 

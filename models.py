@@ -7,6 +7,7 @@ for, is the first module of the network, so attacks and energies always see [0, 
     save_checkpoint("runs/x/last.pt", model, epoch=3, args=vars(args))
     model, ckpt = load_model("runs/x/last.pt")
 """
+import hashlib
 import os
 import tempfile
 
@@ -178,6 +179,15 @@ def save_checkpoint(path: str, model: nn.Module, config: dict, **extra) -> None:
     tensors so that the file loads with `torch.load(weights_only=True)`.
     """
     atomic_save({"model": model.state_dict(), "model_config": dict(config), **extra}, path)
+
+
+def sha256_of(path: str) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:

@@ -85,3 +85,188 @@ def test_pgd_reports_points_that_fool_and_refuses_bad_arguments(bn_model):
         pgd(bn_model, x, y, EPS, ALPHA, 1, loss="l2")
     with pytest.raises(ValueError, match="untargeted"):
         pgd(bn_model, x, y, EPS, ALPHA, 1, loss="kl", target=y)
+
+
+# --- APGD, FAB-T, Square, the cascade -------------------------------------------------------------
+
+import numpy as np
+from scipy.optimize import linprog
+
+import attacks as A
+
+SMALL = {"apgd-ce": dict(n_iter=5), "apgd-dlr": dict(n_iter=5), "apgd-t": dict(n_iter=5, n_target_classes=3),
+         "fab-t": dict(n_iter=5, n_target_classes=3), "square": dict(n_queries=30), "pgd-20": {}}
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_every_attack_stays_in_the_ball_and_box_and_leaves_the_model_alone(bn_model, name):
+    x, y = batch()
+    x[0], x[1] = 0.0, 1.0
+    before = {k: v.clone() for k, v in bn_model.state_dict().items()}
+    x_adv = A.attack_by_name(name, **SMALL[name])(bn_model, x, y, EPS, 0)
+    assert x_adv.dtype == torch.float32 and x_adv.shape == x.shape
+    assert (x_adv - x).abs().max() <= EPS + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    moved = (x_adv - x).flatten(1).abs().amax(1) > 0
+    if name == "fab-t":  # a minimal-norm attack: zero is the answer for points misclassified to begin with
+        moved |= A.predict(bn_model, x) != y
+    assert moved.all()  # never the clean input unchanged
+    assert not bn_model.training and all(p.grad is None for p in bn_model.parameters())
+    assert all(torch.equal(v, bn_model.state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.parametrize("name", ["apgd-ce", "apgd-t", "fab-t", "square"])
+def test_attacks_are_seeded(bn_model, name):
+    x, y = batch()
+    run = lambda seed: A.attack_by_name(name, **SMALL[name])(bn_model, x, y, EPS, seed)
+    assert torch.equal(run(3), run(3))
+
+
+def test_apgd_checkpoints_follow_the_paper():
+    assert A.apgd_checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+
+
+def test_square_schedule_halves_p_at_the_published_query_counts():
+    fractions = [A.square_fraction(0.8, q, 10000) for q in (1, 10, 11, 50, 51, 8000, 8001)]
+    assert fractions == [0.8, 0.8, 0.4, 0.4, 0.2, 0.8 / 256, 0.8 / 512]
+
+
+def test_dlr_loss_known_values():
+    logits = torch.tensor([[5.0, 3.0, 1.0, 0.0]])
+    y, t = torch.tensor([0]), torch.tensor([1])
+    assert A.dlr_loss(logits, y).item() == pytest.approx(-(5 - 3) / (5 - 1))
+    assert A.dlr_loss(logits, y, t).item() == pytest.approx(-(5 - 3) / (5 - 0.5))
+
+
+def test_linf_boundary_step_is_the_linear_programme_optimum():
+    torch.manual_seed(0)
+    for _ in range(10):
+        n = 6
+        x, w, c = torch.rand(1, n).double(), torch.randn(1, n).double(), 0.5 * torch.randn(1).double()
+        d = A.linf_boundary_step(x, w, c)
+        # min r s.t. -r <= d_i <= r, w.d = c, 0 <= x + d <= 1; variables (d, r)
+        eye, ones = np.eye(n), np.ones((n, 1))
+        lp = linprog(np.r_[np.zeros(n), 1], A_ub=np.block([[eye, -ones], [-eye, -ones]]), b_ub=np.zeros(2 * n),
+                     A_eq=np.r_[w[0].numpy(), 0][None], b_eq=[c.item()],
+                     bounds=[(-v, 1 - v) for v in x[0].tolist()] + [(0, None)])
+        if lp.status == 0:
+            assert d.abs().max().item() == pytest.approx(lp.fun, abs=1e-9)
+            assert (w * d).sum().item() == pytest.approx(c.item(), abs=1e-9)
+        assert ((x + d) >= -1e-12).all() and ((x + d) <= 1 + 1e-12).all()
+
+
+def linear_two_class():
+    torch.manual_seed(0)
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    x = 0.25 + 0.5 * torch.rand(8, 3, 4, 4)
+    y = torch.randint(0, 2, (8,))
+    w = linear[1].weight.detach()
+    return linear, x, y, margin(linear(x + EPS * (w[1 - y] - w[y]).sign().view_as(x)), y)
+
+
+def test_apgd_reaches_the_linear_worst_case():
+    linear, x, y, worst = linear_two_class()
+    x_adv = A.apgd(linear, x, y, EPS, n_iter=20)
+    fooled = linear(x_adv).argmax(1) != y
+    # where not fooled, APGD must have found the corner itself (where fooled it may stop earlier)
+    torch.testing.assert_close(margin(linear(x_adv), y)[~fooled], worst[~fooled])
+    assert (fooled == (worst > 0)).all()
+
+
+def test_fab_finds_the_exact_minimal_perturbation_of_a_linear_model():
+    """For a linear binary classifier far from the box edges, the minimal Linf distance to the boundary
+    is |f_y - f_j| / ||w_y - w_j||_1; FAB's projection is exact there."""
+    linear, x, y, _ = linear_two_class()
+    w = linear[1].weight.detach()
+    gap = (linear(x).gather(1, y[:, None]) - linear(x).gather(1, 1 - y[:, None])).squeeze(1)
+    distance = gap / (w[y] - w[1 - y]).abs().sum(1)
+    eps = float(distance.max().detach()) * 1.1
+    x_adv = A.fab_targeted(linear, x, y, eps, n_iter=10, n_target_classes=1)
+    found = (x_adv - x).flatten(1).abs().amax(1)
+    fooled = linear(x_adv).argmax(1) != y
+    assert fooled[gap > 0].all()
+    torch.testing.assert_close(found[gap > 0], distance[gap > 0].detach(), rtol=0.06, atol=1e-6)
+
+
+def test_targeted_pgd_hits_its_targets():
+    torch.manual_seed(0)
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 10))
+    x = torch.rand(16, 3, 4, 4)
+    y = linear(x).argmax(1).detach()
+    target = (y + 1 + torch.randint(0, 9, (16,))) % 10
+    for loss in ("ce", "cw"):
+        x_adv = pgd(linear, x, y, 0.5, 0.05, 50, loss=loss, target=target)
+        assert (linear(x_adv).argmax(1) == target).all()
+
+
+def test_apgd_is_at_least_as_strong_as_pgd_on_a_trained_model(trained_model):
+    model, x, y = trained_model
+    eps = 16 / 255  # where this model's robust accuracy is neither 0 nor 1
+    robust = lambda x_adv: (A.predict(model, x_adv) == y).float().mean().item()
+    pgd_acc = robust(pgd(model, x, y, eps, eps / 4, 20))
+    apgd_acc = robust(A.apgd(model, x, y, eps, n_iter=20))
+    assert 0.1 < pgd_acc < 0.9 and apgd_acc <= pgd_acc
+
+
+def test_cascade_mask_is_the_and_of_the_single_attacks(trained_model):
+    model, x, y = trained_model
+    x, y = x[:40], y[:40]
+
+    # Each fake attack "fools" a fixed set of points by moving them to a point of another class.
+    donors = {int(c): x[(y != c).nonzero()[0, 0]] for c in y.unique()}
+    def make(broken):
+        def attack(m, xs, ys, eps, seed):
+            out = xs.clone()
+            for i, (xi, yi) in enumerate(zip(xs, ys)):
+                key = xi.sum().item()
+                if key in broken:
+                    out[i] = xi + (donors[int(yi)] - xi).clamp(-eps, eps)
+            return out.clamp(0, 1)
+        return attack
+    keys = [v.sum().item() for v in x]
+    eps = 1.0
+    fakes = [make(set(keys[0:10])), make(set(keys[5:20])), make(set(keys[30:35]))]
+    single = [A.predict(model, f(model, x, y, eps, 0)) == y for f in fakes]
+    expected = (A.predict(model, x) == y) & single[0] & single[1] & single[2]
+    report = []
+    _, robust = A.autoattack(model, x, y, eps, attacks=fakes, batch_size=16, report=report)
+    assert torch.equal(robust, expected) and expected.sum() < 40 - 5
+    assert [r["robust"] for r in report] == sorted([r["robust"] for r in report], reverse=True)
+
+
+def test_real_cascade_is_no_weaker_than_each_of_its_attacks(trained_model):
+    model, x, y = trained_model
+    x, y = x[:60], y[:60]
+    eps = 16 / 255
+    _, robust = A.autoattack(model, x, y, eps, attacks=("apgd-ce", "square"), n_iter=10, n_queries=20)
+    for name in ("apgd-ce", "square"):
+        single = A.predict(model, A.attack_by_name(name, n_iter=10, n_queries=20)(model, x, y, eps, 0)) == y
+        assert not (robust & ~single).any()  # robust in the cascade implies robust to each attack alone
+
+
+class Noisy(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x) + torch.randn(len(x), 10)
+
+
+class Rounded(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(torch.round(x * 4) / 4)  # piecewise constant: zero input gradient
+
+
+def test_sanity_flags_fire_on_canaries_and_stay_quiet_on_a_normal_model(trained_model):
+    model, x, y = trained_model
+    x, y = x[:20], y[:20]
+    assert not any(A.sanity_checks(model, x, y).values())
+    assert A.sanity_checks(Noisy(model), x, y)["randomized_outputs"]
+    assert A.sanity_checks(nn.Sequential(model, nn.Softmax(dim=1)), x, y)["softmax_outputs"]
+    assert A.sanity_checks(Rounded(model), x, y)["zero_gradients"]
+    report = [{"attack": "apgd-ce", "robust": 50}, {"attack": "square", "robust": 49}]
+    assert A.square_flag(report, n=100) and not A.square_flag(report, n=1000)

@@ -1,0 +1,160 @@
+"""Robust accuracy of a checkpoint: clean, PGD-20 and the AutoAttack-style cascade, as a JSON report.
+
+    python evaluate.py --ckpt runs/cifar10-resnet18-weat-adv-0/best.pt
+    python evaluate.py --ckpt best.pt --n-examples 1000 --attacks apgd-ce,apgd-t --eps 8
+
+Points are the first --n-examples of the data set's test split (all of it if fewer). PGD-20 (CE, step
+2/255, uniform start) runs on every point; the cascade runs each attack only on the points still robust,
+and a point counts as robust only if every attack failed on it. Clean and robust accuracy are reported
+on the same points, with 95% Clopper-Pearson intervals.
+"""
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from scipy import stats
+
+from attacks import STANDARD_ATTACKS, attack_by_name, autoattack, eval_mode, predict, sanity_checks, square_flag
+from data import DataError, load_split
+from models import CheckpointError, load_model, sha256_of
+
+PIXEL = 1 / 255
+ATTACK_SETTINGS = {"n_iter": 100, "n_queries": 5000, "n_target_classes": 9, "n_restarts": 1}  # AA "standard"
+INDEX_RULE = "the first n points of the test split, in the data set's order"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], usage="%(prog)s --ckpt CKPT [options]",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="checkpoint written by train.py")
+    p.add_argument("--attacks", default=",".join(STANDARD_ATTACKS),
+                   help="cascade, comma-separated: apgd-ce, apgd-dlr, apgd-t, fab-t, square, pgd-20")
+    p.add_argument("--n-examples", type=int, default=10000, help="first n test points (all if fewer)")
+    p.add_argument("--eps", type=float, default=8.0, help="Linf radius in pixels (8 means 8/255)")
+    p.add_argument("--n-iter", type=int, default=ATTACK_SETTINGS["n_iter"], help="APGD / FAB iterations")
+    p.add_argument("--n-queries", type=int, default=ATTACK_SETTINGS["n_queries"], help="Square queries")
+    p.add_argument("--batch-size", type=int, default=500, help="points per attack batch")
+    p.add_argument("--seed", type=int, default=0, help="seeds every attack")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--data-dir", default=None, help="default: the one stored in the checkpoint")
+    p.add_argument("--test-npz", default=None, help="default: the one stored in the checkpoint")
+    p.add_argument("--out", default=None, help="JSON report (default: eval-<ckpt name>.json beside the checkpoint)")
+    return p
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> list:
+    """Exact binomial confidence interval for k successes out of n."""
+    lo = stats.beta.ppf((1 - level) / 2, k, n - k + 1) if k > 0 else 0.0
+    hi = stats.beta.ppf(1 - (1 - level) / 2, k + 1, n - k) if k < n else 1.0
+    return [float(lo), float(hi)]
+
+
+def accuracy_entry(correct: int, n: int, **extra) -> dict:
+    return {"accuracy": correct / n, "correct": int(correct), "n": n, "ci95": clopper_pearson(int(correct), n),
+            **extra}
+
+
+def evaluate_model(model, x, y, eps, attacks, batch_size=500, seed=0, progress=False, **settings) -> dict:
+    """Clean, PGD-20 and cascade results of any classifier on (x, y): per-point masks and a report."""
+    with eval_mode(model):
+        flags = sanity_checks(model, x[:batch_size], y[:batch_size])
+        start = time.time()
+        clean = torch.cat([predict(model, xb) == yb for xb, yb in zip(x.split(batch_size), y.split(batch_size))])
+        clean_seconds = time.time() - start
+        pgd_report = []
+        _, pgd_robust = autoattack(model, x, y, eps, ("pgd-20",), seed, batch_size, pgd_report, progress)
+        cascade_report = []
+        _, robust = autoattack(model, x, y, eps, attacks, seed, batch_size, cascade_report, progress, **settings)
+    flags["square_beats_white_box"] = square_flag(cascade_report, len(y))
+    n = len(y)
+    rows = {"clean": accuracy_entry(int(clean.sum()), n, seconds=clean_seconds),
+            "pgd-20": accuracy_entry(pgd_report[0]["robust"], n, seconds=pgd_report[0]["seconds"])}
+    for row in cascade_report:  # robust accuracy after each attack of the cascade (cumulative)
+        rows[f"+{row['attack']}"] = accuracy_entry(row["robust"], n, seconds=row["seconds"], attacked=row["attacked"])
+    rows["cascade"] = accuracy_entry(int(robust.sum()), n, seconds=sum(r["seconds"] for r in cascade_report))
+    return {"rows": rows, "flags": flags, "masks": {"clean": clean, "pgd20_robust": pgd_robust, "cascade_robust": robust}}
+
+
+def check_args(args) -> None:
+    """Raise ValueError on bad settings, before any work; turns --attacks into a list."""
+    for key in ("eps", "n_examples", "batch_size", "n_iter", "n_queries"):
+        if not getattr(args, key) > 0:
+            raise ValueError(f"--{key.replace('_', '-')} must be positive, got {getattr(args, key)}")
+    args.attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    if not args.attacks:
+        raise ValueError("--attacks names no attack")
+    for name in args.attacks:
+        attack_by_name(name)  # raises on an unknown name
+
+
+def run(args) -> dict:
+    attacks = args.attacks
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    model, ckpt = load_model(args.ckpt, device)
+    train_args = ckpt.get("args", {})
+    dataset = train_args.get("dataset")
+    if dataset is None:
+        raise CheckpointError(f"{args.ckpt} does not record its data set; it was not written by train.py")
+    test = load_split(dataset, args.data_dir or train_args.get("data_dir", "data"), False,
+                      args.test_npz or train_args.get("test_npz"))
+    n = min(args.n_examples, len(test))
+    x, y = test.images[:n].to(device).float() / 255, test.labels[:n].to(device)
+    settings = {"n_iter": args.n_iter, "n_queries": args.n_queries, "n_target_classes": 9, "n_restarts": 1}
+    started = time.time()
+    result = evaluate_model(model, x, y, args.eps * PIXEL, attacks, args.batch_size, args.seed, True, **settings)
+    report = {"checkpoint": os.path.abspath(args.ckpt), "checkpoint_sha256": sha256_of(args.ckpt),
+              "dataset": dataset, "split": "test", "n": n, "index_rule": INDEX_RULE, "eps_pixels": args.eps,
+              "eps": args.eps * PIXEL, "attacks": attacks, "attack_settings": settings,
+              "pgd20_settings": {"steps": 20, "step_size": 2 * PIXEL, "loss": "ce", "random_start": True},
+              **result["rows"], "flags": result["flags"], "seed": args.seed, "torch": torch.__version__,
+              "device": str(device), "time": datetime.datetime.now().isoformat(timespec="seconds"),
+              "seconds": time.time() - started}
+    write_outputs(args, report, result["masks"])
+    return report
+
+
+def write_outputs(args, report: dict, masks: dict) -> None:
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)),
+                                   f"eval-{os.path.splitext(os.path.basename(args.ckpt))[0]}.json")
+    report["mask_file"] = os.path.splitext(out)[0] + "-mask.npz"
+    np.savez(report["mask_file"], index=np.arange(report["n"]), **{k: v.cpu().numpy() for k, v in masks.items()})
+    with open(out + ".tmp", "w") as f:
+        json.dump(report, f, indent=2)
+    os.replace(out + ".tmp", out)
+    report["report_file"] = out
+
+
+def print_table(report: dict) -> None:
+    print(f"{report['dataset']} test, first {report['n']} points, eps {report['eps_pixels']:g}/255")
+    print(f"{'':<14}{'accuracy':>10}  {'95% interval':<17}{'seconds':>9}")
+    for key in ["clean", "pgd-20"] + [k for k in report if k.startswith("+")] + ["cascade"]:
+        row = report[key]
+        print(f"{key:<14}{100 * row['accuracy']:>9.2f}%  [{100 * row['ci95'][0]:5.1f}, {100 * row['ci95'][1]:5.1f}]"
+              f"{row['seconds']:>10.1f}")
+    raised = [k for k, v in report["flags"].items() if v]
+    print("sanity flags: " + (", ".join(raised) if raised else "none raised"))
+    print(f"report: {report['report_file']}")
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_args(args)
+    except ValueError as e:
+        parser.error(str(e))
+    try:
+        report = run(args)
+    except (CheckpointError, DataError) as e:
+        print(f"evaluate.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print_table(report)
+
+
+if __name__ == "__main__":
+    main()

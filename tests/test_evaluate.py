@@ -1,0 +1,56 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import evaluate
+from conftest import ROOT
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_cli_end_to_end_on_a_smoke_checkpoint(smoke_run, tmp_path):
+    out = tmp_path / "report.json"
+    result = cli("--ckpt", str(smoke_run / "best.pt"), "--n-examples", "60", "--n-iter", "5", "--n-queries", "20",
+                 "--batch-size", "25", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    masks = np.load(report["mask_file"])
+    n = report["n"]
+    assert n == 60 and report["dataset"] == "synthetic" and report["index_rule"].startswith("the first n")
+    assert report["clean"]["correct"] == masks["clean"].sum()
+    assert report["pgd-20"]["correct"] == masks["pgd20_robust"].sum()
+    assert report["cascade"]["correct"] == masks["cascade_robust"].sum()
+    assert not (masks["cascade_robust"] & ~masks["clean"]).any()
+    steps = [report[f"+{a}"]["correct"] for a in ("apgd-ce", "apgd-t", "fab-t", "square")]
+    assert steps == sorted(steps, reverse=True) and steps[-1] == report["cascade"]["correct"]
+    lo, hi = report["cascade"]["ci95"]
+    assert lo <= report["cascade"]["accuracy"] <= hi
+    assert len(report["checkpoint_sha256"]) == 64 and set(report["flags"]) >= {"randomized_outputs", "zero_gradients"}
+    assert "cascade" in result.stdout and "sanity flags" in result.stdout
+
+
+def test_clopper_pearson_known_values():
+    lo, hi = evaluate.clopper_pearson(5, 10)
+    assert lo == pytest.approx(0.187086, abs=1e-5) and hi == pytest.approx(0.812914, abs=1e-5)
+    assert evaluate.clopper_pearson(0, 10)[0] == 0 and evaluate.clopper_pearson(10, 10)[1] == 1
+
+
+@pytest.mark.parametrize("content,message", [(None, "not found"), (b"", "cannot load"), (b"PK\x03\x04junk", "cannot load")])
+def test_a_checkpoint_that_does_not_load_exits_2(tmp_path, content, message):
+    path = tmp_path / "model.pt"
+    if content is not None:
+        path.write_bytes(content)
+    result = cli("--ckpt", str(path))
+    assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_attack_is_refused():
+    result = cli("--ckpt", "x.pt", "--attacks", "apgd-ce,deepfool")
+    assert result.returncode == 2 and "unknown attack 'deepfool'" in result.stderr
