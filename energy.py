@@ -1,4 +1,5 @@
-"""A classifier read as an energy-based model, and the TRADES / WEAT training losses.
+"""A classifier read as an energy-based model, the TRADES / WEAT training losses, and the energy
+analysis of Section 3 as a command.
 
 For logits f(x) (Section 3 of the paper):
 
@@ -10,7 +11,19 @@ WEAT (Section 4) weights each sample by w(x) = 1 / log(1 + exp(|E(x)|)) inside a
 `trades_loss` is a drop-in replacement for `F.cross_entropy` in a training loop:
 
     loss = trades_loss(model(x), model(x_adv), y, beta=6.0, weat="adv")
+
+The command (Section 3 figures):
+
+    python energy.py attacks --ckpt runs/A/best.pt --n-examples 1000 --eps 8   # how attacks move E(x), E(x,y)
+    python energy.py divergence --ckpt runs/A/best.pt                          # dE = E(x) - E(x*) per point
+    python energy.py curves --log runs/A/log.jsonl runs/B/log.jsonl            # dE over epochs (overfitting)
 """
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -60,3 +73,287 @@ def trades_loss(logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torch.Ten
         return ce.mean() + beta * kl.mean()
     w = weat_weights(logits_nat)
     return (w * ce).mean() + beta * (w * kl).mean()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Energy analysis (Section 3): library functions that apply to any classifier
+
+
+UNTARGETED = ("pgd-ce", "apgd-ce", "trades-kl")
+TARGETED = ("apgd-t", "pgd-target", "cw-target")
+PGD_STEPS = 20  # PGD-20 with step eps/4 (2/255 at eps 8/255) for the PGD-based attacks
+
+
+def attack_points(model, x, y, attack: str, eps: float, seed: int = 0, n_iter: int = 100) -> tuple:
+    """x* from a named attack, and the attack's goal per point: the random target class of the targeted
+    PGD attacks, else None. Untargeted: pgd-ce, apgd-ce, trades-kl (the TRADES KL attack, K = 10);
+    targeted: apgd-t, pgd-target (CE towards a random class), cw-target (CW margin towards it)."""
+    import attacks as A  # energy sits below attacks in the import order; only the analysis needs them
+    torch.manual_seed(seed)  # PGD's random starts
+    with A.eval_mode(model):
+        with torch.no_grad():
+            num_classes = model(x[:1]).shape[1]
+        offset = torch.randint(1, num_classes, (len(y),), generator=torch.Generator().manual_seed(seed))
+        target = (y + offset.to(y.device)) % num_classes if attack in ("pgd-target", "cw-target") else None
+        runs = {
+            "clean": lambda: x,
+            "pgd-ce": lambda: A.pgd(model, x, y, eps, eps / 4, PGD_STEPS),
+            "apgd-ce": lambda: A.apgd(model, x, y, eps, n_iter, seed=seed),
+            "trades-kl": lambda: A.pgd(model, x, y, eps, eps / 4, 10, loss="kl"),
+            "apgd-t": lambda: A.apgd_targeted(model, x, y, eps, n_iter, seed=seed),
+            "pgd-target": lambda: A.pgd(model, x, y, eps, eps / 4, PGD_STEPS, target=target),
+            "cw-target": lambda: A.pgd(model, x, y, eps, eps / 4, PGD_STEPS, loss="cw", target=target),
+        }
+        if attack not in runs:
+            raise ValueError(f"unknown attack {attack!r}; choose from {', '.join(runs)}")
+        return runs[attack](), target
+
+
+@torch.no_grad()
+def point_energies(model, x, y) -> dict:
+    """E(x), E(x, y) and the prediction of each point, as CPU tensors (model in eval mode)."""
+    import attacks as A
+    with A.eval_mode(model):
+        logits = model(x)
+    return {"E_x": energy_x(logits).cpu(), "E_xy": energy_xy(logits, y).cpu(), "pred": logits.argmax(1).cpu()}
+
+
+def attack_energies(model, x, y, attack: str, eps: float, seed: int = 0, n_iter: int = 100) -> dict:
+    """Per-point energies of x* = attack(x) and whether the attack succeeded on each point (for
+    pgd-target / cw-target: reached its target; otherwise: misclassified)."""
+    x_adv, target = attack_points(model, x, y, attack, eps, seed, n_iter)
+    out = point_energies(model, x_adv, y)
+    out["success"] = out["pred"] == target.cpu() if target is not None else out["pred"] != y.cpu()
+    return out
+
+
+def summary(values: torch.Tensor) -> dict:
+    v = values.double()
+    return {"mean": v.mean().item(), "std": v.std().item() if len(v) > 1 else 0.0, "median": v.median().item()}
+
+
+def weight_analysis(logits: torch.Tensor, y: torch.Tensor) -> dict:
+    """WEAT weight against E(x) for a set of points, and the share of high- and low-energy points
+    (E(x) above / at or below the set's median) among the correctly and wrongly classified ones."""
+    e, w = energy_x(logits.detach()), weat_weights(logits)
+    high = e > e.median()
+    correct = logits.argmax(1) == y
+    share = lambda mask: {"n": int(mask.sum()), "high_energy": (high & mask).sum().item() / max(int(mask.sum()), 1),
+                          "low_energy": (~high & mask).sum().item() / max(int(mask.sum()), 1)}
+    return {"E_x": e.cpu(), "weight": w.cpu(), "median_E_x": e.median().item(), "correct": share(correct),
+            "wrong": share(~correct)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The command
+
+
+PIXEL = 1 / 255
+CLEAN_COLOR = "black"
+
+
+def load_test_points(ckpt_path: str, n_examples: int, device: str, data_dir=None, test_npz=None) -> tuple:
+    """(model in eval mode, x, y, checkpoint) for the first n test points of a train.py checkpoint."""
+    from data import load_split
+    from models import CheckpointError, load_model
+    model, ckpt = load_model(ckpt_path, device)
+    train_args = ckpt.get("args") or {}
+    if "dataset" not in train_args:
+        raise CheckpointError(f"{ckpt_path} does not record its data set; it was not written by train.py")
+    test = load_split(train_args["dataset"], data_dir or train_args.get("data_dir", "data"), False,
+                      test_npz or train_args.get("test_npz"))
+    n = min(n_examples, len(test))
+    return model.eval(), test.images[:n].to(device).float() / 255, test.labels[:n].to(device), ckpt
+
+
+def attacks_table(model, x, y, eps: float, attacks=("clean",) + UNTARGETED + TARGETED, seed=0, n_iter=100) -> tuple:
+    """Per-attack energy statistics (the JSON of `energy.py attacks`) and the per-point energies."""
+    clean = point_energies(model, x, y)
+    per_point, table = {}, {}
+    for name in attacks:
+        out = clean if name == "clean" else attack_energies(model, x, y, name, eps, seed, n_iter)
+        per_point[name] = out
+        kind = "clean" if name == "clean" else ("untargeted" if name in UNTARGETED else "targeted")
+        table[name] = {"kind": kind, "E_x": summary(out["E_x"]), "E_xy": summary(out["E_xy"]),
+                       "frac_E_x_down": (out["E_x"] < clean["E_x"]).double().mean().item(),
+                       "success_rate": None if name == "clean" else out["success"].double().mean().item()}
+    return table, per_point
+
+
+def plot_histograms(per_point: dict, keys: tuple, path: str, title: str) -> None:
+    """One panel per key (E_x, E_xy, dE ...), one step histogram per entry; 'clean' in black."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.2), squeeze=False)
+    labels = {"E_x": "marginal energy E(x)", "E_xy": "joint energy E(x, y)", "dE": "dE = E(x) - E(x*)"}
+    for ax, key in zip(axes[0], keys):
+        values = torch.cat([v[key] for v in per_point.values()]).double().numpy()
+        bins = np.linspace(*np.percentile(values, [0.5, 99.5]), 50) if len(values) > 1 else 10
+        for name, out in per_point.items():
+            style = {"color": CLEAN_COLOR, "linewidth": 2.2} if name == "clean" else {"linewidth": 1.4}
+            ax.hist(out[key].double().numpy(), bins=bins, histtype="step", label=name, **style)
+        ax.set_xlabel(labels.get(key, key))
+        ax.set_ylabel("points")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def training_attack(ckpt: dict) -> tuple:
+    """The attack a checkpoint was trained with: (name, eps, steps, step size) from its stored args."""
+    a = ckpt["args"]
+    return ("pgd-ce" if a.get("loss") == "sat" else "trades-kl"), a["eps"] * PIXEL, a["steps"], a["step_size"] * PIXEL
+
+
+def divergence(model, x, y, ckpt: dict, seed: int = 0) -> dict:
+    """dE = E(x) - E(x*) per test point with x* from the checkpoint's training-time attack."""
+    import attacks as A
+    name, eps, steps, alpha = training_attack(ckpt)
+    torch.manual_seed(seed)
+    with A.eval_mode(model):
+        x_adv = A.pgd(model, x, y, eps, alpha, steps, loss="ce" if name == "pgd-ce" else "kl",
+                      keep_best=False)  # as during training: the last iterate
+    clean, adv = point_energies(model, x, y), point_energies(model, x_adv, y)
+    return {"attack": name, "eps": eps, "steps": steps, "step_size": alpha, "dE": clean["E_x"] - adv["E_x"],
+            "E_x": clean["E_x"], "E_x_adv": adv["E_x"]}
+
+
+def read_log(path: str) -> tuple:
+    """(label, rows) of a train.py log.jsonl; the label is the run's method from args.json beside it."""
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    if not rows:
+        raise ValueError(f"{path} holds no epochs")
+    args_path = os.path.join(os.path.dirname(os.path.abspath(path)), "args.json")
+    label = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    if os.path.isfile(args_path):
+        with open(args_path) as f:
+            a = json.load(f)
+        label = "sat" if a.get("loss") == "sat" else ("trades" if a.get("weat") == "none" else f"weat-{a['weat']}")
+        label += f" ({os.path.basename(os.path.dirname(os.path.abspath(path)))})"
+    return label, rows
+
+
+def plot_curves(runs: list, path: str) -> None:
+    """Left: dE per epoch with validation PGD-20 accuracy (dashed) on a second axis. Right: E_nat
+    (solid) and E_adv (dashed) per epoch. One colour per run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    acc_axis = left.twinx()
+    for i, (label, rows) in enumerate(runs):
+        color, epochs = f"C{i}", [r["epoch"] for r in rows]
+        left.plot(epochs, [r["delta_E"] for r in rows], color=color, marker="o", ms=3, label=label)
+        acc_axis.plot(epochs, [100 * r["val_pgd_acc"] for r in rows], color=color, linestyle="--")
+        right.plot(epochs, [r["E_nat"] for r in rows], color=color, label=f"{label}: E(x)")
+        right.plot(epochs, [r["E_adv"] for r in rows], color=color, linestyle="--", label=f"{label}: E(x*)")
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    left.set(xlabel="epoch", ylabel="dE = E(x) - E(x*) (solid)", title="energy divergence")
+    acc_axis.set_ylabel("validation PGD-20 accuracy % (dashed)")
+    right.set(xlabel="epoch", ylabel="mean energy", title="natural (solid) and adversarial (dashed) energy")
+    left.legend(fontsize=8, loc="upper left")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Energy analysis of robust classifiers (Section 3 of the paper).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = p.add_subparsers(dest="mode", required=True)
+    common = argparse.ArgumentParser(add_help=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    common.add_argument("--ckpt", required=True, help="checkpoint written by train.py")
+    common.add_argument("--n-examples", type=int, default=1000, help="first n test points")
+    common.add_argument("--seed", type=int, default=0, help="seeds the attacks")
+    common.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    common.add_argument("--data-dir", default=None, help="default: the one stored in the checkpoint")
+    common.add_argument("--test-npz", default=None, help="default: the one stored in the checkpoint")
+    common.add_argument("--out", default=None, help="output folder (default: the checkpoint's folder)")
+    a = sub.add_parser("attacks", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       help="E(x) and E(x,y) of clean points and of untargeted / targeted attacks")
+    a.add_argument("--eps", type=float, default=8.0, help="Linf radius in pixels")
+    a.add_argument("--n-iter", type=int, default=100, help="APGD iterations")
+    sub.add_parser("divergence", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                   help="dE = E(x) - E(x*) per test point, x* from the checkpoint's training attack")
+    c = sub.add_parser("curves", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       help="dE and mean energies over epochs from train.py logs")
+    c.add_argument("--log", nargs="+", required=True, help="log.jsonl files of train.py runs")
+    c.add_argument("--out", default=None, help="output folder (default: the first log's folder)")
+    return p
+
+
+def write_json(path: str, obj) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
+
+
+def run_attacks(args, device) -> dict:
+    model, x, y, _ = load_test_points(args.ckpt, args.n_examples, device, args.data_dir, args.test_npz)
+    table, per_point = attacks_table(model, x, y, args.eps * PIXEL, seed=args.seed, n_iter=args.n_iter)
+    report = {"checkpoint": os.path.abspath(args.ckpt), "n": len(y), "eps_pixels": args.eps, "seed": args.seed,
+              "attacks": table}
+    write_json(os.path.join(args.out, "energy_attacks.json"), report)
+    plot_histograms(per_point, ("E_x", "E_xy"), os.path.join(args.out, "energy_attacks.png"),
+                    f"energies under attack, eps {args.eps:g}/255, {len(y)} test points")
+    return report
+
+
+def run_divergence(args, device) -> dict:
+    model, x, y, ckpt = load_test_points(args.ckpt, args.n_examples, device, args.data_dir, args.test_npz)
+    out = divergence(model, x, y, ckpt, args.seed)
+    d = out["dE"].double()
+    report = {"checkpoint": os.path.abspath(args.ckpt), "n": len(y), "attack": out["attack"], "eps": out["eps"],
+              "steps": out["steps"], "step_size": out["step_size"], "seed": args.seed, "dE": summary(out["dE"]),
+              "dE_quantiles": dict(zip(("q05", "q25", "q75", "q95"), d.quantile(d.new_tensor([.05, .25, .75, .95])).tolist())),
+              "E_x": summary(out["E_x"]), "E_x_adv": summary(out["E_x_adv"])}
+    write_json(os.path.join(args.out, "energy_divergence.json"), report)
+    plot_histograms({out["attack"]: {"dE": out["dE"]}}, ("dE",), os.path.join(args.out, "energy_divergence.png"),
+                    f"dE under the training attack ({out['attack']}), {len(y)} test points")
+    return report
+
+
+def run_curves(args) -> dict:
+    runs = [read_log(path) for path in args.log]
+    report = {label: [{k: r[k] for k in ("epoch", "delta_E", "E_nat", "E_adv", "val_pgd_acc")} for r in rows]
+              for label, rows in runs}
+    write_json(os.path.join(args.out, "energy_curves.json"), report)
+    plot_curves(runs, os.path.join(args.out, "energy_curves.png"))
+    return report
+
+
+def main(argv=None) -> None:
+    from data import DataError
+    from models import CheckpointError
+    args = build_parser().parse_args(argv)
+    if args.out is None:
+        args.out = os.path.dirname(os.path.abspath(args.ckpt if args.mode != "curves" else args.log[0]))
+    os.makedirs(args.out, exist_ok=True)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if getattr(args, "device", "auto") == "auto" else args.device
+    try:
+        if args.mode == "attacks":
+            report = run_attacks(args, device)
+            for name, row in report["attacks"].items():
+                success = "" if row["success_rate"] is None else f"  success {100 * row['success_rate']:.1f}%"
+                print(f"{name:<11} E(x) {row['E_x']['mean']:8.3f} +- {row['E_x']['std']:.3f}   E(x,y) "
+                      f"{row['E_xy']['mean']:8.3f}   E(x) went down for {100 * row['frac_E_x_down']:5.1f}%{success}")
+        elif args.mode == "divergence":
+            report = run_divergence(args, device)
+            print(f"dE = E(x) - E(x*) under {report['attack']}: mean {report['dE']['mean']:.4f}, "
+                  f"std {report['dE']['std']:.4f}, median {report['dE']['median']:.4f} ({report['n']} points)")
+        else:
+            run_curves(args)
+    except (CheckpointError, DataError, OSError, ValueError) as e:
+        print(f"energy.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

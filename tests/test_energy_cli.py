@@ -1,0 +1,90 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import energy
+from conftest import ROOT
+from energy import energy_x, energy_xy
+from models import load_model
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "energy.py"), *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_proposition_1_kl_as_energies():
+    """KL(p(.|x) || p(.|x*)) = E_{k ~ p(.|x)}[E(x*, k) - E(x, k)] + E(x) - E(x*)  (the paper's Prop. 1)."""
+    torch.manual_seed(0)
+    logits, logits_adv = 3 * torch.randn(64, 10, dtype=torch.float64), 3 * torch.randn(64, 10, dtype=torch.float64)
+    p = F.softmax(logits, 1)
+    kl = (p * (F.log_softmax(logits, 1) - F.log_softmax(logits_adv, 1))).sum(1)
+    joint = lambda z: torch.stack([energy_xy(z, torch.full((64,), k)) for k in range(10)], 1)  # E(x, k)
+    rhs = (p * (joint(logits_adv) - joint(logits))).sum(1) + energy_x(logits) - energy_x(logits_adv)
+    torch.testing.assert_close(kl, rhs, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(energy.kl_per_sample(logits, logits_adv), rhs, rtol=1e-12, atol=1e-12)
+
+
+def test_weight_analysis_shares_and_weights():
+    logits = torch.tensor([[5.0, 0.0], [0.0, 5.0], [0.1, 0.0], [0.0, 0.1]])
+    y = torch.tensor([0, 0, 0, 0])
+    out = energy.weight_analysis(logits, y)
+    torch.testing.assert_close(out["weight"], energy.weat_weights(logits))
+    # points 0, 1 have low energy (confident); 2, 3 high; correct = {0, 2}, wrong = {1, 3}
+    assert out["correct"] == {"n": 2, "high_energy": 0.5, "low_energy": 0.5}
+    assert out["wrong"] == {"n": 2, "high_energy": 0.5, "low_energy": 0.5}
+
+
+def test_attacks_mode_end_to_end(smoke_run, tmp_path):
+    result = cli("attacks", "--ckpt", str(smoke_run / "best.pt"), "--n-examples", "40", "--n-iter", "5",
+                 "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "energy_attacks.json").read_text())
+    assert set(report["attacks"]) == {"clean", "pgd-ce", "apgd-ce", "trades-kl", "apgd-t", "pgd-target", "cw-target"}
+    model, ckpt = load_model(str(smoke_run / "best.pt"))
+    model.eval()
+    x, y = energy.load_test_points(str(smoke_run / "best.pt"), 40, "cpu")[1:3]
+    with torch.no_grad():
+        logits = model(x)
+    clean = report["attacks"]["clean"]
+    assert clean["E_x"]["mean"] == pytest.approx(energy_x(logits).mean().item(), rel=1e-5)
+    assert clean["E_xy"]["median"] == pytest.approx(energy_xy(logits, y).median().item(), rel=1e-5)
+    direct = energy.attack_energies(model, x, y, "pgd-ce", 8 / 255, seed=0)
+    row = report["attacks"]["pgd-ce"]
+    assert row["E_x"]["mean"] == pytest.approx(direct["E_x"].mean().item(), rel=1e-5)
+    assert row["frac_E_x_down"] == pytest.approx((direct["E_x"] < energy_x(logits)).double().mean().item())
+    assert row["success_rate"] == pytest.approx(direct["success"].double().mean().item())
+    assert (tmp_path / "energy_attacks.png").stat().st_size > 10_000
+
+
+def test_divergence_and_curves_modes_end_to_end(smoke_run, tmp_path):
+    result = cli("divergence", "--ckpt", str(smoke_run / "best.pt"), "--n-examples", "30", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "energy_divergence.json").read_text())
+    model, ckpt = load_model(str(smoke_run / "best.pt"))
+    x, y = energy.load_test_points(str(smoke_run / "best.pt"), 30, "cpu")[1:3]
+    direct = energy.divergence(model.eval(), x, y, ckpt, seed=0)
+    assert report["attack"] == "trades-kl" and report["steps"] == 2
+    assert report["dE"]["mean"] == pytest.approx(direct["dE"].double().mean().item(), rel=1e-6, abs=1e-9)
+    assert (tmp_path / "energy_divergence.png").stat().st_size > 5_000
+    result = cli("curves", "--log", str(smoke_run / "log.jsonl"), "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    curves = json.loads((tmp_path / "energy_curves.json").read_text())
+    (label, rows), = curves.items()
+    with open(smoke_run / "log.jsonl") as f:
+        log = [json.loads(line) for line in f]
+    assert label.startswith("weat-adv") and [r["delta_E"] for r in rows] == [r["delta_E"] for r in log]
+    assert (tmp_path / "energy_curves.png").stat().st_size > 10_000
+
+
+def test_bad_input_is_a_one_line_error(tmp_path):
+    result = cli("attacks", "--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path))
+    assert result.returncode == 2 and "checkpoint not found" in result.stderr
+    (tmp_path / "empty.jsonl").write_text("")
+    result = cli("curves", "--log", str(tmp_path / "empty.jsonl"), "--out", str(tmp_path))
+    assert result.returncode == 2 and "holds no epochs" in result.stderr
