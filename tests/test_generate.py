@@ -1,0 +1,105 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import generate as G
+from conftest import ROOT
+from energy import energy_xy
+
+
+def test_pca_with_all_components_reconstructs_exactly():
+    torch.manual_seed(0)
+    x = torch.rand(40, 3, 4, 4)
+    pca = G.fit_pca(x, retained_variance=1.0)
+    flat = x.flatten(1)
+    recon = pca["mean"] + (flat - pca["mean"]) @ pca["U"].T @ pca["U"]
+    torch.testing.assert_close(recon, flat, atol=1e-5, rtol=0)
+    assert len(pca["s"]) == 39  # rank of 40 centred points
+
+
+def test_retained_variance_picks_the_right_number_of_components():
+    # data with a known spectrum: singular values 3, 2, 1 along orthogonal directions
+    q, _ = torch.linalg.qr(torch.randn(12, 3, dtype=torch.float64))
+    coeffs = torch.tensor([[3.0, 0, 0], [-3.0, 0, 0], [0, 2.0, 0], [0, -2.0, 0], [0, 0, 1.0], [0, 0, -1.0]])
+    x = (coeffs.double() / np.sqrt(2)) @ q.T  # centred, singular values exactly 3, 2, 1
+    pca = G.fit_pca(x.view(6, 3, 2, 2), retained_variance=0.9)
+    torch.testing.assert_close(pca["s"].double(), torch.tensor([3.0, 2.0], dtype=torch.float64), atol=1e-5, rtol=0)
+    s = torch.tensor([3.0, 2.0, 1.0])  # explained: 9/14, 13/14, 1
+    assert [G.n_components(s, r) for r in (0.6, 0.9, 13 / 14, 0.95, 1.0)] == [1, 2, 2, 3, 3]
+
+
+@pytest.mark.parametrize("init", G.INITS)
+def test_starting_points_and_samples_stay_in_the_box(init, trained_model):
+    model, x, y = trained_model
+    fitted = None if init == "uniform" else G.fit_starts((x * 255).round().to(torch.uint8), y, init, 0.95)
+    labels = torch.arange(10).repeat_interleave(2)
+    x0 = G.initial_points(init, fitted, labels, (3, 32, 32), sigma_pca=0.05, seed=0)
+    assert x0.shape == (20, 3, 32, 32) and x0.min() >= 0 and x0.max() <= 1
+    samples, trace = G.sgld(model, x0, labels, steps=5, eta=2.0, zeta=0.5, noise_std=0.05)
+    assert samples.min() >= 0 and samples.max() <= 1 and len(trace) == 2 and trace[-1]["step"] == 5
+
+
+def test_each_noiseless_step_lowers_the_joint_energy_on_a_smooth_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 32), nn.Tanh(), nn.Linear(32, 5))
+    x = 0.5 + 0.01 * torch.randn(8, 3, 4, 4)  # far from the box edges: the clamp stays inactive
+    y = torch.arange(8) % 5
+    energies = []
+    for _ in range(10):
+        with torch.no_grad():
+            energies.append(energy_xy(model(x), y))
+        x, _ = G.sgld(model, x, y, steps=1, eta=0.01, zeta=0.0, noise_std=0.0)
+    energies = torch.stack(energies)
+    assert (energies[1:] < energies[:-1]).all()
+
+
+def test_sgld_does_one_forward_per_step_and_refuses_nan():
+    calls = {"n": 0}
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    net.register_forward_hook(lambda *a: calls.__setitem__("n", calls["n"] + 1))
+    G.sgld(net, torch.rand(4, 3, 2, 2), torch.zeros(4, dtype=torch.long), steps=7, eta=0.1, zeta=0.5, noise_std=0.01)
+    assert calls["n"] == 7 + 1  # one per step, plus one to score the final samples
+
+    class NaNModel(nn.Module):
+        def forward(self, x):
+            return net(x) * float("nan")
+
+    with pytest.raises(G.GenerationError, match="non-finite"):
+        G.sgld(NaNModel(), torch.rand(4, 3, 2, 2), torch.zeros(4, dtype=torch.long), 3, 0.1, 0.5, 0.01)
+
+
+def test_fitted_starts_are_cached(tmp_path, monkeypatch):
+    images, labels = torch.randint(0, 256, (30, 3, 4, 4), dtype=torch.uint8), torch.arange(30) % 3
+    cache = str(tmp_path / "pca.pt")
+    first = G.fit_starts(images, labels, "pca", 0.9, cache)
+    monkeypatch.setattr(G, "fit_pca", lambda *a: pytest.fail("the cache was not used"))
+    second = G.fit_starts(images, labels, "pca", 0.9, cache)
+    assert all(torch.equal(a["U"], b["U"]) for a, b in zip(first, second))
+
+
+def test_cli_end_to_end_on_a_smoke_checkpoint(smoke_run, tmp_path):
+    run = lambda *extra: subprocess.run(
+        [sys.executable, os.path.join(ROOT, "generate.py"), "--ckpt", str(smoke_run / "best.pt"), "--n-per-class", "3",
+         "--steps", "4", "--trace-every", "2", "--cache-dir", str(tmp_path / "cache"), *extra],
+        capture_output=True, text=True, timeout=600)
+    result = run("--out", str(tmp_path / "gen"))
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "gen"
+    data = np.load(out / "samples.npz")
+    assert data["image"].dtype == np.uint8 and data["image"].shape == (30, 32, 32, 3)
+    assert sorted(np.bincount(data["label"]).tolist()) == [3] * 10
+    trace = json.loads((out / "trace.json").read_text())
+    assert [t["step"] for t in trace] == [0, 2, 4]
+    assert all((out / name).stat().st_size > 1000 for name in ("samples.png", "init.png"))
+    assert json.loads((out / "args.json").read_text())["dataset"] == "synthetic"
+    result = run("--compare-inits", "--out", str(tmp_path / "cmp"))
+    assert result.returncode == 0, result.stderr
+    table = json.loads((tmp_path / "cmp" / "compare_inits.json").read_text())
+    assert set(table) == set(G.INITS) and (tmp_path / "cmp" / "compare_inits.png").stat().st_size > 1000
+    assert "pca" in result.stdout and "uniform" in result.stdout
