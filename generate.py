@@ -36,20 +36,36 @@ class GenerationError(RuntimeError):
 # Starting points
 
 
-def fit_pca(images: torch.Tensor, retained_variance: float) -> dict:
-    """Mean, singular values s_i and components U_i (rows) of flattened images, keeping the leading
-    components that explain `retained_variance` of the variance (an SVD of the centred data)."""
-    x = images.flatten(1).double()
+def fit_pca(images: torch.Tensor, retained_variance: float, rank_step: int = 256) -> dict:
+    """Mean, singular values s_i and components U_i (rows) of the centred, flattened images, keeping the
+    leading components that explain `retained_variance` of the total variance.
+
+    A randomized SVD (Halko et al. 2011) of rank q, with q doubled until the kept components explain
+    enough: seconds for 5,000 CIFAR-10 images, where a full SVD takes a minute on two cores.
+    """
+    x = images.flatten(1).float()
     mean = x.mean(0)
-    _, s, vh = torch.linalg.svd(x - mean, full_matrices=False)
-    k = n_components(s, retained_variance)
-    return {"mean": mean.float(), "s": s[:k].float(), "U": vh[:k].float(), "n": len(x)}
+    centred = x - mean
+    total = (centred.double() ** 2).sum()
+    q = min(rank_step, *centred.shape)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # the randomized SVD's test matrix: fixed, and the global RNG untouched
+        while True:
+            _, s, v = torch.svd_lowrank(centred, q=q, niter=4)
+            if (s.double() ** 2).sum() / total >= retained_variance or q == min(centred.shape):
+                break
+            q = min(2 * q, *centred.shape)
+    k = n_components(s, retained_variance, total)
+    return {"mean": mean, "s": s[:k], "U": v[:, :k].T.contiguous(), "n": len(x)}
 
 
-def n_components(s: torch.Tensor, retained_variance: float) -> int:
-    """The smallest k whose components explain at least `retained_variance` of the total variance."""
-    explained = torch.cumsum(s.double() ** 2, 0) / (s.double() ** 2).sum()
-    return int(torch.searchsorted(explained, torch.tensor([retained_variance], dtype=explained.dtype) - 1e-12)) + 1
+def n_components(s: torch.Tensor, retained_variance: float, total: torch.Tensor = None) -> int:
+    """The smallest k whose components explain at least `retained_variance` of the total variance
+    (`total`, default the sum of s^2); all of them if none does."""
+    total = (s.double() ** 2).sum() if total is None else total
+    explained = torch.cumsum(s.double() ** 2, 0) / total
+    k = int(torch.searchsorted(explained, torch.tensor([retained_variance], dtype=explained.dtype) - 1e-9)) + 1
+    return min(k, len(s))
 
 
 def sample_pca(pca: dict, n: int, sigma_pca: float, generator: torch.Generator) -> torch.Tensor:

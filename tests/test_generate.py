@@ -20,7 +20,7 @@ def test_pca_with_all_components_reconstructs_exactly():
     flat = x.flatten(1)
     recon = pca["mean"] + (flat - pca["mean"]) @ pca["U"].T @ pca["U"]
     torch.testing.assert_close(recon, flat, atol=1e-5, rtol=0)
-    assert len(pca["s"]) == 39  # rank of 40 centred points
+    assert len(pca["s"]) >= 39 and (pca["s"][39:] < 1e-4).all()  # 40 centred points have rank 39
 
 
 def test_retained_variance_picks_the_right_number_of_components():
