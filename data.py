@@ -165,6 +165,15 @@ def load_split(name: str, data_dir: str, train: bool, npz: str = None, seed: int
     raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
 
 
+def split_of_run(run_args: dict, train: bool, data_dir: str = None, npz: str = None) -> Split:
+    """The train or test split of the data set a train.py run used (its stored args, e.g. a checkpoint's
+    "args"); `data_dir` and `npz` override the stored ones."""
+    if not run_args or "dataset" not in run_args:
+        raise DataError("the checkpoint does not record its data set (it was not written by train.py)")
+    npz = npz or run_args.get("train_npz" if train else "test_npz")
+    return load_split(run_args["dataset"], data_dir or run_args.get("data_dir", "data"), train, npz)
+
+
 def load_data(name: str, data_dir: str = "data", train_npz: str = None, test_npz: str = None,
               val_npz: str = None, val_size: int = 1000, train_subset: int = None, seed: int = 0) -> Data:
     """Train / validation / test splits.

@@ -154,14 +154,10 @@ CLEAN_COLOR = "black"
 
 def load_test_points(ckpt_path: str, n_examples: int, device: str, data_dir=None, test_npz=None) -> tuple:
     """(model in eval mode, x, y, checkpoint) for the first n test points of a train.py checkpoint."""
-    from data import load_split
-    from models import CheckpointError, load_model
+    from data import split_of_run
+    from models import load_model
     model, ckpt = load_model(ckpt_path, device)
-    train_args = ckpt.get("args") or {}
-    if "dataset" not in train_args:
-        raise CheckpointError(f"{ckpt_path} does not record its data set; it was not written by train.py")
-    test = load_split(train_args["dataset"], data_dir or train_args.get("data_dir", "data"), False,
-                      test_npz or train_args.get("test_npz"))
+    test = split_of_run(ckpt.get("args"), False, data_dir, test_npz)
     n = min(n_examples, len(test))
     return model.eval(), test.images[:n].to(device).float() / 255, test.labels[:n].to(device), ckpt
 
@@ -226,7 +222,8 @@ def read_log(path: str) -> tuple:
     with open(path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     if not rows:
-        raise ValueError(f"{path} holds no epochs")
+        from data import DataError
+        raise DataError(f"{path} holds no epochs")
     args_path = os.path.join(os.path.dirname(os.path.abspath(path)), "args.json")
     label = os.path.basename(os.path.dirname(os.path.abspath(path)))
     if os.path.isfile(args_path):
@@ -349,7 +346,7 @@ def main(argv=None) -> None:
                   f"std {report['dE']['std']:.4f}, median {report['dE']['median']:.4f} ({report['n']} points)")
         else:
             run_curves(args)
-    except (CheckpointError, DataError, OSError, ValueError) as e:
+    except (CheckpointError, DataError, OSError) as e:
         print(f"energy.py: error: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"written to {args.out}")

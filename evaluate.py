@@ -20,7 +20,7 @@ import torch
 from scipy import stats
 
 from attacks import STANDARD_ATTACKS, attack_by_name, autoattack, eval_mode, predict, sanity_checks, square_flag
-from data import DataError, load_split
+from data import DataError, split_of_run
 from models import CheckpointError, load_model, sha256_of
 
 PIXEL = 1 / 255
@@ -96,19 +96,14 @@ def run(args) -> dict:
     attacks = args.attacks
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     model, ckpt = load_model(args.ckpt, device)
-    train_args = ckpt.get("args", {})
-    dataset = train_args.get("dataset")
-    if dataset is None:
-        raise CheckpointError(f"{args.ckpt} does not record its data set; it was not written by train.py")
-    test = load_split(dataset, args.data_dir or train_args.get("data_dir", "data"), False,
-                      args.test_npz or train_args.get("test_npz"))
+    test = split_of_run(ckpt.get("args"), False, args.data_dir, args.test_npz)
     n = min(args.n_examples, len(test))
     x, y = test.images[:n].to(device).float() / 255, test.labels[:n].to(device)
     settings = {"n_iter": args.n_iter, "n_queries": args.n_queries, "n_target_classes": 9, "n_restarts": 1}
     started = time.time()
     result = evaluate_model(model, x, y, args.eps * PIXEL, attacks, args.batch_size, args.seed, True, **settings)
     report = {"checkpoint": os.path.abspath(args.ckpt), "checkpoint_sha256": sha256_of(args.ckpt),
-              "dataset": dataset, "split": "test", "n": n, "index_rule": INDEX_RULE, "eps_pixels": args.eps,
+              "dataset": ckpt["args"]["dataset"], "split": "test", "n": n, "index_rule": INDEX_RULE, "eps_pixels": args.eps,
               "eps": args.eps * PIXEL, "attacks": attacks, "attack_settings": settings,
               "pgd20_settings": {"steps": 20, "step_size": 2 * PIXEL, "loss": "ce", "random_start": True},
               **result["rows"], "flags": result["flags"], "seed": args.seed, "torch": torch.__version__,

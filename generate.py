@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data import DataError, load_split
+from data import DataError, split_of_run
 from energy import energy_x, energy_xy
 from metrics import MetricsError
 from models import CheckpointError, load_model, sha256_of
@@ -271,13 +271,9 @@ def run(args) -> dict:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     model, ckpt = load_model(args.ckpt, device)
     model.eval().requires_grad_(False)  # SGLD needs input gradients only
-    train_args = ckpt.get("args") or {}
-    args.dataset = train_args.get("dataset")
-    if args.dataset is None:
-        raise CheckpointError(f"{args.ckpt} does not record its data set; it was not written by train.py")
-    args.data_dir = args.data_dir or train_args.get("data_dir", "data")
-    args.train_npz = args.train_npz or train_args.get("train_npz")
-    train = load_split(args.dataset, args.data_dir, True, args.train_npz)
+    train = split_of_run(ckpt.get("args"), True, args.data_dir, args.train_npz)
+    args.dataset, args.data_dir = ckpt["args"]["dataset"], args.data_dir or ckpt["args"].get("data_dir", "data")
+    args.train_npz = args.train_npz or ckpt["args"].get("train_npz")
     args.train_key = f"npz-{sha256_of(args.train_npz)[:12]}" if args.dataset == "npz" else args.dataset
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "args.json"), "w") as f:
