@@ -25,6 +25,7 @@ from models import CheckpointError, load_model, sha256_of
 
 INITS = ("pca", "gaussian", "uniform")
 OBJECTIVES = ("energy_xy", "ce", "energy_x")
+CIFAR10_CLASSES = ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 GAUSSIAN_JITTER = 1e-4  # added to the class covariance's diagonal so its Cholesky factor exists
 
 
@@ -170,7 +171,8 @@ def save_grid(images: torch.Tensor, labels: torch.Tensor, path: str, columns: in
     import matplotlib.pyplot as plt
     rows = row_labels or [str(c) if class_names is None else class_names[c] for c in labels.unique().tolist()]
     groups = [images[labels == c][:columns] for c in labels.unique()] if row_labels is None else images
-    fig, axes = plt.subplots(len(rows), 1, figsize=(columns * 0.7 + 1.2, len(rows) * 0.75 + 0.2), squeeze=False)
+    width = max(len(group) for group in groups)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(width * 0.7 + 1.2, len(rows) * 0.75 + 0.2), squeeze=False)
     for ax, group, name in zip(axes[:, 0], groups, rows):
         strip = torch.cat([img for img in group], dim=2) if len(group) else torch.zeros(3, 8, 8)
         ax.imshow(strip.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
@@ -178,7 +180,7 @@ def save_grid(images: torch.Tensor, labels: torch.Tensor, path: str, columns: in
         ax.set_yticks([])
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
     fig.tight_layout(pad=0.3)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -282,7 +284,7 @@ def run(args) -> dict:
     for init in (INITS if args.compare_inits else (args.init,)):
         samples, y, x0, trace = generate(model, train, args, init, device)
         out = os.path.join(args.out, init) if args.compare_inits else args.out
-        write_run(out, samples, y, x0, trace, args.grid_columns)
+        write_run(out, samples, y, x0, trace, args.grid_columns, CIFAR10_CLASSES if args.dataset == "cifar10" else None)
         table[init] = {"accuracy": trace[-1]["accuracy"], "E_xy": trace[-1]["E_xy"]}
         if args.metrics:
             table[init]["metrics"] = sample_metrics(args, samples, device)

@@ -1,27 +1,24 @@
-"""Developer check: every attack on the three reference models of ../shared/reference-models.
+"""Developer check: PGD-20 and the AutoAttack-style cascade on the reference models of ../shared.
 
 Needs the developers' ../shared folder (not shipped with the repo) and the decoded CIFAR-10 copy:
 
     python ../shared/data/decode_cifar10.py /tmp/cifar10
     python tools/reference_attacks.py --test-npz /tmp/cifar10/cifar10_test.npz --out runs/reference
 
-Prints a markdown table (clean, PGD-20, APGD-CE, APGD-T, FAB-T, Square, each run alone on all points,
-and the cascade: robust only where clean-correct and every attack failed, with the summed seconds of
-APGD-CE, APGD-T, FAB-T and Square) and writes it as JSON.
+Prints a markdown table, as evaluate.py computes it: clean, PGD-20 (alone, on every point), then robust
+accuracy after each attack of the cascade (APGD-CE on every clean-correct point, so it equals APGD-CE
+alone; APGD-T, FAB-T and Square each only on the points still robust), with the seconds each took.
 """
 import argparse
 import json
 import os
 import sys
-import time
-
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from attacks import attack_by_name, eval_mode, predict  # noqa: E402
 from data import load_npz  # noqa: E402
+from evaluate import evaluate_model  # noqa: E402
 
-SINGLE = ("pgd-20", "apgd-ce", "apgd-t", "fab-t", "square")
+CASCADE = ("apgd-ce", "apgd-t", "fab-t", "square")
 
 
 def main():
@@ -39,25 +36,17 @@ def main():
     x, y = test.images[:args.n_examples].float() / 255, test.labels[:args.n_examples]
     os.makedirs(args.out, exist_ok=True)
     rows = []
-    print("| model | eps | clean | " + " | ".join(SINGLE) + " | cascade |\n|" + "---|" * (len(SINGLE) + 4))
+    keys = ["clean", "pgd-20"] + [f"+{a}" for a in CASCADE]
+    print("| model | eps | " + " | ".join(keys) + " | flags |\n|" + "---|" * (len(keys) + 3))
     for name in args.models.split(","):
         model = refmodels.load(name)
         for eps in (float(e) for e in args.eps.split(",")):
-            row = {"model": name, "eps": eps, "n": len(y)}
-            masks = []
-            with eval_mode(model):
-                for attack in SINGLE:
-                    start = time.time()
-                    x_adv = attack_by_name(attack)(model, x, y, eps / 255, 0)
-                    masks.append(predict(model, x_adv) == y)
-                    row[attack] = (masks[-1].float().mean().item(), time.time() - start)
-            clean = predict(model, x) == y
-            robust = clean & torch.stack(masks).all(0)  # robust only if every attack failed on it
-            row["clean"] = (clean.float().mean().item(), 0.0)
-            row["cascade"] = (robust.float().mean().item(), sum(row[a][1] for a in SINGLE if a != "pgd-20"))
+            result = evaluate_model(model, x, y, eps / 255, CASCADE, batch_size=500, seed=0)
+            row = {"model": name, "eps_pixels": eps, "n": len(y), **result["rows"], "flags": result["flags"]}
             rows.append(row)
-            cells = [f"{100 * row[k][0]:.1f} ({row[k][1]:.0f}s)" for k in ("clean",) + SINGLE + ("cascade",)]
-            print(f"| {name} | {eps:g}/255 | " + " | ".join(cells) + " |", flush=True)
+            cells = [f"{100 * row[k]['accuracy']:.1f} ({row[k]['seconds']:.0f}s)" for k in keys]
+            raised = ", ".join(k for k, v in row["flags"].items() if v) or "none"
+            print(f"| {name} | {eps:g}/255 | " + " | ".join(cells) + f" | {raised} |", flush=True)
             with open(os.path.join(args.out, "reference_attacks.json"), "w") as f:
                 json.dump(rows, f, indent=2)
 

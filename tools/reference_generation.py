@@ -20,8 +20,6 @@ import generate as G  # noqa: E402
 from data import load_npz  # noqa: E402
 from models import load_model  # noqa: E402
 
-CLASSES = ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
 
 def load(name, refmodels):
     return load_model(name)[0].eval() if name.endswith(".pt") else refmodels.load(name)
@@ -58,7 +56,7 @@ def main():
         speed = len(y) * args.steps / (time.time() - start)
         with torch.no_grad():
             judged = (judge(samples).argmax(1) == y).float().mean().item()
-        G.save_grid(samples, y, os.path.join(args.out, f"samples-{tag}-{init}.png"), 10, CLASSES)
+        G.save_grid(samples, y, os.path.join(args.out, f"samples-{tag}-{init}.png"), 10, G.CIFAR10_CLASSES)
         print(f"| {tag} | {init} | {100 * trace[-1]['accuracy']:.1f}% | {100 * judged:.1f}% | {speed:.0f} |", flush=True)
 
 
