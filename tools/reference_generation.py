@@ -6,7 +6,8 @@ Needs the developers' ../shared folder (not shipped with the repo) and the decod
     python tools/reference_generation.py --train-npz /tmp/cifar10/cifar10_train.npz --out runs/reference
 
 Prints a markdown table (share of samples each model classifies as the target class, samples x steps
-per second) and writes a grid per start (one row per class).
+per second) and writes a grid per start (one row per class) and compare-<model>.png (a row per start,
+two samples per class, classes in order).
 """
 import argparse
 import os
@@ -46,6 +47,7 @@ def main():
     tag = os.path.basename(os.path.dirname(args.model)) if args.model.endswith(".pt") else args.model
     os.makedirs(args.out, exist_ok=True)
     y = torch.arange(10).repeat_interleave(args.n_per_class)
+    rows = []
     print("| model | start | model's accuracy on its samples | judge's accuracy | samples x steps / s |\n|---|---|---|---|---|")
     for init in G.INITS:
         fitted = None if init == "uniform" else G.fit_starts(train.images, train.labels, init, 0.95,
@@ -57,8 +59,11 @@ def main():
         with torch.no_grad():
             judged = (judge(samples).argmax(1) == y).float().mean().item()
         G.save_grid(samples, y, os.path.join(args.out, f"samples-{tag}-{init}.png"), 10, G.CIFAR10_CLASSES)
+        rows.append(torch.cat([samples[y == c][:2] for c in range(10)]))  # two per class
         print(f"| {tag} | {init} | {100 * trace[-1]['accuracy']:.1f}% | {100 * judged:.1f}% | {speed:.0f} |", flush=True)
+    G.save_grid(rows, None, os.path.join(args.out, f"compare-{tag}.png"), len(rows[0]), row_labels=list(G.INITS))
 
 
 if __name__ == "__main__":
     main()
+
