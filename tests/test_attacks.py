@@ -1,7 +1,10 @@
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from scipy.optimize import linprog
 
+import attacks as A
 from attacks import eval_mode, margin, pgd
 from models import build_model
 
@@ -88,11 +91,6 @@ def test_pgd_reports_points_that_fool_and_refuses_bad_arguments(bn_model):
 
 
 # --- APGD, FAB-T, Square, the cascade -------------------------------------------------------------
-
-import numpy as np
-from scipy.optimize import linprog
-
-import attacks as A
 
 SMALL = {"apgd-ce": dict(n_iter=5), "apgd-dlr": dict(n_iter=5), "apgd-t": dict(n_iter=5, n_target_classes=3),
          "fab-t": dict(n_iter=5, n_target_classes=3), "square": dict(n_queries=30), "pgd-20": {}}
