@@ -7,7 +7,7 @@ For logits f(x) (Section 3 of the paper):
     E(x,y) = -f(x)[y]                      joint energy          energy_xy
     log p(y|x) = E(x) - E(x,y)
 
-WEAT (Section 4) weights each sample by w(x) = 1 / log(1 + exp(|E(x)|)) inside a TRADES objective.
+WEAT weights each sample by w(x) = 1 / log(1 + exp(|E(x)|)) inside a TRADES objective.
 `trades_loss` is a drop-in replacement for `F.cross_entropy` in a training loop:
 
     loss = trades_loss(model(x), model(x_adv), y, beta=6.0, weat="adv")

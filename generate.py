@@ -1,5 +1,5 @@
 """Image generation from a robust classifier: SGLD with momentum on E(x, y) from a per-class PCA start
-(Section 6 of the paper, Eq. 7), with the class-conditional Gaussian and uniform starts as baselines.
+(the paper's Eq. 7), with the class-conditional Gaussian and uniform starts as baselines.
 
     python generate.py --ckpt runs/cifar10-resnet18-weat-adv-0/best.pt --init pca --n-per-class 100 --out runs/gen
     python generate.py --ckpt best.pt --compare-inits --n-per-class 20 --out runs/gen-compare

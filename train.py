@@ -1,4 +1,4 @@
-"""Adversarial training: SAT (PGD-AT), TRADES, WEAT-nat and WEAT-adv (Section 4 of the paper).
+"""Adversarial training: SAT (PGD-AT), TRADES, WEAT-nat and WEAT-adv (the paper's method).
 
     python train.py --weat adv                      # WEAT-adv, ResNet-18, CIFAR-10, the paper's settings
     python train.py --loss sat                      # the PGD-AT baseline

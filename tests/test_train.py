@@ -80,7 +80,7 @@ def test_non_finite_loss_stops_with_the_epoch_and_step_and_keeps_last_pt(tmp_pat
     def nan_in_epoch_2(*args, **kwargs):
         calls["n"] += 1
         loss = real_loss(*args, **kwargs)
-        return loss * float("nan") if calls["n"] == 5 else loss  # 4 steps per epoch: epoch 2, step 0
+        return loss * float("nan") if calls["n"] == 6 else loss  # 500 images / batch 100: call 6 is epoch 2, step 0
 
     monkeypatch.setattr(train, "trades_loss", nan_in_epoch_2)
     args = tiny_train_args(tmp_path)
