@@ -91,10 +91,7 @@ def attack_points(model, x, y, attack: str, eps: float, seed: int = 0, n_iter: i
     import attacks as A  # energy sits below attacks in the import order; only the analysis needs them
     torch.manual_seed(seed)  # PGD's random starts
     with A.eval_mode(model):
-        with torch.no_grad():
-            num_classes = model(x[:1]).shape[1]
-        offset = torch.randint(1, num_classes, (len(y),), generator=torch.Generator().manual_seed(seed))
-        target = (y + offset.to(y.device)) % num_classes if attack in ("pgd-target", "cw-target") else None
+        target = random_targets(model, x, y, seed) if attack in ("pgd-target", "cw-target") else None
         runs = {
             "clean": lambda: x,
             "pgd-ce": lambda: A.pgd(model, x, y, eps, eps / 4, PGD_STEPS),
@@ -107,6 +104,14 @@ def attack_points(model, x, y, attack: str, eps: float, seed: int = 0, n_iter: i
         if attack not in runs:
             raise ValueError(f"unknown attack {attack!r}; choose from {', '.join(runs)}")
         return runs[attack](), target
+
+
+@torch.no_grad()
+def random_targets(model, x, y, seed: int) -> torch.Tensor:
+    """A class other than y for each point, drawn uniformly with `seed` (model in eval mode)."""
+    num_classes = model(x[:1]).shape[1]
+    offset = torch.randint(1, num_classes, (len(y),), generator=torch.Generator().manual_seed(seed))
+    return (y + offset.to(y.device)) % num_classes
 
 
 @torch.no_grad()
