@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 
 WEAT_CHOICES = (None, "nat", "adv")
+WEAT_TERMS = ("both", "ce", "kl")  # ablation: which terms carry the weight
+WEIGHT_FNS = ("energy", "uniform")  # ablation: the paper's weights, or their batch mean for every sample
 
 
 def energy_x(logits: torch.Tensor) -> torch.Tensor:
@@ -56,23 +58,37 @@ def kl_per_sample(logits_nat: torch.Tensor, logits_adv: torch.Tensor) -> torch.T
 
 
 def trades_loss(logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float,
-                weat: str = None) -> torch.Tensor:
+                weat: str = None, terms: str = "both", normalize: bool = False,
+                weight_fn: str = "energy") -> torch.Tensor:
     """The TRADES / WEAT outer objective, averaged over the batch size B.
 
     weat=None  (TRADES, Zhang et al. 2019):  (1/B) sum_i CE(f(x_i), y_i) + beta (1/B) sum_i KL_i
     weat="nat" (WEAT-nat):  (1/B) sum_i w_i CE(f(x_i), y_i)  + beta (1/B) sum_i w_i KL_i
     weat="adv" (WEAT-adv):  (1/B) sum_i w_i CE(f(x*_i), y_i) + beta (1/B) sum_i w_i KL_i
     with KL_i = KL(p(.|x_i) || p(.|x*_i)) and w_i = weat_weights(f(x_i)) (detached, unnormalised),
-    as in the authors' released code.
+    as in the authors' released code. The defaults are the paper's; the ablations take it apart:
+
+    terms      "both" (paper), "ce" or "kl": which terms carry w_i (the other gets w_i = 1);
+               "kl" is the MAIL-TR-style placement.
+    normalize  divide w by its batch mean, so that the weights average 1.
+    weight_fn  "energy" (paper) or "uniform": every sample gets the batch mean of the energy weights,
+               the same overall scale without the reweighting (a lower effective learning rate).
     """
-    if weat not in WEAT_CHOICES:
-        raise ValueError(f"weat must be one of {WEAT_CHOICES}, got {weat!r}")
+    if weat not in WEAT_CHOICES or terms not in WEAT_TERMS or weight_fn not in WEIGHT_FNS:
+        raise ValueError(f"weat in {WEAT_CHOICES}, terms in {WEAT_TERMS}, weight_fn in {WEIGHT_FNS}; "
+                         f"got {weat!r}, {terms!r}, {weight_fn!r}")
     ce = F.cross_entropy(logits_adv if weat == "adv" else logits_nat, y, reduction="none")
     kl = kl_per_sample(logits_nat, logits_adv)
     if weat is None:
         return ce.mean() + beta * kl.mean()
     w = weat_weights(logits_nat)
-    return (w * ce).mean() + beta * (w * kl).mean()
+    if weight_fn == "uniform":
+        w = w.mean().expand_as(w)
+    if normalize:
+        w = w / w.mean()
+    w_ce = w if terms in ("both", "ce") else 1.0
+    w_kl = w if terms in ("both", "kl") else 1.0
+    return (w_ce * ce).mean() + beta * (w_kl * kl).mean()
 
 
 # ---------------------------------------------------------------------------------------------------

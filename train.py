@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from attacks import eval_mode, pgd
 from data import DATASETS, Batches, DataError, load_data
-from energy import energy_x, trades_loss, weat_weights
+from energy import WEAT_TERMS, WEIGHT_FNS, energy_x, trades_loss, weat_weights
 from models import MODEL_NAMES, CheckpointError, build_model, load_checkpoint, model_config, save_checkpoint
 
 PIXEL = 1 / 255  # eps and step sizes are given in pixels: 8 means 8/255
@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="outer objective: TRADES (KL attack) or SAT, i.e. PGD-AT (CE attack)")
     p.add_argument("--weat", choices=("none", "nat", "adv"), default="none",
                    help="WEAT energy weighting of the TRADES loss (needs --loss trades)")
+    p.add_argument("--weat-terms", choices=WEAT_TERMS, default="both",
+                   help="ablation: which loss terms carry the WEAT weight ('kl' is the MAIL-TR-style placement)")
+    p.add_argument("--weat-normalize", action="store_true", help="ablation: divide the weights by their batch mean")
+    p.add_argument("--weat-fn", choices=WEIGHT_FNS, default="energy",
+                   help="ablation: the paper's 1/softplus(|E|) weights, or 'uniform' (their batch mean for every sample)")
     p.add_argument("--beta", type=float, default=None, help="TRADES/WEAT KL weight (default: 6; 7 for cifar100)" + DEFAULT_IN_HELP)
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: 100; 30 for svhn)" + DEFAULT_IN_HELP)
     p.add_argument("--batch-size", type=int, default=128, help="training batch size")
@@ -77,8 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def method_name(args) -> str:
-    """sat, trades, weat-nat or weat-adv."""
-    return "sat" if args.loss == "sat" else ("trades" if args.weat == "none" else f"weat-{args.weat}")
+    """sat, trades, weat-nat or weat-adv, with the ablations that differ from the paper appended."""
+    if args.loss == "sat" or args.weat == "none":
+        return args.loss
+    ablations = [f"{args.weat_terms}-only" if args.weat_terms != "both" else "",
+                 "normalized" if args.weat_normalize else "", args.weat_fn if args.weat_fn != "energy" else ""]
+    return "-".join(["weat", args.weat] + [a for a in ablations if a])
+
+
+def is_ablation(args) -> bool:
+    return args.weat_terms != "both" or args.weat_normalize or args.weat_fn != "energy"
 
 
 def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -90,6 +103,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
             setattr(args, key, DATASET_DEFAULTS[key].get(args.dataset, default))
     if args.loss == "sat" and args.weat != "none":
         raise ValueError("--weat weights the TRADES loss; it cannot be used with --loss sat")
+    if args.weat == "none" and is_ablation(args):
+        raise ValueError("--weat-terms, --weat-normalize and --weat-fn change the WEAT weights; they need --weat nat|adv")
     for key in ("epochs", "batch_size", "steps", "width", "eval_examples"):
         if getattr(args, key) < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}")
@@ -126,7 +141,8 @@ def training_loss(model, x, y, args):
         return torch.nn.functional.cross_entropy(logits_adv, y), logits_nat, logits_adv
     logits_nat = model(x)
     weat = None if args.weat == "none" else args.weat
-    return trades_loss(logits_nat, logits_adv, y, args.beta, weat), logits_nat, logits_adv
+    loss = trades_loss(logits_nat, logits_adv, y, args.beta, weat, args.weat_terms, args.weat_normalize, args.weat_fn)
+    return loss, logits_nat, logits_adv
 
 
 def train_epoch(model, batches, optimizer, scheduler, args, epoch):

@@ -67,6 +67,34 @@ def test_weat_loss_weights_both_terms_unnormalised(weat):
     torch.testing.assert_close(trades_loss(logits_nat, logits_adv, y, beta=7.0, weat=weat), expected)
 
 
+@pytest.mark.parametrize("terms,normalize,weight_fn", [
+    ("ce", False, "energy"), ("kl", False, "energy"), ("both", True, "energy"), ("both", False, "uniform"),
+    ("kl", True, "uniform")])
+def test_weat_ablations_match_their_formulas(terms, normalize, weight_fn):
+    logits_nat, logits_adv, y = random_logits(), random_logits(), torch.randint(0, 10, (16,))
+    kl, ce = hand_kl(logits_nat, logits_adv), F.cross_entropy(logits_adv, y, reduction="none")
+    w = 1 / torch.log(1 + torch.exp((-torch.logsumexp(logits_nat, 1)).abs()))
+    if weight_fn == "uniform":
+        w = torch.full_like(w, w.mean().item())
+    if normalize:
+        w = w / w.mean()
+    w_ce, w_kl = (w if terms != "kl" else 1), (w if terms != "ce" else 1)
+    expected = (w_ce * ce).sum() / 16 + 6.0 * (w_kl * kl).sum() / 16
+    got = trades_loss(logits_nat, logits_adv, y, 6.0, "adv", terms=terms, normalize=normalize, weight_fn=weight_fn)
+    torch.testing.assert_close(got, expected)
+
+
+def test_uniform_weights_keep_the_scale_of_the_energy_weights():
+    logits_nat, logits_adv, y = random_logits(), random_logits(), torch.randint(0, 10, (16,))
+    paper = trades_loss(logits_nat, logits_adv, y, 6.0, "adv")
+    uniform = trades_loss(logits_nat, logits_adv, y, 6.0, "adv", weight_fn="uniform")
+    plain = trades_loss(logits_nat, logits_adv, y, 6.0, "adv", normalize=True, weight_fn="uniform")
+    w_mean = weat_weights(logits_nat).mean()
+    # uniform weights are TRADES-adv scaled by the mean weight; normalised uniform weights are TRADES-adv itself
+    torch.testing.assert_close(uniform, w_mean * plain)
+    assert not torch.allclose(paper, uniform)
+
+
 def test_trades_kl_term_is_zero_when_adv_equals_nat_and_gradient_flows_through_both():
     logits_nat = random_logits().requires_grad_(True)
     logits_adv = logits_nat.detach().clone().requires_grad_(True)

@@ -41,7 +41,8 @@ def test_smoke_cli_end_to_end(tmp_path):
     assert load_checkpoint(str(tmp_path / "run" / "last.pt"))["epoch"] == 2
 
 
-@pytest.mark.parametrize("method", [["--weat", "adv"], ["--weat", "nat"], ["--loss", "sat"]])
+@pytest.mark.parametrize("method", [["--weat", "adv"], ["--weat", "nat"], ["--loss", "sat"],
+                                    ["--weat", "adv", "--weat-terms", "kl", "--weat-normalize", "--weat-fn", "uniform"]])
 def test_each_method_trains_and_logs_sensible_numbers(tmp_path, method):
     rows = train.run(tiny_train_args(tmp_path, *method))
     for row in rows:
@@ -51,6 +52,13 @@ def test_each_method_trains_and_logs_sensible_numbers(tmp_path, method):
         weighted = method[0] == "--weat"
         assert (0 < row["weight_mean"] < 1 / 0.693 + 1e-6) if weighted else row["weight_mean"] == 1.0
     assert rows[-1]["lr"] < rows[0]["lr"]  # OneCycle annealed
+
+
+def test_method_names_spell_out_the_ablations(tmp_path):
+    assert train.method_name(tiny_train_args(tmp_path, "--weat", "adv")) == "weat-adv"
+    args = tiny_train_args(tmp_path, "--weat", "adv", "--weat-terms", "kl", "--weat-normalize", "--weat-fn", "uniform")
+    assert train.method_name(args) == "weat-adv-kl-only-normalized-uniform"
+    assert train.method_name(tiny_train_args(tmp_path, "--loss", "sat")) == "sat"
 
 
 def test_resume_after_an_interruption_gives_the_same_weights_and_log(tmp_path, monkeypatch):
@@ -95,6 +103,7 @@ def test_non_finite_loss_stops_with_the_epoch_and_step_and_keeps_last_pt(tmp_pat
     (["--dataset", "npz", "--train-npz", "missing.npz", "--test-npz", "missing.npz"], "npz file not found"),
     (["--loss", "sat", "--weat", "adv"], "cannot be used with --loss sat"),
     (["--eps", "0"], "--eps must be positive"),
+    (["--weat-terms", "kl"], "need --weat nat|adv"),
 ])
 def test_bad_input_gets_a_one_line_error_and_writes_nothing(tmp_path, flags, message):
     out = tmp_path / "run"
