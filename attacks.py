@@ -413,7 +413,7 @@ def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, attacks=STANDARD_ATTACKS,
                seed: int = 0, batch_size: int = None, report: list = None, progress: bool = False,
-               **settings) -> tuple:
+               resume: dict = None, on_batch=None, **settings) -> tuple:
     """Run the attacks in turn, each only on the points still robust; returns (x_adv, robust_mask).
 
     A point is robust only if it is classified correctly and every attack failed on it. `attacks` holds
@@ -421,21 +421,38 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, a
     (model, x, y, eps, seed) -> x_adv. Each attack runs over the robust points in batches of
     `batch_size` (all at once if None). Points misclassified to begin with are returned unchanged.
     If `report` is a list, one dict per attack is appended: name, points attacked, robust after, seconds.
+
+    Interruption: after every batch `on_batch(state)` gets a state dict (CPU tensors and plain data);
+    `resume=state` continues from it with the same result as an uninterrupted run (every batch is seeded
+    alike). x_adv holds x for the points attacked before the resume.
     """
     x = x.detach()
     batch_size = batch_size or len(x)
-    robust = torch.cat([predict(model, xb) == yb for xb, yb in zip(x.split(batch_size), y.split(batch_size))])
-    x_adv = x.clone()
-    for attack in attacks:
-        fn = attack_by_name(attack, **settings) if isinstance(attack, str) else attack
-        name, start, attacked = getattr(attack, "__name__", attack), time.time(), robust.nonzero().squeeze(1)
-        for index in tqdm(attacked.split(batch_size), desc=name, disable=not progress, leave=False):
+    state = resume or {"stage": 0, "attacked": None, "batch": 0, "seconds": 0.0, "report": [],
+                       "robust": torch.cat([predict(model, xb) == yb for xb, yb in zip(x.split(batch_size),
+                                                                                       y.split(batch_size))]).cpu()}
+    robust, x_adv, rows = state["robust"].to(x.device).clone(), x.clone(), [dict(r) for r in state["report"]]
+    for stage in range(state["stage"], len(attacks)):
+        fn = attack_by_name(attacks[stage], **settings) if isinstance(attacks[stage], str) else attacks[stage]
+        name = getattr(attacks[stage], "__name__", attacks[stage])
+        resuming = stage == state["stage"] and state["attacked"] is not None
+        attacked = state["attacked"].to(x.device) if resuming else robust.nonzero().squeeze(1)
+        done, start = (state["batch"], time.time() - state["seconds"]) if resuming else (0, time.time())
+        batches = attacked.split(batch_size)
+        for j in tqdm(range(done, len(batches)), desc=name, disable=not progress, leave=False):
+            index = batches[j]
             x_found = check_adversarial(fn(model, x[index], y[index], eps, seed), x[index], eps)
             x_adv[index] = x_found
             robust[index[predict(model, x_found) != y[index]]] = False
-        if report is not None:
-            report.append({"attack": name, "attacked": len(attacked), "robust": int(robust.sum()),
-                           "seconds": time.time() - start})
+            if on_batch is not None:
+                on_batch({"stage": stage, "attacked": attacked.cpu(), "batch": j + 1, "seconds": time.time() - start,
+                          "robust": robust.cpu(), "report": rows})
+        rows.append({"attack": name, "attacked": len(attacked), "robust": int(robust.sum()), "seconds": time.time() - start})
+        if on_batch is not None:
+            on_batch({"stage": stage + 1, "attacked": None, "batch": 0, "seconds": 0.0, "robust": robust.cpu(),
+                      "report": rows})
+    if report is not None:
+        report.extend(rows)
     return x_adv, robust
 
 

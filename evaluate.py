@@ -21,7 +21,7 @@ from scipy import stats
 
 from attacks import STANDARD_ATTACKS, attack_by_name, autoattack, eval_mode, predict, sanity_checks, square_flag
 from data import DataError, split_of_run
-from models import CheckpointError, load_model, sha256_of
+from models import CheckpointError, atomic_save, load_model, sha256_of
 
 PIXEL = 1 / 255
 ATTACK_SETTINGS = {"n_iter": 100, "n_queries": 5000, "n_target_classes": 9, "n_restarts": 1}  # AA "standard"
@@ -44,7 +44,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="default: the one stored in the checkpoint")
     p.add_argument("--test-npz", default=None, help="default: the one stored in the checkpoint")
     p.add_argument("--out", default=None, help="JSON report (default: eval-<ckpt name>.json beside the checkpoint)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a cut-off evaluation from its saved per-point results (<out>-progress.pt)")
     return p
+
+
+class EvaluationError(RuntimeError):
+    """An evaluation cannot be resumed as asked."""
+
+
+def report_path(args) -> str:
+    return args.out or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)),
+                                    f"eval-{os.path.splitext(os.path.basename(args.ckpt))[0]}.json")
+
+
+def progress_file(report_file: str) -> str:
+    """Where an evaluation keeps its per-point results while it runs (removed when it finishes)."""
+    return os.path.splitext(report_file)[0] + "-progress.pt"
+
+
+def load_progress(path: str, settings: dict) -> dict:
+    """The saved state of a cut-off evaluation; refuses one made with other settings."""
+    if not os.path.isfile(path):
+        raise EvaluationError(f"--resume: no saved evaluation at {path}")
+    try:
+        saved = torch.load(path, weights_only=True)
+    except Exception as e:
+        raise EvaluationError(f"--resume: cannot read {path}: {str(e).strip().splitlines()[0]}") from None
+    changed = sorted(k for k in settings if saved["settings"].get(k) != settings[k])
+    if changed:
+        raise EvaluationError(f"--resume: the saved evaluation differs in {', '.join(changed)} "
+                              f"(saved {[saved['settings'].get(k) for k in changed]}, now {[settings[k] for k in changed]})")
+    return saved["state"]
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> list:
@@ -59,17 +90,31 @@ def accuracy_entry(correct: int, n: int, **extra) -> dict:
             **extra}
 
 
-def evaluate_model(model, x, y, eps, attacks, batch_size=500, seed=0, progress=False, **settings) -> dict:
-    """Clean, PGD-20 and cascade results of any classifier on (x, y): per-point masks and a report."""
+def evaluate_model(model, x, y, eps, attacks, batch_size=500, seed=0, progress=False, resume=None,
+                   on_batch=None, **settings) -> dict:
+    """Clean, PGD-20 and cascade results of any classifier on (x, y): per-point masks and a report.
+
+    After every attack batch `on_batch(state)` gets the evaluation's state; `resume=state` continues it.
+    """
+    state = dict(resume or {})
+
+    def saver(part):
+        def save(stage_state):
+            state[part] = stage_state
+            if on_batch is not None:
+                on_batch(state)
+        return save
+
     with eval_mode(model):
         flags = sanity_checks(model, x[:batch_size], y[:batch_size])
         start = time.time()
         clean = torch.cat([predict(model, xb) == yb for xb, yb in zip(x.split(batch_size), y.split(batch_size))])
         clean_seconds = time.time() - start
-        pgd_report = []
-        _, pgd_robust = autoattack(model, x, y, eps, ("pgd-20",), seed, batch_size, pgd_report, progress)
-        cascade_report = []
-        _, robust = autoattack(model, x, y, eps, attacks, seed, batch_size, cascade_report, progress, **settings)
+        pgd_report, cascade_report = [], []
+        _, pgd_robust = autoattack(model, x, y, eps, ("pgd-20",), seed, batch_size, pgd_report, progress,
+                                   resume=state.get("pgd"), on_batch=saver("pgd"))
+        _, robust = autoattack(model, x, y, eps, attacks, seed, batch_size, cascade_report, progress,
+                               resume=state.get("cascade"), on_batch=saver("cascade"), **settings)
     flags["square_beats_white_box"] = square_flag(cascade_report, len(y))
     n = len(y)
     rows = {"clean": accuracy_entry(int(clean.sum()), n, seconds=clean_seconds),
@@ -100,9 +145,14 @@ def run(args) -> dict:
     n = min(args.n_examples, len(test))
     x, y = test.images[:n].to(device).float() / 255, test.labels[:n].to(device)
     settings = {"n_iter": args.n_iter, "n_queries": args.n_queries, "n_target_classes": 9, "n_restarts": 1}
+    identity = {"attacks": attacks, "eps_pixels": args.eps, "n": n, "seed": args.seed, "batch_size": args.batch_size,
+                "checkpoint_sha256": sha256_of(args.ckpt), **settings}
+    progress = progress_file(report_path(args))
+    resume = load_progress(progress, identity) if args.resume else None
     started = time.time()
-    result = evaluate_model(model, x, y, args.eps * PIXEL, attacks, args.batch_size, args.seed, True, **settings)
-    report = {"checkpoint": os.path.abspath(args.ckpt), "checkpoint_sha256": sha256_of(args.ckpt),
+    result = evaluate_model(model, x, y, args.eps * PIXEL, attacks, args.batch_size, args.seed, True, resume,
+                            lambda state: atomic_save({"settings": identity, "state": state}, progress), **settings)
+    report = {"checkpoint": os.path.abspath(args.ckpt), "checkpoint_sha256": identity["checkpoint_sha256"],
               "dataset": ckpt["args"]["dataset"], "split": "test", "n": n, "index_rule": INDEX_RULE, "eps_pixels": args.eps,
               "eps": args.eps * PIXEL, "attacks": attacks, "attack_settings": settings,
               "pgd20_settings": {"steps": 20, "step_size": 2 * PIXEL, "loss": "ce", "random_start": True},
@@ -110,12 +160,13 @@ def run(args) -> dict:
               "device": str(device), "time": datetime.datetime.now().isoformat(timespec="seconds"),
               "seconds": time.time() - started}
     write_outputs(args, report, result["masks"])
+    if os.path.exists(progress):
+        os.remove(progress)
     return report
 
 
 def write_outputs(args, report: dict, masks: dict) -> None:
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)),
-                                   f"eval-{os.path.splitext(os.path.basename(args.ckpt))[0]}.json")
+    out = report_path(args)
     report["mask_file"] = os.path.splitext(out)[0] + "-mask.npz"
     np.savez(report["mask_file"], index=np.arange(report["n"]), **{k: v.cpu().numpy() for k, v in masks.items()})
     with open(out + ".tmp", "w") as f:
@@ -145,7 +196,7 @@ def main(argv=None) -> None:
         parser.error(str(e))
     try:
         report = run(args)
-    except (CheckpointError, DataError) as e:
+    except (CheckpointError, DataError, EvaluationError) as e:
         print(f"evaluate.py: error: {e}", file=sys.stderr)
         sys.exit(2)
     print_table(report)

@@ -54,3 +54,41 @@ def test_a_checkpoint_that_does_not_load_exits_2(tmp_path, content, message):
 def test_unknown_attack_is_refused():
     result = cli("--ckpt", "x.pt", "--attacks", "apgd-ce,deepfool")
     assert result.returncode == 2 and "unknown attack 'deepfool'" in result.stderr
+
+
+EVAL_ARGS = ["--n-examples", "60", "--n-iter", "5", "--n-queries", "20", "--batch-size", "25", "--device", "cpu"]
+VOLATILE = {"time", "seconds", "report_file", "mask_file"}
+
+
+def stable(report):
+    """A report without its clocks and file names."""
+    return {k: ({kk: vv for kk, vv in v.items() if kk != "seconds"} if isinstance(v, dict) else v)
+            for k, v in report.items() if k not in VOLATILE}
+
+
+def test_resume_continues_a_cut_off_evaluation_with_the_same_result(smoke_run, tmp_path, monkeypatch):
+    ckpt = str(smoke_run / "best.pt")
+    evaluate.main(["--ckpt", ckpt, *EVAL_ARGS, "--out", str(tmp_path / "straight.json")])
+    real_save, saves = evaluate.atomic_save, []
+
+    def killed_after_five_batches(obj, path):
+        real_save(obj, path)
+        saves.append(obj["state"])
+        if len(saves) == 5:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "atomic_save", killed_after_five_batches)
+    out = tmp_path / "resumed.json"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.main(["--ckpt", ckpt, *EVAL_ARGS, "--out", str(out)])
+    assert "cascade" in saves[-1] and not out.exists()  # stopped inside the cascade
+    monkeypatch.setattr(evaluate, "atomic_save", real_save)
+    with pytest.raises(SystemExit) as refused:  # another eps is refused, the saved state is kept
+        evaluate.main(["--ckpt", ckpt, *EVAL_ARGS, "--eps", "4", "--out", str(out), "--resume"])
+    assert refused.value.code == 2 and os.path.exists(evaluate.progress_file(str(out)))
+    evaluate.main(["--ckpt", ckpt, *EVAL_ARGS, "--out", str(out), "--resume"])
+    straight, resumed = json.loads((tmp_path / "straight.json").read_text()), json.loads(out.read_text())
+    assert stable(straight) == stable(resumed)
+    for key in ("clean", "pgd20_robust", "cascade_robust"):
+        assert (np.load(straight["mask_file"])[key] == np.load(resumed["mask_file"])[key]).all()
+    assert not os.path.exists(evaluate.progress_file(str(out)))
