@@ -35,14 +35,19 @@ def eval_mode(model: nn.Module):
         model.train(was_training)
 
 
+def outside_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """A 0-dim bool tensor on x's device: True if |x_adv - x|_inf > eps (+1e-6) or x_adv leaves [0, 1]."""
+    return ((x_adv - x).abs().amax() > eps + BALL_TOLERANCE) | (x_adv.amin() < 0) | (x_adv.amax() > 1)
+
+
 def check_adversarial(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """Raise unless |x_adv - x|_inf <= eps (+1e-6) and x_adv lies in [0, 1]; returns x_adv."""
     if x_adv.shape != x.shape:
         raise RuntimeError(f"attack returned shape {tuple(x_adv.shape)} for input {tuple(x.shape)}")
     if x.numel() == 0:
         return x_adv
-    dist = (x_adv - x).abs().amax()
-    if dist > eps + BALL_TOLERANCE or x_adv.min() < 0 or x_adv.max() > 1:
+    if outside_ball(x_adv, x, eps):
+        dist = (x_adv - x).abs().amax()
         raise RuntimeError(f"attack left the eps-ball or the box: |x_adv - x|_inf = {dist:.3g} (eps {eps:.3g}), "
                            f"range [{x_adv.min():.3g}, {x_adv.max():.3g}]")
     return x_adv
@@ -76,14 +81,15 @@ def pgd_objective(logits, y, loss, target=None, logits_nat=None):
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
         loss: str = "ce", random_start: bool = True, target: torch.Tensor = None,
-        keep_best: bool = None) -> torch.Tensor:
+        keep_best: bool = None, check: bool = True) -> torch.Tensor:
     """Projected sign-gradient ascent (Madry et al. 2018) in the Linf ball of radius eps.
 
     loss "ce" / "cw": uniform random start in the ball (if random_start); returns, per point, the first
     iterate that fools the model (or reaches `target`), else the highest-objective iterate.
     loss "kl": the TRADES inner maximisation: start x + 0.001 N(0, I), ascend KL(p(.|x) || p(.|x')),
     return the last iterate, as TRADES does. `keep_best` overrides the choice (False = last iterate,
-    the plain Madry PGD used for SAT training).
+    the plain Madry PGD used for SAT training). `check=False` leaves the eps-ball check to the caller
+    (the training loop checks with `outside_ball`, without a host-device sync per step).
     """
     if loss not in PGD_LOSSES:
         raise ValueError(f"loss must be one of {PGD_LOSSES}, got {loss!r}")
@@ -112,7 +118,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
             best.update(x_adv, value.detach(), now_fooled)
         if grad is not None:
             x_adv = project(x_adv + alpha * grad.sign(), x, eps)
-    return check_adversarial(best.x if keep_best else x_adv, x, eps)
+    x_adv = best.x if keep_best else x_adv
+    return check_adversarial(x_adv, x, eps) if check else x_adv
 
 
 class BestPoints:

@@ -221,38 +221,60 @@ def crop_flip(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, flip: to
 
 
 class Batches:
-    """(x, y) batches of a split held on `device`: x float in [0, 1], y int64.
+    """(x, y) batches of a split: x float in [0, 1] on `device`, y int64.
 
     Shuffling and augmentation draw from a CPU generator seeded by (seed, epoch): call `set_epoch`
     before each epoch, and a resumed run replays exactly the same batches. The random numbers of an
-    epoch are moved to the device once, so the loop does no host-device copies.
+    epoch are moved to the device once, so the loop does no host-device copies when the images live on
+    the device (`resident`, the default). Where they do not fit, they stay in pinned host memory and each
+    batch is gathered there and copied asynchronously.
+
+    Under torchrun, rank r of w takes every w-th image of the epoch's order (a disjoint shard, the same
+    length on every rank) in batches of batch_size // w; each image keeps the crop and flip it would get
+    in a single process.
     """
 
     def __init__(self, split: Split, batch_size: int, device, shuffle=False, augment=False, seed=0,
-                 drop_last=False):
-        self.images = split.images.to(device)
+                 drop_last=False, rank=0, world=1, resident=True):
+        self.device = torch.device(device)
+        host = split.images.pin_memory() if not resident and self.device.type == "cuda" else split.images
+        self.images = split.images.to(device) if resident else host
         self.labels = split.labels.to(device)
-        self.batch_size, self.device = batch_size, torch.device(device)
+        self.batch_size, self.n = batch_size // world, len(split.labels) // world
         self.shuffle, self.augment, self.seed, self.drop_last = shuffle, augment, seed, drop_last
-        self.epoch = 0
+        self.rank, self.world, self.resident, self.epoch = rank, world, resident, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self):
-        n, b = len(self.labels), self.batch_size
+        n, b = self.n, self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
     def __iter__(self):
         n = len(self.labels)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = (torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)).to(self.device)
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        order = order[self.rank:self.n * self.world:self.world]  # this rank's shard
         if self.augment:
             shifts = torch.randint(0, 2 * CROP_PADDING + 1, (2, n), generator=g).to(self.device)
             flips = (torch.rand(n, generator=g) < 0.5).to(self.device)
+        order_here = order.to(self.device)
         for i in range(len(self)):
-            index = order[i * self.batch_size:(i + 1) * self.batch_size]
-            x = self.images[index]
+            index = order_here[i * self.batch_size:(i + 1) * self.batch_size]
+            if self.resident:
+                x = self.images[index]
+            else:
+                x = self.images[order[i * self.batch_size:(i + 1) * self.batch_size]].to(self.device, non_blocking=True)
             if self.augment:
                 x = crop_flip(x, shifts[0, index], shifts[1, index], flips[index])
             yield x.float().div_(255), self.labels[index]
+
+
+def fits_on_device(split: Split, device) -> bool:
+    """Whether a split's uint8 images take under half the free memory of a CUDA device (always on CPU)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return split.images.numel() < free / 2

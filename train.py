@@ -15,10 +15,11 @@ import sys
 import time
 
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
-from attacks import eval_mode, pgd
-from data import DATASETS, Batches, DataError, load_data
+from attacks import eval_mode, outside_ball, pgd
+from data import DATASETS, Batches, DataError, fits_on_device, load_data
 from energy import WEAT_TERMS, WEIGHT_FNS, energy_x, trades_loss, weat_weights
 from models import MODEL_NAMES, CheckpointError, build_model, load_checkpoint, model_config, save_checkpoint
 
@@ -30,7 +31,9 @@ DATASET_DEFAULTS = {"epochs": {"svhn": 30}, "beta": {"cifar100": 7.0}}  # where 
 PAPER_DEFAULTS = {"epochs": 100, "beta": 6.0}
 SMOKE = {"dataset": "synthetic", "model": "resnet18", "width": 8, "epochs": 2, "val_size": 100,
          "eval_examples": 100, "batch_size": 64, "steps": 5, "device": "cpu", "train_subset": None}
-RESUME_IGNORES = ("resume", "overwrite", "device")  # args that may change on --resume
+RESUME_IGNORES = ("resume", "overwrite", "device", "compile")  # args that may change on --resume
+FAULT_CHECK_EVERY = 20  # steps between the host reads of the non-finite / eps-ball flag (one sync each)
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_IN_HELP = "%(default).0s"  # tells ArgumentDefaultsHelpFormatter the help text states the default
 
 
@@ -75,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir from last.pt")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out-dir")
     p.add_argument("--seed", type=int, default=0, help="seeds the split, the model, batches and attacks")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (under torchrun: each rank's GPU)")
+    p.add_argument("--amp", choices=AMP_DTYPES, default="none",
+                   help="mixed precision of the training step and its attack (fp16: CUDA only, with a gradient scaler)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster convolutions on GPUs)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--sync-bn", action="store_true", help="under torchrun: BatchNorm statistics over all ranks")
     p.add_argument("--smoke", action="store_true",
                    help="2 epochs of a width-8 ResNet-18 on synthetic data on the CPU (overrides those flags)")
     return p
@@ -115,6 +123,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(f"--train-subset must be at least 1, got {args.train_subset}")
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.amp == "fp16" and not args.device.startswith("cuda"):
+        raise ValueError("--amp fp16 needs CUDA (it relies on a gradient scaler); use --amp bf16 on the CPU")
     if args.out_dir is None:
         args.out_dir = os.path.join("runs", f"{args.dataset}-{args.model}-{method_name(args)}-{args.seed}")
     return args
@@ -122,48 +132,84 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
 
 def attack_for_training(model, x, y, args):
     """x* for the training loss: PGD-CE with uniform start (SAT, last iterate, as Madry et al.) or the
-    TRADES KL attack (TRADES / WEAT). The model is in eval mode during the attack."""
+    TRADES KL attack (TRADES / WEAT). The model is in eval mode during the attack; the eps-ball check is
+    the training loop's (`outside_ball`), read without a sync per step."""
     with eval_mode(model):
         if args.loss == "sat":
-            return pgd(model, x, y, args.eps * PIXEL, args.step_size * PIXEL, args.steps, loss="ce", keep_best=False)
-        return pgd(model, x, y, args.eps * PIXEL, args.step_size * PIXEL, args.steps, loss="kl")
+            return pgd(model, x, y, args.eps * PIXEL, args.step_size * PIXEL, args.steps, loss="ce",
+                       keep_best=False, check=False)
+        return pgd(model, x, y, args.eps * PIXEL, args.step_size * PIXEL, args.steps, loss="kl", check=False)
 
 
-def training_loss(model, x, y, args):
-    """One step's loss and the natural / adversarial logits (for logging) of a batch."""
+def training_loss(model, x, y, args, trained=None):
+    """One step's loss, the natural / adversarial logits (for logging) and x* of a batch.
+
+    `model` runs the attack; `trained` (default: model; the DistributedDataParallel wrapper under
+    torchrun) runs the forwards the loss is built from. Logits are cast to float32 for the loss.
+    """
+    trained = trained or model
     x_adv = attack_for_training(model, x, y, args)
-    logits_adv = model(x_adv)
+    logits_adv = trained(x_adv).float()
     if args.loss == "sat":
         # deviation: SAT's loss uses x* only; its natural logits (for E_nat, train_nat_acc) come from an
         # extra no-grad eval-mode forward so that BatchNorm statistics see only what the loss sees.
         with torch.no_grad(), eval_mode(model):
-            logits_nat = model(x)
-        return torch.nn.functional.cross_entropy(logits_adv, y), logits_nat, logits_adv
-    logits_nat = model(x)
+            logits_nat = model(x).float()
+        return torch.nn.functional.cross_entropy(logits_adv, y), logits_nat, logits_adv, x_adv
+    logits_nat = trained(x).float()
     weat = None if args.weat == "none" else args.weat
     loss = trades_loss(logits_nat, logits_adv, y, args.beta, weat, args.weat_terms, args.weat_normalize, args.weat_fn)
-    return loss, logits_nat, logits_adv
+    return loss, logits_nat, logits_adv, x_adv
 
 
-def train_epoch(model, batches, optimizer, scheduler, args, epoch):
-    """One epoch of adversarial training; returns the epoch's training statistics."""
+def autocast(args):
+    """The mixed-precision context of the training step (a no-op for --amp none)."""
+    dtype = AMP_DTYPES[args.amp]
+    return torch.autocast(torch.device(args.device).type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def train_epoch(model, batches, optimizer, scheduler, args, epoch, trained=None, scaler=None):
+    """One epoch of adversarial training; returns the epoch's training statistics.
+
+    No host-device sync inside a step: a non-finite loss or gradient and an x* outside the eps-ball are
+    recorded on the device and read every FAULT_CHECK_EVERY steps; the error names the first bad step.
+    """
     model.train()
+    scaler = scaler or torch.amp.GradScaler(enabled=False)
     sums = torch.zeros(7, device=args.device)  # n, loss, nat ok, adv ok, E_nat, E_adv, w
-    for step, (x, y) in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)):
-        loss, logits_nat, logits_adv = training_loss(model, x, y, args)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"non-finite loss ({loss.item()}) at epoch {epoch}, step {step}; "
-                                f"last.pt from epoch {epoch - 1} is kept")
+    first_fault = torch.full((2,), -1, dtype=torch.long, device=args.device)  # non-finite, outside the ball
+    for step, (x, y) in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
+                                       disable=not is_main())):
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(args):
+            loss, logits_nat, logits_adv, x_adv = training_loss(model, x, y, args, trained)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))  # inf: measures, never clips
+        scaler.step(optimizer)  # fp16: skips a step whose gradients overflowed, as a gradient scaler does
+        scaler.update()
         scheduler.step()
+        # fp16: overflowing gradients are the scaler's to skip, so only the loss counts there
+        non_finite = ~torch.isfinite(loss) | (~torch.isfinite(grad_norm) & (not scaler.is_enabled()))
+        fault = torch.stack([non_finite, outside_ball(x_adv, x, args.eps * PIXEL)])
+        first_fault = torch.where(fault & (first_fault < 0), step, first_fault)
+        if step % FAULT_CHECK_EVERY == 0 or step == len(batches) - 1:
+            raise_on_fault(first_fault.tolist(), epoch)
         with torch.no_grad():
-            sums += batch_statistics(loss, logits_nat, logits_adv.detach(), y, weighted=args.weat != "none")
-    n, loss, nat_ok, adv_ok, e_nat, e_adv, w = sums.tolist()
+            sums += batch_statistics(loss.detach(), logits_nat, logits_adv.detach(), y, weighted=args.weat != "none")
+    n, loss, nat_ok, adv_ok, e_nat, e_adv, w = all_reduce(sums).tolist()
     return {"lr": scheduler.get_last_lr()[0], "train_loss": loss / n, "train_nat_acc": nat_ok / n,
             "train_adv_acc": adv_ok / n, "E_nat": e_nat / n, "E_adv": e_adv / n, "delta_E": (e_nat - e_adv) / n,
             "weight_mean": w / n}
+
+
+def raise_on_fault(first_fault: list, epoch: int) -> None:
+    """Stop on the first step with a non-finite loss / gradient or an x* outside the eps-ball."""
+    for step, what in zip(first_fault, ("a non-finite loss or gradient", "an attack point outside the eps-ball")):
+        if step >= 0:
+            raise TrainingError(f"{what} at epoch {epoch}, step {step}; last.pt from epoch {epoch - 1} is kept")
 
 
 def batch_statistics(loss, logits_nat, logits_adv, y, weighted: bool) -> torch.Tensor:
@@ -176,15 +222,47 @@ def batch_statistics(loss, logits_nat, logits_adv, y, weighted: bool) -> torch.T
 
 
 def evaluate_pgd(model, batches, eps, alpha, steps):
-    """Clean and PGD (CE, uniform start) accuracy of a model in eval mode over a set of batches."""
-    correct = torch.zeros(3)
+    """Clean and PGD (CE, uniform start) accuracy of a model in eval mode over a set of batches (summed
+    over all ranks under torchrun; float32)."""
+    correct = torch.zeros(3, device=batches.device)
     with eval_mode(model):
         for x, y in batches:
             x_adv = pgd(model, x, y, eps, alpha, steps, loss="ce")
             with torch.no_grad():
-                correct += torch.tensor([len(y), (model(x).argmax(1) == y).sum(), (model(x_adv).argmax(1) == y).sum()])
-    n, nat, adv = correct.tolist()
+                correct += torch.stack([torch.tensor(len(y), device=y.device), (model(x).argmax(1) == y).sum(),
+                                        (model(x_adv).argmax(1) == y).sum()]).float()
+    n, nat, adv = all_reduce(correct).tolist()
     return nat / n, adv / n
+
+
+# ---------------------------------------------------------------------------------------------------
+# Several processes (torchrun): each rank trains on its own shard; rank 0 alone writes
+
+
+def is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def all_reduce(t: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over all ranks (itself when not distributed)."""
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+def setup_distributed(args) -> tuple:
+    """Start the process group when run by torchrun; returns (rank, world size)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    if args.device.startswith("cuda"):
+        args.device = f"cuda:{local_rank}"
+        torch.cuda.set_device(local_rank)
+    if args.batch_size % world:
+        raise TrainingError(f"--batch-size {args.batch_size} (the global batch) must divide among {world} processes")
+    dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
+    return rank, world
 
 
 def seed_epoch(seed: int, epoch: int) -> None:
@@ -212,17 +290,21 @@ def prepare_out_dir(args) -> None:
             json.dump(vars(args), f, indent=2)
 
 
-def resume_state(args, model, optimizer, scheduler) -> list:
-    """Load last.pt into model, optimizer and scheduler; rewrite log.jsonl from it; return the history."""
+def resume_state(args, t: dict, write: bool = True) -> list:
+    """Load last.pt into the model, optimizer, scheduler and scaler; rewrite log.jsonl from it (if
+    `write`); return the history."""
     ckpt = load_checkpoint(os.path.join(args.out_dir, "last.pt"), args.device)
     saved = {k: v for k, v in ckpt["args"].items() if k not in RESUME_IGNORES}
     changed = sorted(k for k, v in saved.items() if vars(args).get(k) != v)
     if changed:
         raise TrainingError(f"--resume with different settings than the run in {args.out_dir}: {', '.join(changed)}")
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    write_log(args.out_dir, ckpt["history"])  # drops a line written after the last checkpoint, if any
+    t["model"].load_state_dict(ckpt["model"])
+    t["optimizer"].load_state_dict(ckpt["optimizer"])
+    t["scheduler"].load_state_dict(ckpt["scheduler"])
+    if "scaler" in ckpt:
+        t["scaler"].load_state_dict(ckpt["scaler"])
+    if write:
+        write_log(args.out_dir, ckpt["history"])  # drops a line written after the last checkpoint, if any
     return ckpt["history"]
 
 
@@ -233,45 +315,91 @@ def write_log(out_dir: str, history: list) -> None:
     os.replace(tmp, os.path.join(out_dir, "log.jsonl"))
 
 
-def run(args) -> list:
-    """Train as `args` says; returns the per-epoch log."""
-    check_out_dir(args)
-    print("settings: " + " ".join(f"{k}={v}" for k, v in vars(args).items()), flush=True)
-    data = load_data(args.dataset, args.data_dir, args.train_npz, args.test_npz, args.val_npz,
-                     args.val_size, args.train_subset, args.seed)
-    prepare_out_dir(args)
+def compile_model(model, example: torch.Tensor):
+    """torch.compile(model), tried once on `example` (eval mode, no grad) so that a missing compiler
+    shows up as a clear error here instead of deep inside the first step."""
+    compiled = torch.compile(model)
+    try:
+        with torch.no_grad(), eval_mode(compiled):
+            compiled(example)
+    except Exception as e:  # the backend's errors have no common type
+        raise TrainingError(f"--compile is not available here ({type(e).__name__}: "
+                            f"{str(e).strip().splitlines()[0][:200]}); run without --compile") from None
+    return compiled
+
+
+def build_training(args, data, rank: int, world: int) -> dict:
+    """The model (and what runs its forwards), batches, optimizer, schedule and gradient scaler."""
     torch.manual_seed(args.seed)
     config = model_config(args.model, data.num_classes, args.normalize, args.width)
     model = build_model(**config).to(args.device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if args.sync_bn and world > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    resident = fits_on_device(data.train, args.device)
     train_batches = Batches(data.train, args.batch_size, args.device, shuffle=True, augment=True, seed=args.seed,
-                            drop_last=len(data.train) % args.batch_size == 1)  # BatchNorm cannot train on 1 image
-    val_batches = Batches(data.val.take(slice(0, args.eval_examples)), args.batch_size, args.device)
+                            drop_last=len(data.train) // world % (args.batch_size // world) == 1,  # BatchNorm needs 2
+                            rank=rank, world=world, resident=resident)
+    val_batches = Batches(data.val.take(slice(0, args.eval_examples)), args.batch_size, args.device, rank=rank,
+                          world=world)
+    net = compile_model(model, next(iter(val_batches))[0]) if args.compile else model
+    trained = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, pct_start=PCT_START,
                                                     total_steps=args.epochs * len(train_batches))
-    history = resume_state(args, model, optimizer, scheduler) if args.resume else []
+    scaler = torch.amp.GradScaler("cuda", enabled=args.amp == "fp16")
+    return {"model": model, "net": net, "trained": trained, "config": config, "train_batches": train_batches,
+            "val_batches": val_batches, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler,
+            "resident": resident}
+
+
+def save_epoch(args, t: dict, history: list, best: float) -> None:
+    """best.pt (if the epoch is the best so far), last.pt, then the log line; rank 0 only."""
+    row = history[-1]
+    state = {"optimizer": t["optimizer"].state_dict(), "scheduler": t["scheduler"].state_dict(),
+             "scaler": t["scaler"].state_dict(), "epoch": row["epoch"], "args": vars(args), "metrics": row,
+             "history": history}
+    if row["val_pgd_acc"] > best:  # best.pt before last.pt: a kill in between replays this epoch
+        save_checkpoint(os.path.join(args.out_dir, "best.pt"), t["model"], t["config"], **state)
+    save_checkpoint(os.path.join(args.out_dir, "last.pt"), t["model"], t["config"], **state)
+    with open(os.path.join(args.out_dir, "log.jsonl"), "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def run(args) -> list:
+    """Train as `args` says; returns the per-epoch log. Under torchrun every rank calls it."""
+    rank, world = setup_distributed(args)
+    check_out_dir(args)
+    say = print if rank == 0 else (lambda *a, **k: None)
+    say("settings: " + " ".join(f"{k}={v}" for k, v in vars(args).items()), flush=True)
+    data = load_data(args.dataset, args.data_dir, args.train_npz, args.test_npz, args.val_npz,
+                     args.val_size, args.train_subset, args.seed)
+    if rank == 0:
+        prepare_out_dir(args)
+    t = build_training(args, data, rank, world)
+    history = resume_state(args, t, write=rank == 0) if args.resume else []
     best = max((row["val_pgd_acc"] for row in history), default=-1.0)
-    print(f"{method_name(args)}: {len(data.train)} train / {len(data.val)} val images, "
-          f"{sum(p.numel() for p in model.parameters()):,} parameters, {args.device}", flush=True)
+    say(f"{method_name(args)}: {len(data.train)} train / {len(data.val)} val images, "
+        f"{sum(p.numel() for p in t['model'].parameters()):,} parameters, {args.device} x {world}, amp {args.amp}"
+        + ("" if t["resident"] else ", images in pinned host memory"), flush=True)
     for epoch in range(len(history) + 1, args.epochs + 1):
         start = time.time()
-        seed_epoch(args.seed, epoch)
-        train_batches.set_epoch(epoch)
-        row = {"epoch": epoch, **train_epoch(model, train_batches, optimizer, scheduler, args, epoch)}
-        row["val_nat_acc"], row["val_pgd_acc"] = evaluate_pgd(model, val_batches, args.eps * PIXEL,
+        seed_epoch(args.seed * world + rank, epoch)
+        t["train_batches"].set_epoch(epoch)
+        row = {"epoch": epoch, **train_epoch(t["net"], t["train_batches"], t["optimizer"], t["scheduler"], args,
+                                             epoch, t["trained"], t["scaler"])}
+        row["val_nat_acc"], row["val_pgd_acc"] = evaluate_pgd(t["net"], t["val_batches"], args.eps * PIXEL,
                                                               VAL_PGD_STEP_SIZE * PIXEL, VAL_PGD_STEPS)
         row["seconds"] = time.time() - start
         history.append(row)
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
-                 "args": vars(args), "metrics": row, "history": history}
-        if row["val_pgd_acc"] > best:  # best.pt before last.pt: a kill in between replays this epoch
-            best = row["val_pgd_acc"]
-            save_checkpoint(os.path.join(args.out_dir, "best.pt"), model, config, **state)
-        save_checkpoint(os.path.join(args.out_dir, "last.pt"), model, config, **state)
-        with open(os.path.join(args.out_dir, "log.jsonl"), "a") as f:
-            f.write(json.dumps(row) + "\n")
-        print(summary_line(row, args.epochs), flush=True)
+        if rank == 0:
+            save_epoch(args, t, history, best)
+        best = max(best, row["val_pgd_acc"])
+        say(summary_line(row, args.epochs), flush=True)
+    if world > 1:
+        dist.destroy_process_group()
     return history
 
 
