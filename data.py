@@ -212,12 +212,21 @@ def crop_flip(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, flip: to
     padded[b, :, dy_b + i, dx_b + j], with j reversed where flip_b.
     """
     B, C, H, W = images.shape
-    padded = F.pad(images, (pad, pad, pad, pad)).permute(0, 2, 3, 1)  # (B, H+2p, W+2p, C)
-    rows = dy[:, None] + torch.arange(H, device=images.device)
-    cols = dx[:, None] + torch.arange(W, device=images.device)
+    padded = F.pad(images, (pad, pad, pad, pad))
+    return crop_padded(padded, torch.arange(B, device=images.device), dx, dy, flip, (H, W))
+
+
+def crop_padded(padded: torch.Tensor, index: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor,
+                flip: torch.Tensor, size: tuple) -> torch.Tensor:
+    """Crops of size (H, W) at offsets (dy, dx) of the padded images `index`, flipped where `flip`:
+    one `take` from the flat (N, C, H+2p, W+2p) tensor, without copying the batch first."""
+    (H, W), (C, Hp, Wp), device = size, padded.shape[1:], padded.device
+    rows = dy[:, None] + torch.arange(H, device=device)
+    cols = dx[:, None] + torch.arange(W, device=device)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
-    out = padded[torch.arange(B, device=images.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
-    return out.permute(0, 3, 1, 2).contiguous()
+    flat = ((index[:, None, None, None] * C + torch.arange(C, device=device)[None, :, None, None]) * Hp
+            + rows[:, None, :, None]) * Wp + cols[:, None, None, :]
+    return padded.view(-1).take(flat)
 
 
 class Batches:
@@ -237,8 +246,10 @@ class Batches:
     def __init__(self, split: Split, batch_size: int, device, shuffle=False, augment=False, seed=0,
                  drop_last=False, rank=0, world=1, resident=True):
         self.device = torch.device(device)
-        host = split.images.pin_memory() if not resident and self.device.type == "cuda" else split.images
-        self.images = split.images.to(device) if resident else host
+        images = F.pad(split.images, (CROP_PADDING,) * 4) if augment else split.images  # padded once
+        host = images.pin_memory() if not resident and self.device.type == "cuda" else images
+        self.images = images.to(device) if resident else host
+        self.size = tuple(split.images.shape[2:])
         self.labels = split.labels.to(device)
         self.batch_size, self.n = batch_size // world, len(split.labels) // world
         self.shuffle, self.augment, self.seed, self.drop_last = shuffle, augment, seed, drop_last
@@ -262,13 +273,15 @@ class Batches:
         order_here = order.to(self.device)
         for i in range(len(self)):
             index = order_here[i * self.batch_size:(i + 1) * self.batch_size]
-            if self.resident:
-                x = self.images[index]
-            else:
-                x = self.images[order[i * self.batch_size:(i + 1) * self.batch_size]].to(self.device, non_blocking=True)
+            images, where = self.images, index
+            if not self.resident:  # gather on the host, copy the batch
+                where = order[i * self.batch_size:(i + 1) * self.batch_size]
+                images, where = images[where].to(self.device, non_blocking=True), torch.arange(len(where), device=self.device)
             if self.augment:
-                x = crop_flip(x, shifts[0, index], shifts[1, index], flips[index])
-            yield x.float().div_(255), self.labels[index]
+                x = crop_padded(images, where, shifts[0, index], shifts[1, index], flips[index], self.size)
+            else:
+                x = images[where]
+            yield torch.div(x, 255), self.labels[index]  # uint8 -> float32 in [0, 1], one pass
 
 
 def fits_on_device(split: Split, device) -> bool:

@@ -62,6 +62,29 @@ def test_batches_are_fixed_by_seed_and_epoch():
     assert not torch.equal(first(1, 2), first(1, 3))
 
 
+def epoch_of(batches, epoch=2):
+    batches.set_epoch(epoch)
+    return [(x, y) for x, y in batches]
+
+
+def test_host_resident_batches_equal_device_resident_ones():
+    split = labelled_split()
+    on_device = epoch_of(Batches(split, 16, "cpu", shuffle=True, augment=True, seed=4))
+    on_host = epoch_of(Batches(split, 16, "cpu", shuffle=True, augment=True, seed=4, resident=False))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(on_device, on_host))
+
+
+def test_rank_shards_are_disjoint_and_keep_each_image_augmentation():
+    split = labelled_split(64)
+    single = epoch_of(Batches(split, 16, "cpu", shuffle=True, augment=True, seed=4))
+    shards = [epoch_of(Batches(split, 16, "cpu", shuffle=True, augment=True, seed=4, rank=r, world=2))
+              for r in range(2)]
+    assert [len(s) for s in shards] == [4, 4] and all(len(x) == 8 for s in shards for x, _ in s)
+    key = lambda x, y: (int(y), tuple((x * 255).round().long().flatten().tolist()))  # noqa: E731
+    as_set = lambda batches: sorted(key(x, y) for xb, yb in batches for x, y in zip(xb, yb))  # noqa: E731
+    assert sorted(as_set(shards[0]) + as_set(shards[1])) == as_set(single)  # same crops and flips, split in two
+
+
 def write_npz(path, **arrays):
     np.savez(path, **arrays)
     return str(path)

@@ -133,3 +133,42 @@ def test_help_documents_every_flag_with_its_default():
         for flag in action.option_strings:
             assert flag in text
     assert "(default: 128)" in text and "(default: trades)" in text
+
+
+def test_bf16_run_learns_and_its_logits_stay_within_bf16_tolerance_of_float32(tmp_path):
+    rows = train.run(tiny_train_args(tmp_path, "--amp", "bf16", "--weat", "adv", "--epochs", "3"))
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]  # it learns
+    model, _ = load_model(str(tmp_path / "last.pt"))
+    from data import synthetic_split
+    x = synthetic_split(64, seed=5).images.float() / 255
+    model.eval()
+    with torch.no_grad():
+        exact = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x).float()
+    # bf16 keeps 8 significant bits (relative step 2^-8 ~ 0.4%); after ~20 layers allow a few percent
+    assert (low - exact).abs().max() <= 0.05 * exact.abs().max() + 0.02
+    assert (low.argmax(1) == exact.argmax(1)).float().mean() >= 0.9
+
+
+def test_channels_last_gives_the_float32_logits_and_trains(tmp_path):
+    rows = train.run(tiny_train_args(tmp_path, "--channels-last", "--epochs", "1"))
+    assert rows[0]["train_loss"] > 0
+    model, _ = load_model(str(tmp_path / "last.pt"))
+    x = torch.rand(8, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last)),
+                                   model.to(memory_format=torch.contiguous_format)(x), rtol=1e-4, atol=1e-5)
+
+
+def test_compile_failure_is_a_clear_training_error(tmp_path, monkeypatch):
+    def broken(model):
+        net = torch.nn.Module()
+        net.forward = lambda x: (_ for _ in ()).throw(RuntimeError("no C++ compiler found\nlong traceback"))
+        return net
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.raises(train.TrainingError, match=r"--compile is not available here \(RuntimeError: no C\+\+ compiler"):
+        train.run(tiny_train_args(tmp_path, "--compile"))
+    assert not (tmp_path / "last.pt").exists()

@@ -1,0 +1,51 @@
+"""torchrun with 2 CPU processes (gloo): training, rank-0 writes, and resume."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import torch
+
+from conftest import ROOT, TINY_RUN
+from models import load_checkpoint
+from test_train import read_log, without_seconds
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(out_dir, *extra):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+           os.path.join(ROOT, "train.py"), *TINY_RUN, "--out-dir", str(out_dir), *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_torchrun_two_processes_train_write_once_and_resume_exactly(tmp_path):
+    straight = torchrun(tmp_path / "straight")
+    output = straight.communicate(timeout=300)[0]
+    assert straight.returncode == 0, output
+    assert "cpu x 2" in output and output.count("epoch 2/2") == 1  # rank 0 alone reports
+    rows = read_log(tmp_path / "straight")
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["train_loss"] < rows[0]["train_loss"] + 0.5
+    assert sorted(os.listdir(tmp_path / "straight")) == ["args.json", "best.pt", "last.pt", "log.jsonl"]
+
+    cut = torchrun(tmp_path / "cut")  # killed (the whole process group) once epoch 1 is logged
+    log = tmp_path / "cut" / "log.jsonl"
+    while not (log.exists() and log.read_text().count("\n") >= 1):
+        assert cut.poll() is None, cut.communicate()[0]
+        time.sleep(0.02)
+    os.killpg(cut.pid, signal.SIGKILL)
+    cut.wait()
+    resumed = torchrun(tmp_path / "cut", "--resume")
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, output
+    a = load_checkpoint(str(tmp_path / "straight" / "last.pt"))["model"]
+    b = load_checkpoint(str(tmp_path / "cut" / "last.pt"))["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert without_seconds(read_log(tmp_path / "straight")) == without_seconds(read_log(tmp_path / "cut"))
