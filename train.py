@@ -410,8 +410,13 @@ def summary_line(row: dict, epochs: int) -> str:
             f"w {row['weight_mean']:.3f} lr {row['lr']:.4f} {row['seconds']:.0f}s")
 
 
+MIN_TORCH = (2, 4)  # OneCycleLR's state dict loads with weights_only=True from 2.4 on (pytorch PR 123775)
+
+
 def main(argv=None) -> None:
     parser = build_parser()
+    if tuple(int(v) for v in torch.__version__.split(".")[:2]) < MIN_TORCH:
+        parser.error(f"needs torch >= {'.'.join(map(str, MIN_TORCH))}, found {torch.__version__}")
     try:
         args = resolve_args(parser.parse_args(argv))
     except ValueError as e:
