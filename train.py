@@ -280,8 +280,12 @@ def check_out_dir(args) -> None:
 
 
 def prepare_out_dir(args) -> None:
-    """Create the run folder; for a new run, clear the old run's files and write args.json."""
+    """Create the run folder and remove temporary files a killed checkpoint write left; for a new run,
+    clear the old run's files and write args.json."""
     os.makedirs(args.out_dir, exist_ok=True)
+    for name in os.listdir(args.out_dir):
+        if name.startswith(".tmp-") and name.endswith(".pt"):  # models.atomic_save's temporary files
+            os.remove(os.path.join(args.out_dir, name))
     if not args.resume:
         for name in ("log.jsonl", "last.pt", "best.pt"):
             if os.path.exists(os.path.join(args.out_dir, name)):
