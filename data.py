@@ -165,13 +165,21 @@ def load_split(name: str, data_dir: str, train: bool, npz: str = None, seed: int
     raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
 
 
-def split_of_run(run_args: dict, train: bool, data_dir: str = None, npz: str = None) -> Split:
+def split_of_run(run_args: dict, train: bool, data_dir: str = None, npz: str = None, num_classes: int = None) -> Split:
     """The train or test split of the data set a train.py run used (its stored args, e.g. a checkpoint's
-    "args"); `data_dir` and `npz` override the stored ones."""
+    "args"); `data_dir` overrides the stored folder, and an `npz` replaces the data set, whatever it was.
+    With `num_classes` (the checkpoint's model), labels the model cannot output are refused."""
     if not run_args or "dataset" not in run_args:
         raise DataError("the checkpoint does not record its data set (it was not written by train.py)")
-    npz = npz or run_args.get("train_npz" if train else "test_npz")
-    return load_split(run_args["dataset"], data_dir or run_args.get("data_dir", "data"), train, npz)
+    if npz:
+        split = load_npz(npz)
+    else:
+        npz = run_args.get("train_npz" if train else "test_npz")
+        split = load_split(run_args["dataset"], data_dir or run_args.get("data_dir", "data"), train, npz)
+    if num_classes is not None and int(split.labels.max()) >= num_classes:
+        raise DataError(f"{npz or run_args['dataset']} has labels up to {int(split.labels.max())}, but the checkpoint's "
+                        f"model has {num_classes} classes (a checkpoint for another data set?)")
+    return split
 
 
 def load_data(name: str, data_dir: str = "data", train_npz: str = None, test_npz: str = None,

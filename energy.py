@@ -178,7 +178,7 @@ def load_test_points(ckpt_path: str, n_examples: int, device: str, data_dir=None
     from data import split_of_run
     from models import load_model
     model, ckpt = load_model(ckpt_path, device)
-    test = split_of_run(ckpt.get("args"), False, data_dir, test_npz)
+    test = split_of_run(ckpt.get("args"), False, data_dir, test_npz, ckpt["model_config"]["num_classes"])
     n = min(n_examples, len(test))
     return model.eval(), test.images[:n].to(device).float() / 255, test.labels[:n].to(device), ckpt
 

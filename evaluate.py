@@ -141,7 +141,7 @@ def run(args) -> dict:
     attacks = args.attacks
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     model, ckpt = load_model(args.ckpt, device)
-    test = split_of_run(ckpt.get("args"), False, args.data_dir, args.test_npz)
+    test = split_of_run(ckpt.get("args"), False, args.data_dir, args.test_npz, ckpt["model_config"]["num_classes"])
     n = min(args.n_examples, len(test))
     x, y = test.images[:n].to(device).float() / 255, test.labels[:n].to(device)
     settings = {"n_iter": args.n_iter, "n_queries": args.n_queries, "n_target_classes": 9, "n_restarts": 1}

@@ -273,7 +273,7 @@ def run(args) -> dict:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     model, ckpt = load_model(args.ckpt, device)
     model.eval().requires_grad_(False)  # SGLD needs input gradients only
-    train = split_of_run(ckpt.get("args"), True, args.data_dir, args.train_npz)
+    train = split_of_run(ckpt.get("args"), True, args.data_dir, args.train_npz, ckpt["model_config"]["num_classes"])
     args.dataset, args.data_dir = ckpt["args"]["dataset"], args.data_dir or ckpt["args"].get("data_dir", "data")
     args.train_npz = args.train_npz or ckpt["args"].get("train_npz")
     args.train_key = f"npz-{sha256_of(args.train_npz)[:12]}" if args.dataset == "npz" else args.dataset
