@@ -78,6 +78,7 @@ RUNSETS = {
     "smoke": RunSet("synthetic", METHODS, seeds=1, train_flags=tuple(SMOKE_TRAIN), eval_flags=tuple(SMOKE_EVAL),
                     plot_energies=True, every_stage=True),
 }
+FAST_FLAGS = ["--amp", "bf16", "--channels-last", "--compile"]
 TRAIN_OVERRIDES = ("epochs", "width", "train_subset", "steps", "train_npz", "test_npz", "val_size", "eval_examples")
 EVAL_OVERRIDES = ("n_examples", "attacks", "n_iter", "n_queries")
 
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=None, help="comma-separated subset of the set's methods (default: all)")
     p.add_argument("--dry-run", action="store_true", help="print the commands and the estimated GPU time, run nothing")
     p.add_argument("--device", default="auto", help="passed to train.py and evaluate.py")
+    p.add_argument("--fast", action="store_true", help="train with --amp bf16 --channels-last --compile (GPUs)")
     p.add_argument("--tag", default="", help="suffix of the set's folders and table, for a shrunk set")
     p.add_argument("--runs-dir", default=os.path.join("runs", "experiments"), help="where the run folders go")
     p.add_argument("--results-dir", default="results", help="where SET.md and SET.json go")
@@ -136,6 +138,7 @@ def plan(args) -> list:
     runset = RUNSETS[args.runset]
     dataset = "npz" if args.train_npz else runset.dataset
     device = [] if args.device == "auto" else ["--device", args.device]
+    fast = FAST_FLAGS if args.fast else []
     runs = []
     for method, flags in runset.methods.items():
         if args.methods and method not in args.methods.split(","):
@@ -143,7 +146,8 @@ def plan(args) -> list:
         for seed in range(args.seeds or runset.seeds):
             folder = os.path.join(args.runs_dir, set_name(args), f"{method}-s{seed}")
             train_cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--dataset", dataset, *runset.train_flags,
-                         *flags, *passed_on(args, TRAIN_OVERRIDES), "--seed", str(seed), *device, "--out-dir", folder]
+                         *flags, *passed_on(args, TRAIN_OVERRIDES), *fast, "--seed", str(seed), *device,
+                         "--out-dir", folder]
             eval_cmd = [sys.executable, os.path.join(ROOT, "evaluate.py"), "--ckpt", os.path.join(folder, "best.pt"),
                         *runset.eval_flags, *passed_on(args, EVAL_OVERRIDES), *device,
                         "--out", os.path.join(folder, "eval-best.json")]
@@ -300,8 +304,9 @@ def dry_run(args, runs: list) -> None:
         print(shown(run.train_cmd))
         print(shown(run.eval_cmd))
     hours = len(runs) * (epochs * GPU_SECONDS_PER_EPOCH[dataset] + GPU_SECONDS_PER_EVAL[dataset]) / 3600
-    print(f"# {len(runs)} runs x {epochs} epochs: roughly {hours:.1f} GPU hours on one H100 (an estimate from "
-          "issue 7's 12 s per CIFAR-10 epoch target, not a measurement; --width and --train-subset are not counted)")
+    print(f"# {len(runs)} runs x {epochs} epochs: roughly {hours:.1f} GPU hours on one H100, assuming issue 7's "
+          "target of 12 s per CIFAR-10 epoch on the --fast path (not yet measured on a GPU; float32 will take "
+          "longer; --width and --train-subset are not counted)")
 
 
 def main(argv=None) -> None:
