@@ -169,8 +169,9 @@ def training_state(run: Run) -> str:
                               "pass another --tag or remove the folder")
     if not os.path.exists(last):
         return "new"  # cut off in its first epoch: start again (train.py --overwrite)
-    with open(os.path.join(run.folder, "log.jsonl")) as f:
-        return "done" if sum(1 for _ in f) >= intended["epochs"] else "partial"
+    log = os.path.join(run.folder, "log.jsonl")  # train.py rewrites it from last.pt on --resume
+    epochs = sum(1 for _ in open(log)) if os.path.exists(log) else 0
+    return "done" if epochs >= intended["epochs"] else "partial"
 
 
 def evaluation_done(run: Run) -> bool:
