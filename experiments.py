@@ -170,8 +170,10 @@ def training_state(run: Run) -> str:
     if not os.path.exists(last):
         return "new"  # cut off in its first epoch: start again (train.py --overwrite)
     log = os.path.join(run.folder, "log.jsonl")  # train.py rewrites it from last.pt on --resume
-    epochs = sum(1 for _ in open(log)) if os.path.exists(log) else 0
-    return "done" if epochs >= intended["epochs"] else "partial"
+    if not os.path.exists(log):
+        return "partial"
+    with open(log) as f:
+        return "done" if sum(1 for _ in f) >= intended["epochs"] else "partial"
 
 
 def evaluation_done(run: Run) -> bool:
