@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=16, help="ResNet-18 width for the CPU ratios")
     p.add_argument("--batch-size", type=int, default=128, help="batch of the training step and APGD")
     p.add_argument("--repeats", type=int, default=5, help="timing repeats (median)")
+    p.add_argument("--models", default="resnet18,wrn34_10", help="networks of the CUDA epoch throughput")
     return p
 
 
@@ -191,14 +192,20 @@ def bench_cuda_epochs(device, models: tuple, batch_size: int, repeats: int, quic
                 model = model.to(memory_format=torch.channels_last)
             net = train.compile_model(model, torch.rand(8, 3, 32, 32, device=device)) if args.compile else model
             val = Batches(random_split(1000), 500, device)
-            long = 4 if quick else 10
+            long = 3 if quick else 10
             t = timed({"long": epoch_of(net, args, long), "short": epoch_of(net, args, 1),
                        "validation": lambda: train.evaluate_pgd(net, val, 8 / 255, 2 / 255, 20)}, device, repeats)
             step, validation = (t["long"] - t["short"]) / (long - 1), t["validation"]
             rows.append({"model": name, "config": label, "images_per_s": batch_size / step,
                          "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30,
                          "minutes_100_epochs": 100 * (CIFAR10_TRAIN / batch_size * step + validation) / 60})
+            print(cuda_row(rows[-1]), flush=True)  # as it comes: a long run may be cut off
     return rows
+
+
+def cuda_row(row: dict) -> str:
+    return (f"4. {row['model']:<10} {row['config']:<32} {row['images_per_s']:>8.0f} img/s  "
+            f"{row['peak_gib']:5.1f} GiB  {row['minutes_100_epochs']:6.1f} min / 100 epochs")
 
 
 def print_table(results: dict) -> None:
@@ -213,8 +220,7 @@ def print_table(results: dict) -> None:
     print(f"{'3. APGD iteration / forward+input grad':<44}{a['ratio']:>12.3f}{'<= ' + str(GOALS['apgd']):>10}")
     print(f"{'   iteration, primitive (ms)':<44}{1e3 * a['iteration_s']:>6.1f}, {1e3 * a['forward_backward_s']:.1f}")
     for row in results.get("cuda", []):
-        print(f"4. {row['model']:<10} {row['config']:<32} {row['images_per_s']:>8.0f} img/s  "
-              f"{row['peak_gib']:5.1f} GiB  {row['minutes_100_epochs']:6.1f} min / 100 epochs")
+        print(cuda_row(row))
 
 
 def main(argv=None) -> None:
@@ -230,8 +236,7 @@ def main(argv=None) -> None:
                "pipeline": bench_pipeline(device, 2000 if args.quick else 10_000, args.batch_size),
                "apgd": bench_apgd(device, args.width, batch, repeats, args.quick)}
     if torch.device(device).type == "cuda":
-        models = ("resnet18",) if args.quick else ("resnet18", "wrn34_10")
-        results["cuda"] = bench_cuda_epochs(device, models, args.batch_size, repeats, args.quick)
+        results["cuda"] = bench_cuda_epochs(device, args.models.split(","), args.batch_size, repeats, args.quick)
     print_table(results)
 
 

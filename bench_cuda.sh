@@ -5,20 +5,20 @@
 # Before (on the machine with ../shared):
 #   mkdir -p device_data && cp ../shared/data/cifar10-jpeg.npz ../shared/data/decode_cifar10.py device_data/
 # Then, on the GPU machine, from the repo root:   bash bench_cuda.sh      (outputs under $OUT)
-# SUBSET=N trains on the first N images (default 20000, to stay within 10 minutes); SUBSET=all for 49,000.
+# SUBSET=N trains on the first N images (default 10000, to stay within 10 minutes); SUBSET=all for 49,000.
 set -uo pipefail
 cd "$(dirname "$0")"
 OUT=${OUT:-bench-cuda-out}
-SUBSET=${SUBSET:-20000}
+SUBSET=${SUBSET:-10000}
 mkdir -p "$OUT"
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))" \
     | tee "$OUT/env.txt"
 
 echo "== CUDA checks" | tee "$OUT/cuda-checks.txt"
-timeout 150 python -m pytest -q -p no:cacheprovider tests/cuda_checks.py 2>&1 | tail -15 | tee -a "$OUT/cuda-checks.txt"
+timeout 120 python -m pytest -q -p no:cacheprovider tests/cuda_checks.py 2>&1 | tail -15 | tee -a "$OUT/cuda-checks.txt"
 
 echo "== bench.py" | tee "$OUT/bench.txt"
-timeout 200 python bench.py --device cuda --quick 2>&1 | tail -20 | tee -a "$OUT/bench.txt"
+timeout 240 python bench.py --device cuda --quick 2>&1 | tail -20 | tee -a "$OUT/bench.txt"
 
 echo "== 3 epochs of WEAT-adv, bf16 against float32"
 if [ ! -f device_data/cifar10/cifar10_train.npz ]; then
@@ -26,7 +26,7 @@ if [ ! -f device_data/cifar10/cifar10_train.npz ]; then
 fi
 subset=(); [ "$SUBSET" != all ] && subset=(--train-subset "$SUBSET")
 for amp in bf16 none; do
-    timeout 150 python train.py --dataset npz --train-npz device_data/cifar10/cifar10_train.npz \
+    timeout 100 python train.py --dataset npz --train-npz device_data/cifar10/cifar10_train.npz \
         --test-npz device_data/cifar10/cifar10_test.npz --weat adv --epochs 3 "${subset[@]}" --amp "$amp" \
         $([ "$amp" = bf16 ] && echo --channels-last) --out-dir "$OUT/weat-adv-$amp" --overwrite 2>&1 \
         | grep -v "it/s\]\|s/it\]" | tail -5
