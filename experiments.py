@@ -258,13 +258,16 @@ def percent(mean: float, std) -> str:
     return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
 
 
-def markdown(name: str, runset: RunSet, rows: list, runs: list, figure: str) -> str:
+def markdown(name: str, runset: RunSet, rows: list, runs: list, figure: str, shrunk: list, dataset: str) -> str:
     """The results table of a set, with the paper's figures beside ours and the commands behind it."""
     paper = PAPER.get(runset.dataset, {})
-    lines = [f"# {name}", "", f"Data set: {runset.dataset}; cascade: {', '.join(run_result(runs[0])['attacks'])}; "
-             f"accuracy in %, mean ± std over seeds; paper: {PAPER_TABLE}.", "",
-             "| method | seeds | n per seed | clean | PGD-20 | cascade | paper PGD-20 | paper AA |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"# {name}", "", f"Data set: {dataset}; cascade: {', '.join(run_result(runs[0])['attacks'])}; "
+             f"accuracy in %, mean ± std over seeds; paper: {PAPER_TABLE}.", ""]
+    if shrunk:
+        lines += [f"Shrunk from the paper's settings by `{shlex.join(shrunk)}`: not comparable with the paper's "
+                  "figures.", ""]
+    lines += ["| method | seeds | n per seed | clean | PGD-20 | cascade | paper PGD-20 | paper AA |",
+              "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         pgd, aa = paper.get(row["method"], (None, None))
         lines.append(f"| {row['method']} | {len(row['seeds'])} | {row['n_per_seed']} | "
@@ -292,10 +295,13 @@ def write_results(args, runs: list) -> str:
     base = os.path.join(args.results_dir, name)
     with open(base + ".json.tmp", "w") as f:
         json.dump({"runset": name, "dataset": runset.dataset, "rows": table_rows(results), "runs": results,
+                   "shrunk_by": passed_on(args, TRAIN_OVERRIDES + EVAL_OVERRIDES),
                    "paper": PAPER.get(runset.dataset, {}), "energy_figure": figure or None}, f, indent=2)
     os.replace(base + ".json.tmp", base + ".json")
     with open(base + ".md", "w") as f:
-        f.write(markdown(name, runset, table_rows(results), runs, figure))
+        dataset = f"{args.train_npz} (in place of {runset.dataset})" if args.train_npz else runset.dataset
+        f.write(markdown(name, runset, table_rows(results), runs, figure,
+                         passed_on(args, TRAIN_OVERRIDES + EVAL_OVERRIDES), dataset))
     return base + ".md"
 
 
