@@ -21,7 +21,7 @@ from scipy import stats
 
 from attacks import STANDARD_ATTACKS, attack_by_name, autoattack, eval_mode, predict, sanity_checks, square_flag
 from data import DataError, split_of_run
-from models import CheckpointError, atomic_save, load_model, sha256_of
+from models import CheckpointError, atomic_save, load_model, load_weights_only, sha256_of
 
 PIXEL = 1 / 255
 ATTACK_SETTINGS = {"n_iter": 100, "n_queries": 5000, "n_target_classes": 9, "n_restarts": 1}  # AA "standard"
@@ -67,10 +67,7 @@ def load_progress(path: str, settings: dict) -> dict:
     """The saved state of a cut-off evaluation; refuses one made with other settings."""
     if not os.path.isfile(path):
         raise EvaluationError(f"--resume: no saved evaluation at {path}")
-    try:
-        saved = torch.load(path, weights_only=True)
-    except Exception as e:
-        raise EvaluationError(f"--resume: cannot read {path}: {str(e).strip().splitlines()[0]}") from None
+    saved = load_weights_only(path, what="saved evaluation")
     changed = sorted(k for k in settings if saved["settings"].get(k) != settings[k])
     if changed:
         raise EvaluationError(f"--resume: the saved evaluation differs in {', '.join(changed)} "

@@ -190,15 +190,26 @@ def sha256_of(path: str) -> str:
     return digest.hexdigest()
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type name when the message is empty)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def load_weights_only(path: str, map_location="cpu", what: str = "checkpoint"):
+    """torch.load with `weights_only=True` (no code in the file can run); a missing, truncated, corrupt
+    or unsafe file raises CheckpointError naming `what` it should have been."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many kinds for truncated, corrupt or unsafe files
+        raise CheckpointError(f"cannot load {what} {path}: {first_line(e)}") from None
+
+
 def load_checkpoint(path: str, map_location="cpu") -> dict:
     """Load a checkpoint dict with `weights_only=True` (no code in the file can run)."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises many kinds for truncated, corrupt or unsafe files
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot load checkpoint {path}: {first_line}") from None
+    ckpt = load_weights_only(path, map_location)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
         raise CheckpointError(f"{path} is not a checkpoint written by this repo (no model/model_config)")
     return ckpt
@@ -212,5 +223,5 @@ def load_model(path: str, map_location="cpu") -> tuple:
         model = build_model(**config)
         model.load_state_dict(ckpt["model"])
     except (TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: weights do not fit model {config}: {str(e).splitlines()[0]}") from None
+        raise CheckpointError(f"{path}: weights do not fit model {config}: {first_line(e)}") from None
     return model.to(map_location), ckpt

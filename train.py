@@ -21,7 +21,8 @@ from tqdm import tqdm
 from attacks import eval_mode, outside_ball, pgd
 from data import DATASETS, Batches, DataError, fits_on_device, load_data
 from energy import WEAT_TERMS, WEIGHT_FNS, energy_x, trades_loss, weat_weights
-from models import MODEL_NAMES, CheckpointError, build_model, load_checkpoint, model_config, save_checkpoint
+from models import (MODEL_NAMES, CheckpointError, build_model, first_line, load_checkpoint, model_config,
+                    save_checkpoint)
 
 PIXEL = 1 / 255  # eps and step sizes are given in pixels: 8 means 8/255
 PCT_START = 0.25  # OneCycleLR warm-up fraction in the authors' code
@@ -328,7 +329,7 @@ def compile_model(model, example: torch.Tensor):
             compiled(example)
     except Exception as e:  # the backend's errors have no common type
         raise TrainingError(f"--compile is not available here ({type(e).__name__}: "
-                            f"{str(e).strip().splitlines()[0][:200]}); run without --compile") from None
+                            f"{first_line(e)[:200]}); run without --compile") from None
     return compiled
 
 
