@@ -163,12 +163,11 @@ def test_channels_last_gives_the_float32_logits_and_trains(tmp_path):
 
 
 def test_compile_failure_is_a_clear_training_error(tmp_path, monkeypatch):
-    def broken(model):
-        net = torch.nn.Module()
-        net.forward = lambda x: (_ for _ in ()).throw(RuntimeError("no C++ compiler found\nlong traceback"))
-        return net
+    class NoCompiler(torch.nn.Module):  # what torch.compile hands back where the first call fails
+        def forward(self, x):
+            raise RuntimeError("no C++ compiler found\nlong traceback")
 
-    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(torch, "compile", lambda model: NoCompiler())
     with pytest.raises(train.TrainingError, match=r"--compile is not available here \(RuntimeError: no C\+\+ compiler"):
         train.run(tiny_train_args(tmp_path, "--compile"))
     assert not (tmp_path / "last.pt").exists()
