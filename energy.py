@@ -91,6 +91,16 @@ def trades_loss(logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torch.Ten
     return (w_ce * ce).mean() + beta * (w_kl * kl).mean()
 
 
+def method_name(settings: dict) -> str:
+    """sat, trades, weat-nat or weat-adv from a run's settings (train.py's args, e.g. its args.json), with
+    the WEAT ablations that differ from the paper appended: weat-adv-kl-only-normalized-uniform."""
+    if settings.get("loss") == "sat" or settings.get("weat", "none") == "none":
+        return settings.get("loss", "trades")
+    ablations = [f"{settings['weat_terms']}-only" if settings.get("weat_terms", "both") != "both" else "",
+                 "normalized" if settings.get("weat_normalize") else "",
+                 settings["weat_fn"] if settings.get("weat_fn", "energy") != "energy" else ""]
+    return "-".join(["weat", settings["weat"]] + [a for a in ablations if a])
+
 # ---------------------------------------------------------------------------------------------------
 # Energy analysis (Section 3): library functions that apply to any classifier
 
@@ -250,8 +260,7 @@ def read_log(path: str) -> tuple:
     if os.path.isfile(args_path):
         with open(args_path) as f:
             a = json.load(f)
-        label = "sat" if a.get("loss") == "sat" else ("trades" if a.get("weat") == "none" else f"weat-{a['weat']}")
-        label += f" ({os.path.basename(os.path.dirname(os.path.abspath(path)))})"
+        label = f"{method_name(a)} ({os.path.basename(os.path.dirname(os.path.abspath(path)))})"
     return label, rows
 
 

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from attacks import eval_mode, outside_ball, pgd
 from data import DATASETS, Batches, DataError, fits_on_device, load_data
+import energy
 from energy import WEAT_TERMS, WEIGHT_FNS, energy_x, trades_loss, weat_weights
 from models import (MODEL_NAMES, CheckpointError, build_model, first_line, load_checkpoint, model_config,
                     save_checkpoint)
@@ -92,11 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def method_name(args) -> str:
     """sat, trades, weat-nat or weat-adv, with the ablations that differ from the paper appended."""
-    if args.loss == "sat" or args.weat == "none":
-        return args.loss
-    ablations = [f"{args.weat_terms}-only" if args.weat_terms != "both" else "",
-                 "normalized" if args.weat_normalize else "", args.weat_fn if args.weat_fn != "energy" else ""]
-    return "-".join(["weat", args.weat] + [a for a in ablations if a])
+    return energy.method_name(vars(args))
 
 
 def is_ablation(args) -> bool:
