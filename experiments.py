@@ -258,10 +258,11 @@ def percent(mean: float, std) -> str:
     return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
 
 
-def markdown(name: str, runset: RunSet, rows: list, runs: list, figure: str, shrunk: list, dataset: str) -> str:
+def markdown(name: str, runset: RunSet, rows: list, runs: list, attacks: list, figure: str, shrunk: list,
+             dataset: str) -> str:
     """The results table of a set, with the paper's figures beside ours and the commands behind it."""
     paper = PAPER.get(runset.dataset, {})
-    lines = [f"# {name}", "", f"Data set: {dataset}; cascade: {', '.join(run_result(runs[0])['attacks'])}; "
+    lines = [f"# {name}", "", f"Data set: {dataset}; cascade: {', '.join(attacks)}; "
              f"accuracy in %, mean ± std over seeds; paper: {PAPER_TABLE}.", ""]
     if shrunk:
         lines += [f"Shrunk from the paper's settings by `{shlex.join(shrunk)}`: not comparable with the paper's "
@@ -292,16 +293,15 @@ def write_results(args, runs: list) -> str:
         figure = os.path.join(args.results_dir, f"{name}-energy.png")
         plot_curves([(f"{r.method} (seed {r.seed})", read_log(os.path.join(r.folder, "log.jsonl"))[1])
                      for r in runs if r.seed == 0], figure)
-    base = os.path.join(args.results_dir, name)
+    base, rows = os.path.join(args.results_dir, name), table_rows(results)
+    shrunk = passed_on(args, TRAIN_OVERRIDES + EVAL_OVERRIDES)
     with open(base + ".json.tmp", "w") as f:
-        json.dump({"runset": name, "dataset": runset.dataset, "rows": table_rows(results), "runs": results,
-                   "shrunk_by": passed_on(args, TRAIN_OVERRIDES + EVAL_OVERRIDES),
+        json.dump({"runset": name, "dataset": runset.dataset, "rows": rows, "runs": results, "shrunk_by": shrunk,
                    "paper": PAPER.get(runset.dataset, {}), "energy_figure": figure or None}, f, indent=2)
     os.replace(base + ".json.tmp", base + ".json")
     with open(base + ".md", "w") as f:
         dataset = f"{args.train_npz} (in place of {runset.dataset})" if args.train_npz else runset.dataset
-        f.write(markdown(name, runset, table_rows(results), runs, figure,
-                         passed_on(args, TRAIN_OVERRIDES + EVAL_OVERRIDES), dataset))
+        f.write(markdown(name, runset, rows, runs, results[0]["attacks"], figure, shrunk, dataset))
     return base + ".md"
 
 
