@@ -280,11 +280,13 @@ class Batches:
             flips = (torch.rand(n, generator=g) < 0.5).to(self.device)
         order_here = order.to(self.device)
         for i in range(len(self)):
-            index = order_here[i * self.batch_size:(i + 1) * self.batch_size]
-            images, where = self.images, index
-            if not self.resident:  # gather on the host, copy the batch
-                where = order[i * self.batch_size:(i + 1) * self.batch_size]
-                images, where = images[where].to(self.device, non_blocking=True), torch.arange(len(where), device=self.device)
+            batch = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            index = order_here[batch]
+            if self.resident:
+                images, where = self.images, index
+            else:  # gather the batch in (pinned) host memory, then copy it
+                images = self.images[order[batch]].to(self.device, non_blocking=True)
+                where = torch.arange(len(images), device=self.device)
             if self.augment:
                 x = crop_padded(images, where, shifts[0, index], shifts[1, index], flips[index], self.size)
             else:
