@@ -9,37 +9,30 @@ Prints a markdown table, as evaluate.py computes it: clean, PGD-20 (alone, on ev
 accuracy after each attack of the cascade (APGD-CE on every clean-correct point, so it equals APGD-CE
 alone; APGD-T, FAB-T and Square each only on the points still robust), with the seconds each took.
 """
-import argparse
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data import load_npz  # noqa: E402
-from evaluate import evaluate_model  # noqa: E402
+from common import classifier, first_points, tool_parser
+from evaluate import evaluate_model
 
 CASCADE = ("apgd-ce", "apgd-t", "fab-t", "square")
 
 
 def main():
-    p = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = tool_parser()
     p.add_argument("--test-npz", required=True, help="decoded CIFAR-10 test set")
-    p.add_argument("--shared", default=os.path.join("..", "shared"), help="the developers' shared folder")
-    p.add_argument("--models", default="vnncomp21-resnet2b,vnncomp21-resnet4b,wong18-cifar-small-8px", help="names")
+    p.add_argument("--models", default="vnncomp21-resnet2b,vnncomp21-resnet4b,wong18-cifar-small-8px",
+                   help="reference model names, or paths to train.py checkpoints")
     p.add_argument("--eps", default="8,2", help="radii in pixels")
     p.add_argument("--n-examples", type=int, default=500, help="first n test points")
-    p.add_argument("--out", default=os.path.join("runs", "reference"), help="output folder")
     args = p.parse_args()
-    sys.path.insert(0, os.path.join(args.shared, "reference-models"))
-    import refmodels
-    test = load_npz(args.test_npz)
-    x, y = test.images[:args.n_examples].float() / 255, test.labels[:args.n_examples]
+    x, y = first_points(args.test_npz, args.n_examples)
     os.makedirs(args.out, exist_ok=True)
     rows = []
     keys = ["clean", "pgd-20"] + [f"+{a}" for a in CASCADE]
     print("| model | eps | " + " | ".join(keys) + " | flags |\n|" + "---|" * (len(keys) + 3))
     for name in args.models.split(","):
-        model = refmodels.load(name)
+        model, _ = classifier(name, args.shared)
         for eps in (float(e) for e in args.eps.split(",")):
             result = evaluate_model(model, x, y, eps / 255, CASCADE, batch_size=500, seed=0)
             row = {"model": name, "eps_pixels": eps, "n": len(y), **result["rows"], "flags": result["flags"]}

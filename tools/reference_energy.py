@@ -8,38 +8,26 @@ Writes energy_attacks-<model>.json / .png per model (the same tables as `energy.
 one markdown table: per attack, mean E(x) and E(x, y), the share of points whose E(x) went down, and
 the attack's success rate.
 """
-import argparse
 import json
 import os
-import sys
 
-import torch
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data import load_npz  # noqa: E402
-from energy import attacks_table, plot_histograms  # noqa: E402
-from models import load_model  # noqa: E402
+from common import classifier, first_points, tool_parser
+from energy import attacks_table, plot_histograms
 
 
 def main():
-    p = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = tool_parser()
     p.add_argument("--test-npz", required=True, help="decoded CIFAR-10 test set")
-    p.add_argument("--shared", default=os.path.join("..", "shared"), help="the developers' shared folder")
     p.add_argument("--models", default="vnncomp21-resnet4b,wong18-cifar-small-8px",
                    help="reference model names, or paths to train.py checkpoints")
     p.add_argument("--eps", type=float, default=8.0, help="Linf radius in pixels")
     p.add_argument("--n-examples", type=int, default=500, help="first n test points")
-    p.add_argument("--out", default=os.path.join("runs", "reference"), help="output folder")
     args = p.parse_args()
-    sys.path.insert(0, os.path.join(args.shared, "reference-models"))
-    import refmodels
-    test = load_npz(args.test_npz)
-    x, y = test.images[:args.n_examples].float() / 255, test.labels[:args.n_examples]
+    x, y = first_points(args.test_npz, args.n_examples)
     os.makedirs(args.out, exist_ok=True)
     print("| model | attack | kind | mean E(x) | mean E(x,y) | E(x) went down | success |\n|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
-        model = load_model(name)[0].eval() if name.endswith(".pt") else refmodels.load(name)
-        tag = os.path.basename(os.path.dirname(name)) if name.endswith(".pt") else name
+        model, tag = classifier(name, args.shared)
         table, per_point = attacks_table(model, x, y, args.eps / 255)
         with open(os.path.join(args.out, f"energy_attacks-{tag}.json"), "w") as f:
             json.dump({"model": name, "n": len(y), "eps_pixels": args.eps, "attacks": table}, f, indent=2)

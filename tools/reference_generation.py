@@ -9,27 +9,19 @@ Prints a markdown table (share of samples each model classifies as the target cl
 per second) and writes a grid per start (one row per class) and compare-<model>.png (a row per start,
 two samples per class, classes in order).
 """
-import argparse
 import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import generate as G  # noqa: E402
-from data import load_npz  # noqa: E402
-from models import load_model  # noqa: E402
-
-
-def load(name, refmodels):
-    return load_model(name)[0].eval() if name.endswith(".pt") else refmodels.load(name)
+from common import classifier, tool_parser  # first: it puts the repo on sys.path
+from data import load_npz
+import generate as G
 
 
 def main():
-    p = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = tool_parser()
     p.add_argument("--train-npz", required=True, help="decoded CIFAR-10 training set")
-    p.add_argument("--shared", default=os.path.join("..", "shared"), help="the developers' shared folder")
     p.add_argument("--model", default="vnncomp21-resnet4b", help="reference model name or train.py checkpoint")
     p.add_argument("--judge", default="vnncomp21-resnet2b", help="the different model that scores the samples")
     p.add_argument("--n-per-class", type=int, default=20, help="samples per class")
@@ -38,13 +30,10 @@ def main():
     p.add_argument("--momentum", type=float, default=0.5, help="zeta")
     p.add_argument("--noise-std", type=float, default=0.01, help="sigma")
     p.add_argument("--sigma-pca", type=float, default=0.015, help="PCA start scale")
-    p.add_argument("--out", default=os.path.join("runs", "reference"), help="output folder")
     args = p.parse_args()
-    sys.path.insert(0, os.path.join(args.shared, "reference-models"))
-    import refmodels
-    model, judge = load(args.model, refmodels).requires_grad_(False), load(args.judge, refmodels)
+    (model, tag), (judge, _) = classifier(args.model, args.shared), classifier(args.judge, args.shared)
+    model.requires_grad_(False)
     train = load_npz(args.train_npz)
-    tag = os.path.basename(os.path.dirname(args.model)) if args.model.endswith(".pt") else args.model
     os.makedirs(args.out, exist_ok=True)
     y = torch.arange(10).repeat_interleave(args.n_per_class)
     rows = []
