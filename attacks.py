@@ -17,9 +17,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from energy import kl_per_sample
-
+PIXEL = 1 / 255  # command lines give eps and step sizes in pixels: 8 means 8/255
 PGD_LOSSES = ("ce", "cw", "kl")
+PGD20_STEPS, PGD20_STEP_SIZE = 20, 2 * PIXEL  # PGD-20: 20 steps of 2/255, CE, uniform start (TRADES' evaluation)
 KL_START_STD = 0.001  # TRADES inner maximisation starts at x + 0.001 N(0, I) (Zhang et al. 2019 code)
 BALL_TOLERANCE = 1e-6
 
@@ -64,14 +64,38 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return others.amax(dim=1) - logits.gather(1, y[:, None]).squeeze(1)
 
 
-def pgd_objective(logits, y, loss, target=None, logits_nat=None):
+def kl_per_sample(logits_nat: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
+    """KL(p(.|x) || p(.|x*)) per row, from logits (the TRADES regulariser and its attack's objective)."""
+    log_p_nat = F.log_softmax(logits_nat, dim=1)
+    log_p_adv = F.log_softmax(logits_adv, dim=1)
+    return (log_p_nat.exp() * (log_p_nat - log_p_adv)).sum(dim=1)
+
+
+def trades_attack(model: nn.Module, x: torch.Tensor, eps: float, alpha: float, steps: int,
+                  start_std: float = KL_START_STD, check: bool = True) -> torch.Tensor:
+    """The TRADES inner maximisation (Zhang et al. 2019): x* = argmax_{|x' - x|_inf <= eps} KL(p(.|x) || p(.|x')).
+
+    p(.|x) comes from one forward of x without gradients; x' starts at x + 0.001 N(0, I) and takes `steps`
+    sign-gradient steps of size alpha, each projected to the eps-ball and [0, 1]; the last iterate is
+    returned. `check=False` leaves the eps-ball check to the caller (the training loop reads it later).
+    """
+    x = x.detach()
+    with torch.no_grad():
+        logits_nat = model(x)
+    x_adv = project(x + start_std * torch.randn_like(x) if start_std else x.clone(), x, eps)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        with torch.enable_grad():
+            grad = torch.autograd.grad(kl_per_sample(logits_nat, model(x_adv)).sum(), x_adv)[0]
+        x_adv = project(x_adv.detach() + alpha * grad.sign(), x, eps)
+    return check_adversarial(x_adv, x, eps) if check else x_adv
+
+
+def pgd_objective(logits, y, loss, target=None):
     """Per-point objective that PGD maximises, and whether each point is already fooled.
 
     Untargeted: CE(f(x'), y), or the CW margin. Targeted: -CE(f(x'), t), or f_t - max_{j != t} f_j.
-    KL: KL(p(.|x) || p(.|x')) against the natural prediction (given by its logits, logits_nat).
     """
-    if loss == "kl":
-        return kl_per_sample(logits_nat, logits), logits.argmax(1) != y
     if target is not None:
         value = -F.cross_entropy(logits, target, reduction="none") if loss == "ce" else -margin(logits, target)
         return value, logits.argmax(1) == target
@@ -81,44 +105,39 @@ def pgd_objective(logits, y, loss, target=None, logits_nat=None):
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
         loss: str = "ce", random_start: bool = True, target: torch.Tensor = None,
-        keep_best: bool = None, check: bool = True) -> torch.Tensor:
+        last_iterate: bool = False, check: bool = True) -> torch.Tensor:
     """Projected sign-gradient ascent (Madry et al. 2018) in the Linf ball of radius eps.
 
-    loss "ce" / "cw": uniform random start in the ball (if random_start); returns, per point, the first
-    iterate that fools the model (or reaches `target`), else the highest-objective iterate.
-    loss "kl": the TRADES inner maximisation: start x + 0.001 N(0, I), ascend KL(p(.|x) || p(.|x')),
-    return the last iterate, as TRADES does. `keep_best` overrides the choice (False = last iterate,
-    the plain Madry PGD used for SAT training). `check=False` leaves the eps-ball check to the caller
-    (the training loop checks with `outside_ball`, without a host-device sync per step).
+    Maximises CE(f(x'), y) or the CW margin ("cw"), or with `target` moves towards class t. Starts
+    uniformly in the ball (if random_start). Returns, per point, the first iterate that fools the model
+    (reaches `target`), else the highest-objective iterate: AutoAttack's rule, right for robust accuracy.
+    `last_iterate=True` returns the last iterate instead: Madry et al.'s PGD, SAT's training attack and
+    what torchattacks' PGD returns. loss="kl" is the TRADES attack (`trades_attack`; y is not used).
+    `check=False` leaves the eps-ball check to the caller.
     """
     if loss not in PGD_LOSSES:
         raise ValueError(f"loss must be one of {PGD_LOSSES}, got {loss!r}")
-    if target is not None and loss == "kl":
-        raise ValueError("the KL attack is untargeted")
-    keep_best = loss != "kl" if keep_best is None else keep_best
-    x = x.detach()
-    logits_nat = None
     if loss == "kl":
-        with torch.no_grad():
-            logits_nat = model(x)
-        x_adv = x + KL_START_STD * torch.randn_like(x) if random_start else x.clone()
-    else:
-        x_adv = x + torch.empty_like(x).uniform_(-eps, eps) if random_start else x.clone()
-    x_adv = project(x_adv, x, eps)
+        if target is not None:
+            raise ValueError("the KL attack is untargeted")
+        return trades_attack(model, x, eps, alpha, steps, KL_START_STD if random_start else 0.0, check)
+    x = x.detach()
+    x_adv = project(x + torch.empty_like(x).uniform_(-eps, eps) if random_start else x.clone(), x, eps)
     best = BestPoints(x_adv)
     first_scored = 0 if random_start else min(1, steps)  # never hand back the clean input itself
-    for step in range(steps + keep_best):  # with keep_best, one more forward scores the last iterate
-        last = step == steps
-        x_adv.requires_grad_(not last)
-        with torch.set_grad_enabled(not last):
-            value, now_fooled = pgd_objective(model(x_adv), y, loss, target, logits_nat)
-            grad = None if last else torch.autograd.grad(value.sum(), x_adv)[0]
+    for step in range(steps):
+        x_adv.requires_grad_(True)
+        with torch.enable_grad():
+            value, fooled = pgd_objective(model(x_adv), y, loss, target)
+            grad = torch.autograd.grad(value.sum(), x_adv)[0]
         x_adv = x_adv.detach()
-        if keep_best and step >= first_scored:
-            best.update(x_adv, value.detach(), now_fooled)
-        if grad is not None:
-            x_adv = project(x_adv + alpha * grad.sign(), x, eps)
-    x_adv = best.x if keep_best else x_adv
+        if not last_iterate and step >= first_scored:
+            best.update(x_adv, value.detach(), fooled)
+        x_adv = project(x_adv + alpha * grad.sign(), x, eps)
+    if not last_iterate:  # one more forward scores the last iterate
+        with torch.no_grad():
+            best.update(x_adv, *pgd_objective(model(x_adv), y, loss, target))
+        x_adv = best.x
     return check_adversarial(x_adv, x, eps) if check else x_adv
 
 
@@ -229,9 +248,10 @@ def _apgd_run(model, x, y, eps, n_iter, loss, target, generator):
 
 
 def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n_iter: int = 100, loss: str = "ce",
-         n_restarts: int = 1, seed: int = 0) -> torch.Tensor:
+         n_restarts: int = 1, seed: int = 0, on_run=None) -> torch.Tensor:
     """APGD-CE / APGD-DLR, untargeted: momentum 0.75, step 2 eps halved at checkpoints; each restart
-    runs only on the points not fooled yet."""
+    runs only on the points not fooled yet. `on_run(n)` is called after each restart with the number of
+    points not fooled yet (for progress bars)."""
     if loss not in ("ce", "dlr"):
         raise ValueError(f"apgd loss must be 'ce' or 'dlr', got {loss!r}")
     x = x.detach()
@@ -241,7 +261,14 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n_iter:
         if len(index):
             run = _apgd_run(model, x[index], y[index], eps, n_iter, loss, None, generator)
             best.update(run.x, run.value, run.fooled, index)
+        report_run(on_run, best)
     return check_adversarial(best.x, x, eps)
+
+
+def report_run(on_run, best: "BestPoints") -> None:
+    """Tell a progress callback how many points are not fooled yet (a host sync: once per run, not per step)."""
+    if on_run is not None:
+        on_run(int((~best.fooled).sum()))
 
 
 def target_classes(model: nn.Module, x: torch.Tensor, n_target_classes: int) -> torch.Tensor:
@@ -253,9 +280,9 @@ def target_classes(model: nn.Module, x: torch.Tensor, n_target_classes: int) -> 
 
 
 def apgd_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n_iter: int = 100,
-                  n_target_classes: int = 9, seed: int = 0) -> torch.Tensor:
+                  n_target_classes: int = 9, seed: int = 0, on_run=None) -> torch.Tensor:
     """APGD-T: targeted DLR towards each of the top `n_target_classes` other classes in turn, one run
-    each (AutoAttack "standard"), each only on the points not yet misclassified."""
+    each (AutoAttack "standard"), each only on the points not yet misclassified; `on_run` as in `apgd`."""
     x = x.detach()
     best, generator = BestPoints(x), torch.Generator(device=x.device).manual_seed(seed)
     for target in target_classes(model, x, n_target_classes):
@@ -263,6 +290,7 @@ def apgd_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
         if len(index):
             run = _apgd_run(model, x[index], y[index], eps, n_iter, "dlr", target[index], generator)
             best.update(run.x, run.value, run.fooled, index)
+        report_run(on_run, best)
     return check_adversarial(best.x, x, eps)
 
 
@@ -329,12 +357,13 @@ def _fab_run(model, x, y, target, eps, n_iter):
 
 
 def fab_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n_iter: int = 100,
-                 n_target_classes: int = 9, seed: int = 0) -> torch.Tensor:
+                 n_target_classes: int = 9, seed: int = 0, on_run=None) -> torch.Tensor:
     """FAB-T: the minimal Linf adversarial point towards each of the top other classes in turn (one run
     from x_orig each, as AutoAttack "standard"); a point is broken where the one found lies within eps.
     Deterministic (no random restarts); `seed` is accepted for a uniform interface. Being a minimal-norm
     attack, it returns x itself for points misclassified to begin with (the cascade never sends it any).
-    Where nothing was found within eps, it returns the last iterate projected into the ball."""
+    Where nothing was found within eps, it returns the last iterate projected into the ball. `on_run` as
+    in `apgd`."""
     x = x.detach()
     best = BestPoints(x)
     for target in target_classes(model, x, n_target_classes):
@@ -342,6 +371,7 @@ def fab_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
         if len(index):
             run = _fab_run(model, x[index], y[index], target[index], eps, n_iter)
             best.update(run.x, run.value, run.fooled, index)
+        report_run(on_run, best)
     return check_adversarial(best.x, x, eps)
 
 
@@ -399,18 +429,53 @@ SQUARE_GAIN_FLAG = 0.002  # Square beating the white-box attacks by more than 0.
 
 def attack_by_name(name: str, n_iter: int = 100, n_queries: int = 5000, n_target_classes: int = 9,
                    n_restarts: int = 1):
-    """A function (model, x, y, eps, seed) -> x_adv for a cascade entry; settings of AutoAttack "standard"."""
+    """A function (model, x, y, eps, seed, on_run=None) -> x_adv for a cascade entry; settings of
+    AutoAttack "standard". Its `runs` attribute: the runs (restarts, target classes) of one call."""
     attacks = {
-        "apgd-ce": lambda m, x, y, eps, seed: apgd(m, x, y, eps, n_iter, "ce", n_restarts, seed),
-        "apgd-dlr": lambda m, x, y, eps, seed: apgd(m, x, y, eps, n_iter, "dlr", n_restarts, seed),
-        "apgd-t": lambda m, x, y, eps, seed: apgd_targeted(m, x, y, eps, n_iter, n_target_classes, seed),
-        "fab-t": lambda m, x, y, eps, seed: fab_targeted(m, x, y, eps, n_iter, n_target_classes, seed),
-        "square": lambda m, x, y, eps, seed: square(m, x, y, eps, n_queries, seed=seed),
-        "pgd-20": lambda m, x, y, eps, seed: pgd(m, x, y, eps, 2 / 255, 20),
+        "apgd-ce": (lambda m, x, y, eps, seed, on_run=None: apgd(m, x, y, eps, n_iter, "ce", n_restarts, seed, on_run),
+                    n_restarts),
+        "apgd-dlr": (lambda m, x, y, eps, seed, on_run=None: apgd(m, x, y, eps, n_iter, "dlr", n_restarts, seed, on_run),
+                     n_restarts),
+        "apgd-t": (lambda m, x, y, eps, seed, on_run=None: apgd_targeted(m, x, y, eps, n_iter, n_target_classes, seed,
+                                                                         on_run), n_target_classes),
+        "fab-t": (lambda m, x, y, eps, seed, on_run=None: fab_targeted(m, x, y, eps, n_iter, n_target_classes, seed,
+                                                                       on_run), n_target_classes),
+        "square": (lambda m, x, y, eps, seed, on_run=None: square(m, x, y, eps, n_queries, seed=seed), 1),
+        "pgd-20": (lambda m, x, y, eps, seed, on_run=None: pgd(m, x, y, eps, PGD20_STEP_SIZE, PGD20_STEPS), 1),
     }
     if name not in attacks:
         raise ValueError(f"unknown attack {name!r}; choose from {', '.join(attacks)}")
-    return attacks[name]
+    fn, fn.runs = attacks[name]
+    return fn
+
+
+class CascadeBar:
+    """The progress bar of one attack of the cascade: a tick per run (restart, target class) of every
+    batch, with the robust accuracy so far in its postfix."""
+
+    def __init__(self, name: str, batches: int, runs: int, n: int, enabled: bool):
+        self.bar = tqdm(total=batches * runs, desc=name, disable=not enabled, leave=False, dynamic_ncols=True)
+        self.runs, self.n, self.batches_done, self.robust_before = runs, n, 0, 0
+        self.in_batch = 0
+
+    def start_batch(self, robust_before: int, batch_size: int) -> None:
+        self.robust_before, self.in_batch = robust_before, batch_size
+
+    def on_run(self, not_fooled: int) -> None:
+        """After a run: `not_fooled` of the batch's points still stand."""
+        self.bar.update(1)
+        self.show(self.robust_before - self.in_batch + not_fooled)
+
+    def end_batch(self, robust: int) -> None:
+        self.batches_done += 1
+        self.bar.update(self.batches_done * self.runs - self.bar.n)  # attacks that do not tick per run
+        self.show(robust)
+
+    def show(self, robust: int) -> None:
+        self.bar.set_postfix_str(f"robust {100 * robust / self.n:.1f}%", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -446,14 +511,19 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, a
         attacked = state["attacked"].to(x.device) if resuming else robust.nonzero().squeeze(1)
         done, start = (state["batch"], time.time() - state["seconds"]) if resuming else (0, time.time())
         batches = attacked.split(batch_size)
-        for j in tqdm(range(done, len(batches)), desc=name, disable=not progress, leave=False):
+        bar = CascadeBar(name, len(batches) - done, getattr(fn, "runs", 1), len(x), progress)
+        for j in range(done, len(batches)):
             index = batches[j]
-            x_found = check_adversarial(fn(model, x[index], y[index], eps, seed), x[index], eps)
+            bar.start_batch(int(robust.sum()), len(index))
+            kwargs = {"on_run": bar.on_run} if hasattr(fn, "runs") else {}
+            x_found = check_adversarial(fn(model, x[index], y[index], eps, seed, **kwargs), x[index], eps)
             x_adv[index] = x_found
             robust[index[predict(model, x_found) != y[index]]] = False
+            bar.end_batch(int(robust.sum()))
             if on_batch is not None:
                 on_batch({"stage": stage, "attacked": attacked.cpu(), "batch": j + 1, "seconds": time.time() - start,
                           "robust": robust.cpu(), "report": rows})
+        bar.close()
         rows.append({"attack": name, "attacked": len(attacked), "robust": int(robust.sum()), "seconds": time.time() - start})
         if on_batch is not None:
             on_batch({"stage": stage + 1, "attacked": None, "batch": 0, "seconds": 0.0, "robust": robust.cpu(),

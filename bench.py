@@ -18,7 +18,7 @@ import torch
 import train
 from attacks import apgd, eval_mode
 from data import Batches, Split
-from models import build_model
+from models import build_model, resolve_device
 
 GOALS = {"step": 1.10, "pipeline": 10.0, "apgd": 1.10}  # issue 7: step/floor <= 1.10, pipeline >= 10x, APGD <= 1.10
 
@@ -75,7 +75,7 @@ def epoch_of(model, args, steps: int):
                       augment=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    return lambda: train.train_epoch(model, batches, optimizer, scheduler, args, 1)
+    return lambda: train.train_epoch(train.Networks.of(model), batches, optimizer, scheduler, args, 1)
 
 
 def floor_parts(model, x, steps: int):
@@ -226,7 +226,7 @@ def print_table(results: dict) -> None:
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     train.tqdm = lambda iterable, **_: iterable  # no progress bars inside timed loops
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = resolve_device(args.device)
     repeats = 3 if args.quick else args.repeats
     batch = 32 if args.quick and torch.device(device).type == "cpu" else args.batch_size
     print(f"torch {torch.__version__}, device {device}" + (f" ({torch.cuda.get_device_name(device)})"

@@ -27,6 +27,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import attacks as A
+from attacks import PIXEL, kl_per_sample
+from data import DataError, split_of_run
+from models import CheckpointError, load_model, resolve_device
+
 WEAT_CHOICES = (None, "nat", "adv")
 WEAT_TERMS = ("both", "ce", "kl")  # ablation: which terms carry the weight
 WEIGHT_FNS = ("energy", "uniform")  # ablation: the paper's weights, or their batch mean for every sample
@@ -48,13 +53,6 @@ def weat_weights(logits: torch.Tensor) -> torch.Tensor:
     Written as 1 / softplus(|E|): log(1 + exp(|E|)) overflows in float32 for |E| > 88.
     """
     return 1.0 / F.softplus(energy_x(logits.detach()).abs())
-
-
-def kl_per_sample(logits_nat: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
-    """KL(p(.|x) || p(.|x*)) per row, from logits (the TRADES regulariser)."""
-    log_p_nat = F.log_softmax(logits_nat, dim=1)
-    log_p_adv = F.log_softmax(logits_adv, dim=1)
-    return (log_p_nat.exp() * (log_p_nat - log_p_adv)).sum(dim=1)
 
 
 def trades_loss(logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float,
@@ -114,7 +112,6 @@ def attack_points(model, x, y, attack: str, eps: float, seed: int = 0, n_iter: i
     """x* from a named attack, and the attack's goal per point: the random target class of the targeted
     PGD attacks, else None. Untargeted: pgd-ce, apgd-ce, trades-kl (the TRADES KL attack, K = 10);
     targeted: apgd-t, pgd-target (CE towards a random class), cw-target (CW margin towards it)."""
-    import attacks as A  # energy sits below attacks in the import order; only the analysis needs them
     torch.manual_seed(seed)  # PGD's random starts
     with A.eval_mode(model):
         target = random_targets(model, x, y, seed) if attack in ("pgd-target", "cw-target") else None
@@ -122,7 +119,7 @@ def attack_points(model, x, y, attack: str, eps: float, seed: int = 0, n_iter: i
             "clean": lambda: x,
             "pgd-ce": lambda: A.pgd(model, x, y, eps, eps / 4, PGD_STEPS),
             "apgd-ce": lambda: A.apgd(model, x, y, eps, n_iter, seed=seed),
-            "trades-kl": lambda: A.pgd(model, x, y, eps, eps / 4, 10, loss="kl"),
+            "trades-kl": lambda: A.trades_attack(model, x, eps, eps / 4, 10),
             "apgd-t": lambda: A.apgd_targeted(model, x, y, eps, n_iter, seed=seed),
             "pgd-target": lambda: A.pgd(model, x, y, eps, eps / 4, PGD_STEPS, target=target),
             "cw-target": lambda: A.pgd(model, x, y, eps, eps / 4, PGD_STEPS, loss="cw", target=target),
@@ -143,7 +140,6 @@ def random_targets(model, x, y, seed: int) -> torch.Tensor:
 @torch.no_grad()
 def point_energies(model, x, y) -> dict:
     """E(x), E(x, y) and the prediction of each point, as CPU tensors (model in eval mode)."""
-    import attacks as A
     with A.eval_mode(model):
         logits = model(x)
     return {"E_x": energy_x(logits).cpu(), "E_xy": energy_xy(logits, y).cpu(), "pred": logits.argmax(1).cpu()}
@@ -179,14 +175,11 @@ def weight_analysis(logits: torch.Tensor, y: torch.Tensor) -> dict:
 # The command
 
 
-PIXEL = 1 / 255
 CLEAN_COLOR = "black"
 
 
 def load_test_points(ckpt_path: str, n_examples: int, device: str, data_dir=None, test_npz=None) -> tuple:
     """(model in eval mode, x, y, checkpoint) for the first n test points of a train.py checkpoint."""
-    from data import split_of_run
-    from models import load_model
     model, ckpt = load_model(ckpt_path, device)
     test = split_of_run(ckpt.get("args"), False, data_dir, test_npz, ckpt["model_config"]["num_classes"])
     n = min(n_examples, len(test))
@@ -237,12 +230,11 @@ def training_attack(ckpt: dict) -> tuple:
 
 def divergence(model, x, y, ckpt: dict, seed: int = 0) -> dict:
     """dE = E(x) - E(x*) per test point with x* from the checkpoint's training-time attack."""
-    import attacks as A
     name, eps, steps, alpha = training_attack(ckpt)
     torch.manual_seed(seed)
     with A.eval_mode(model):
-        x_adv = A.pgd(model, x, y, eps, alpha, steps, loss="ce" if name == "pgd-ce" else "kl",
-                      keep_best=False)  # as during training: the last iterate
+        x_adv = (A.pgd(model, x, y, eps, alpha, steps, last_iterate=True) if name == "pgd-ce"
+                 else A.trades_attack(model, x, eps, alpha, steps))  # as during training: the last iterate
     clean, adv = point_energies(model, x, y), point_energies(model, x_adv, y)
     return {"attack": name, "eps": eps, "steps": steps, "step_size": alpha, "dE": clean["E_x"] - adv["E_x"],
             "E_x": clean["E_x"], "E_x_adv": adv["E_x"]}
@@ -253,7 +245,6 @@ def read_log(path: str) -> tuple:
     with open(path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     if not rows:
-        from data import DataError
         raise DataError(f"{path} holds no epochs")
     args_path = os.path.join(os.path.dirname(os.path.abspath(path)), "args.json")
     label = os.path.basename(os.path.dirname(os.path.abspath(path)))
@@ -356,13 +347,11 @@ def run_curves(args) -> dict:
 
 
 def main(argv=None) -> None:
-    from data import DataError
-    from models import CheckpointError
     args = build_parser().parse_args(argv)
     if args.out is None:
         args.out = os.path.dirname(os.path.abspath(args.ckpt if args.mode != "curves" else args.log[0]))
     os.makedirs(args.out, exist_ok=True)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if getattr(args, "device", "auto") == "auto" else args.device
+    device = resolve_device(getattr(args, "device", "auto"))
     try:
         if args.mode == "attacks":
             report = run_attacks(args, device)

@@ -12,18 +12,17 @@ import argparse
 import datetime
 import json
 import os
-import sys
 import time
 
 import numpy as np
 import torch
 from scipy import stats
 
-from attacks import STANDARD_ATTACKS, attack_by_name, autoattack, eval_mode, predict, sanity_checks, square_flag
+from attacks import PGD20_STEP_SIZE, PGD20_STEPS, PIXEL, STANDARD_ATTACKS, attack_by_name, autoattack, eval_mode, predict, sanity_checks, square_flag
 from data import DataError, split_of_run
-from models import CheckpointError, atomic_save, load_model, load_weights_only, sha256_of
+from models import (CheckpointError, atomic_save, load_model, load_weights_only, resolve_device, run_command,
+                    sha256_of)
 
-PIXEL = 1 / 255
 ATTACK_SETTINGS = {"n_iter": 100, "n_queries": 5000, "n_target_classes": 9, "n_restarts": 1}  # AA "standard"
 INDEX_RULE = "the first n points of the test split, in the data set's order"
 
@@ -136,7 +135,7 @@ def check_args(args) -> None:
 
 def run(args) -> dict:
     attacks = args.attacks
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = resolve_device(args.device)
     model, ckpt = load_model(args.ckpt, device)
     test = split_of_run(ckpt.get("args"), False, args.data_dir, args.test_npz, ckpt["model_config"]["num_classes"])
     n = min(args.n_examples, len(test))
@@ -152,7 +151,7 @@ def run(args) -> dict:
     report = {"checkpoint": os.path.abspath(args.ckpt), "checkpoint_sha256": identity["checkpoint_sha256"],
               "dataset": ckpt["args"]["dataset"], "split": "test", "n": n, "index_rule": INDEX_RULE, "eps_pixels": args.eps,
               "eps": args.eps * PIXEL, "attacks": attacks, "attack_settings": settings,
-              "pgd20_settings": {"steps": 20, "step_size": 2 * PIXEL, "loss": "ce", "random_start": True},
+              "pgd20_settings": {"steps": PGD20_STEPS, "step_size": PGD20_STEP_SIZE, "loss": "ce", "random_start": True},
               **result["rows"], "flags": result["flags"], "seed": args.seed, "torch": torch.__version__,
               "device": str(device), "time": datetime.datetime.now().isoformat(timespec="seconds"),
               "seconds": time.time() - started}
@@ -185,17 +184,8 @@ def print_table(report: dict) -> None:
 
 
 def main(argv=None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        check_args(args)
-    except ValueError as e:
-        parser.error(str(e))
-    try:
-        report = run(args)
-    except (CheckpointError, DataError, EvaluationError) as e:
-        print(f"evaluate.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    report = run_command("evaluate.py", build_parser(), argv, check_args, run,
+                         (CheckpointError, DataError, EvaluationError))
     print_table(report)
 
 

@@ -12,7 +12,6 @@ import argparse
 import json
 import math
 import os
-import sys
 
 import numpy as np
 import torch
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from data import DataError, split_of_run
 from energy import energy_x, energy_xy
 from metrics import MetricsError
-from models import CheckpointError, load_model, sha256_of
+from models import CheckpointError, load_model, resolve_device, run_command, sha256_of
 
 INITS = ("pca", "gaussian", "uniform")
 OBJECTIVES = ("energy_xy", "ce", "energy_x")
@@ -270,7 +269,7 @@ def sample_metrics(args, samples: torch.Tensor, device) -> dict:
 
 
 def run(args) -> dict:
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = resolve_device(args.device)
     model, ckpt = load_model(args.ckpt, device)
     model.eval().requires_grad_(False)  # SGLD needs input gradients only
     train = split_of_run(ckpt.get("args"), True, args.data_dir, args.train_npz, ckpt["model_config"]["num_classes"])
@@ -296,25 +295,16 @@ def run(args) -> dict:
                   row_labels=list(table))
         with open(os.path.join(args.out, "compare_inits.json"), "w") as f:
             json.dump(table, f, indent=2)
-    return table
-
-
-def main(argv=None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        check_args(args)
-    except ValueError as e:
-        parser.error(str(e))
-    try:
-        table = run(args)
-    except (CheckpointError, DataError, GenerationError, MetricsError) as e:
-        print(f"generate.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
     print(f"{'start':<10}{'accuracy on samples':>20}{'mean E(x,y)':>14}")
     for init, row in table.items():
         print(f"{init:<10}{100 * row['accuracy']:>19.1f}%{row['E_xy']:>14.3f}")
     print(f"written to {args.out}")
+    return table
+
+
+def main(argv=None) -> None:
+    run_command("generate.py", build_parser(), argv, check_args, run,
+                        (CheckpointError, DataError, GenerationError, MetricsError))
 
 
 if __name__ == "__main__":

@@ -369,14 +369,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args) -> dict:
+    # the command line alone needs the repo's data and device helpers: the library part stands alone
     from data import load_npz
+    from models import resolve_device
     which = [m.strip() for m in args.metrics.split(",") if m.strip()]
     unknown = sorted(set(which) - set(METRICS))
     if unknown or not which:
         raise MetricsError(f"unknown metric(s) {unknown}; choose from {','.join(METRICS)}")
     if args.ref == "npz" and not args.ref_npz and set(which) & {"fid", "kid"}:
         raise MetricsError("--ref npz needs --ref-npz")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = resolve_device(args.device)
     samples = load_npz(args.samples).images
     net = FIDInceptionV3(weights=None if args.inception_weights == "random" else args.inception_weights)
     ref = None

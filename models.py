@@ -3,12 +3,14 @@
 Every model takes images in [0, 1] (NCHW, float) and returns logits. Input normalisation, when asked
 for, is the first module of the network, so attacks and energies always see [0, 1] pixels.
 
-    model = build_model("resnet18", num_classes=10)           # 11,173,962 parameters
-    save_checkpoint("runs/x/last.pt", model, epoch=3, args=vars(args))
+    config = model_config("resnet18", num_classes=10)
+    model = build_model(**config)                               # 11,173,962 parameters
+    save_checkpoint("runs/x/last.pt", model, config, epoch=3, args=vars(args))
     model, ckpt = load_model("runs/x/last.pt")
 """
 import hashlib
 import os
+import sys
 import tempfile
 
 import torch
@@ -135,6 +137,13 @@ class WideResNet(nn.Module):
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
+def resolve_device(device: str) -> str:
+    """The device a command runs on: "auto" is "cuda" where a GPU is visible, else "cpu"; other names as given."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def build_model(name: str, num_classes: int, normalize: bool = False, width: int = 64) -> nn.Module:
     """Build a classifier by name; `normalize` puts CIFAR-10 mean/std normalisation first."""
     if name == "resnet18":
@@ -225,3 +234,23 @@ def load_model(path: str, map_location="cpu") -> tuple:
     except (TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: weights do not fit model {config}: {first_line(e)}") from None
     return model.to(map_location), ckpt
+
+
+# ---------------------------------------------------------------------------------------------------
+# The frame every command line shares
+
+
+def run_command(prog: str, parser, argv, check, run, errors: tuple):
+    """Parse argv, `check(args)` (a ValueError becomes argparse's usage error, exit 2), then `run(args)`:
+    an error of the types in `errors` becomes one line `prog: error: ...` on stderr and exit code 2.
+    Returns what `run` returns."""
+    args = parser.parse_args(argv)
+    try:
+        check(args)
+    except ValueError as e:
+        parser.error(str(e))
+    try:
+        return run(args)
+    except errors as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -11,24 +11,21 @@ same weights as an uninterrupted run.
 import argparse
 import json
 import os
-import sys
 import time
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from attacks import eval_mode, outside_ball, pgd
-from data import DATASETS, Batches, DataError, fits_on_device, load_data
 import energy
+from attacks import PGD20_STEP_SIZE, PGD20_STEPS, PIXEL, eval_mode, outside_ball, pgd, trades_attack
+from data import DATASETS, Batches, DataError, fits_on_device, load_data
 from energy import WEAT_TERMS, WEIGHT_FNS, energy_x, trades_loss, weat_weights
 from models import (MODEL_NAMES, CheckpointError, build_model, first_line, load_checkpoint, model_config,
-                    save_checkpoint)
+                    resolve_device, run_command, save_checkpoint)
 
-PIXEL = 1 / 255  # eps and step sizes are given in pixels: 8 means 8/255
 PCT_START = 0.25  # OneCycleLR warm-up fraction in the authors' code
-VAL_PGD_STEPS = 20  # per-epoch validation attack: PGD-20, CE, step 2/255, uniform start
-VAL_PGD_STEP_SIZE = 2.0
 DATASET_DEFAULTS = {"epochs": {"svhn": 30}, "beta": {"cifar100": 7.0}}  # where the paper differs
 PAPER_DEFAULTS = {"epochs": 100, "beta": 6.0}
 SMOKE = {"dataset": "synthetic", "model": "resnet18", "width": 8, "epochs": 2, "val_size": 100,
@@ -119,8 +116,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got {getattr(args, key)}")
     if args.train_subset is not None and args.train_subset < 1:
         raise ValueError(f"--train-subset must be at least 1, got {args.train_subset}")
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.device = resolve_device(args.device)
     if args.amp == "fp16" and not args.device.startswith("cuda"):
         raise ValueError("--amp fp16 needs CUDA (it relies on a gradient scaler); use --amp bf16 on the CPU")
     if args.out_dir is None:
@@ -129,35 +125,34 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def attack_for_training(model, x, y, args):
-    """x* for the training loss: PGD-CE with uniform start (SAT, last iterate, as Madry et al.) or the
-    TRADES KL attack (TRADES / WEAT). The model is in eval mode during the attack; the eps-ball check is
-    the training loop's (`outside_ball`), read without a sync per step."""
+    """x* for the training loss, with the model in eval mode: the TRADES KL attack (TRADES, WEAT) or PGD-CE
+    from a uniform start returning its last iterate (SAT, as Madry et al.). The eps-ball check is the
+    training loop's (`Faults`), read without a host-device sync per step."""
+    eps, alpha = args.eps * PIXEL, args.step_size * PIXEL
     with eval_mode(model):
         if args.loss == "sat":
-            return pgd(model, x, y, args.eps * PIXEL, args.step_size * PIXEL, args.steps, loss="ce",
-                       keep_best=False, check=False)
-        return pgd(model, x, y, args.eps * PIXEL, args.step_size * PIXEL, args.steps, loss="kl", check=False)
+            return pgd(model, x, y, eps, alpha, args.steps, last_iterate=True, check=False)
+        return trades_attack(model, x, eps, alpha, args.steps, check=False)
 
 
-def training_loss(model, x, y, args, trained=None):
-    """One step's loss, the natural / adversarial logits (for logging) and x* of a batch.
+def training_loss(model, x, x_adv, y, args, logging_model=None):
+    """The outer objective of one batch, and the natural / adversarial logits the log reports.
 
-    `model` runs the attack; `trained` (default: model; the DistributedDataParallel wrapper under
-    torchrun) runs the forwards the loss is built from. Logits are cast to float32 for the loss.
+    `model` runs the forwards the loss is built from (under torchrun the DistributedDataParallel
+    wrapper); logits are cast to float32 for the loss. SAT's loss needs no natural forward: its natural
+    logits come from `logging_model` (no gradient, eval mode).
     """
-    trained = trained or model
-    x_adv = attack_for_training(model, x, y, args)
-    logits_adv = trained(x_adv).float()
+    logits_adv = model(x_adv).float()
     if args.loss == "sat":
         # deviation: SAT's loss uses x* only; its natural logits (for E_nat, train_nat_acc) come from an
         # extra no-grad eval-mode forward so that BatchNorm statistics see only what the loss sees.
-        with torch.no_grad(), eval_mode(model):
-            logits_nat = model(x).float()
-        return torch.nn.functional.cross_entropy(logits_adv, y), logits_nat, logits_adv, x_adv
-    logits_nat = trained(x).float()
+        with torch.no_grad(), eval_mode(logging_model):
+            logits_nat = logging_model(x).float()
+        return torch.nn.functional.cross_entropy(logits_adv, y), logits_nat, logits_adv
+    logits_nat = model(x).float()
     weat = None if args.weat == "none" else args.weat
     loss = trades_loss(logits_nat, logits_adv, y, args.beta, weat, args.weat_terms, args.weat_normalize, args.weat_fn)
-    return loss, logits_nat, logits_adv, x_adv
+    return loss, logits_nat, logits_adv
 
 
 def autocast(args):
@@ -166,57 +161,95 @@ def autocast(args):
     return torch.autocast(torch.device(args.device).type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
-def train_epoch(model, batches, optimizer, scheduler, args, epoch, trained=None, scaler=None):
-    """One epoch of adversarial training; returns the epoch's training statistics.
+class Networks(NamedTuple):
+    """The model and the two handles that run its forwards (all three the same module by default)."""
+    model: torch.nn.Module  # the parameters: optimizer, checkpoints
+    compiled: torch.nn.Module  # torch.compile(model) with --compile: runs the attacks and the evaluation
+    ddp: torch.nn.Module  # `compiled` in DistributedDataParallel under torchrun: runs the loss's forwards
 
-    No host-device sync inside a step: a non-finite loss or gradient and an x* outside the eps-ball are
-    recorded on the device and read every FAULT_CHECK_EVERY steps; the error names the first bad step.
-    """
-    model.train()
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> "Networks":
+        return cls(model, model, model)
+
+
+def train_epoch(nets: Networks, batches, optimizer, scheduler, args, epoch: int, scaler=None) -> dict:
+    """One epoch of adversarial training: per batch, the inner attack, the outer loss, an SGD step; returns
+    the epoch's statistics."""
     scaler = scaler or torch.amp.GradScaler(enabled=False)
-    sums = torch.zeros(7, device=args.device)  # n, loss, nat ok, adv ok, E_nat, E_adv, w
-    first_fault = torch.full((2,), -1, dtype=torch.long, device=args.device)  # non-finite, outside the ball
+    nets.model.train()
+    faults, stats = Faults(args.device), EpochStatistics(args.device)
     for step, (x, y) in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
                                        disable=not is_main())):
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(args):
-            loss, logits_nat, logits_adv, x_adv = training_loss(model, x, y, args, trained)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))  # inf: measures, never clips
-        scaler.step(optimizer)  # fp16: skips a step whose gradients overflowed, as a gradient scaler does
-        scaler.update()
-        scheduler.step()
-        # fp16: overflowing gradients are the scaler's to skip, so only the loss counts there
-        non_finite = ~torch.isfinite(loss) | (~torch.isfinite(grad_norm) & (not scaler.is_enabled()))
-        fault = torch.stack([non_finite, outside_ball(x_adv, x, args.eps * PIXEL)])
-        first_fault = torch.where(fault & (first_fault < 0), step, first_fault)
+            x_adv = attack_for_training(nets.compiled, x, y, args)
+            loss, logits_nat, logits_adv = training_loss(nets.ddp, x, x_adv, y, args, nets.compiled)
+        grad_norm = optimizer_step(loss, nets.model, optimizer, scheduler, scaler)
+        faults.record(step, loss, grad_norm, x_adv, x, args.eps * PIXEL, overflow_skipped=scaler.is_enabled())
         if step % FAULT_CHECK_EVERY == 0 or step == len(batches) - 1:
-            raise_on_fault(first_fault.tolist(), epoch)
-        with torch.no_grad():
-            sums += batch_statistics(loss.detach(), logits_nat, logits_adv.detach(), y, weighted=args.weat != "none")
-    n, loss, nat_ok, adv_ok, e_nat, e_adv, w = all_reduce(sums).tolist()
-    return {"lr": scheduler.get_last_lr()[0], "train_loss": loss / n, "train_nat_acc": nat_ok / n,
-            "train_adv_acc": adv_ok / n, "E_nat": e_nat / n, "E_adv": e_adv / n, "delta_E": (e_nat - e_adv) / n,
-            "weight_mean": w / n}
+            faults.raise_if_any(epoch)
+        stats.add(loss, logits_nat, logits_adv, y, weat_weights(logits_nat) if args.weat != "none" else None)
+    return {"lr": scheduler.get_last_lr()[0], **stats.summary()}
 
 
-def raise_on_fault(first_fault: list, epoch: int) -> None:
-    """Stop on the first step with a non-finite loss / gradient or an x* outside the eps-ball."""
-    for step, what in zip(first_fault, ("a non-finite loss or gradient", "an attack point outside the eps-ball")):
-        if step >= 0:
-            raise TrainingError(f"{what} at epoch {epoch}, step {step}; last.pt from epoch {epoch - 1} is kept")
+def optimizer_step(loss, model, optimizer, scheduler, scaler) -> torch.Tensor:
+    """Backward, optimizer and schedule step; returns the gradient's largest |entry| (on the device, for the
+    fault check). fp16's gradient scaler skips a step whose gradients overflowed."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    grad_max = torch.stack([p.grad.detach().abs().amax() for p in model.parameters() if p.grad is not None]).amax()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return grad_max
 
 
-def batch_statistics(loss, logits_nat, logits_adv, y, weighted: bool) -> torch.Tensor:
-    """Sums over a batch of: 1, loss, natural / adversarial correct, E(x), E(x*), WEAT weight."""
-    w = weat_weights(logits_nat) if weighted else torch.ones_like(loss)
-    n = torch.ones_like(loss) * len(y)
-    return torch.stack([n, loss * n, (logits_nat.argmax(1) == y).sum().float(),
-                        (logits_adv.argmax(1) == y).sum().float(), energy_x(logits_nat).sum(),
-                        energy_x(logits_adv).sum(), w.sum() if weighted else n])
+class Faults:
+    """A non-finite loss or gradient, and an attack point outside the eps-ball, recorded on the device
+    (no host-device sync per step) as the first step each happened; read with `raise_if_any`."""
+
+    KINDS = ("a non-finite loss or gradient", "an attack point outside the eps-ball")
+
+    def __init__(self, device):
+        self.first_step = torch.full((len(self.KINDS),), -1, dtype=torch.long, device=device)
+
+    def record(self, step: int, loss, grad_max, x_adv, x, eps: float, overflow_skipped: bool) -> None:
+        """overflow_skipped: fp16, whose overflowing gradients the scaler skips, so only the loss counts."""
+        non_finite = ~torch.isfinite(loss) | (~torch.isfinite(grad_max) & (not overflow_skipped))
+        fault = torch.stack([non_finite, outside_ball(x_adv, x, eps)])
+        self.first_step = torch.where(fault & (self.first_step < 0), step, self.first_step)
+
+    def raise_if_any(self, epoch: int) -> None:
+        for step, what in zip(self.first_step.tolist(), self.KINDS):
+            if step >= 0:
+                raise TrainingError(f"{what} at epoch {epoch}, step {step}; last.pt from epoch {epoch - 1} is kept")
+
+
+class EpochStatistics:
+    """Sums over an epoch's training batches (kept on the device), and their means."""
+
+    SUMS = ("n", "loss", "nat_correct", "adv_correct", "E_nat", "E_adv", "weight")
+
+    def __init__(self, device):
+        self.sums = torch.zeros(len(self.SUMS), device=device)
+
+    @torch.no_grad()
+    def add(self, loss, logits_nat, logits_adv, y, weights=None) -> None:
+        """weights: the WEAT weights of the batch (None: unweighted, counted as 1)."""
+        n = torch.ones_like(loss) * len(y)
+        self.sums += torch.stack([n, loss.detach() * n, (logits_nat.argmax(1) == y).sum().float(),
+                                  (logits_adv.argmax(1) == y).sum().float(), energy_x(logits_nat).sum(),
+                                  energy_x(logits_adv.detach()).sum(), n if weights is None else weights.sum()])
+
+    def summary(self) -> dict:
+        """The log's training entries, summed over all ranks under torchrun."""
+        s = dict(zip(self.SUMS, all_reduce(self.sums).tolist()))
+        n = s["n"]
+        return {"train_loss": s["loss"] / n, "train_nat_acc": s["nat_correct"] / n, "train_adv_acc": s["adv_correct"] / n,
+                "E_nat": s["E_nat"] / n, "E_adv": s["E_adv"] / n, "delta_E": (s["E_nat"] - s["E_adv"]) / n,
+                "weight_mean": s["weight"] / n}
 
 
 def evaluate_pgd(model, batches, eps, alpha, steps):
@@ -345,14 +378,14 @@ def build_training(args, data, rank: int, world: int) -> dict:
                             rank=rank, world=world, resident=resident)
     val_batches = Batches(data.val.take(slice(0, args.eval_examples)), args.batch_size, args.device, rank=rank,
                           world=world)
-    net = compile_model(model, next(iter(val_batches))[0]) if args.compile else model
-    trained = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    compiled = compile_model(model, next(iter(val_batches))[0]) if args.compile else model
+    ddp = torch.nn.parallel.DistributedDataParallel(compiled) if world > 1 else compiled
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, pct_start=PCT_START,
                                                     total_steps=args.epochs * len(train_batches))
     scaler = torch.amp.GradScaler("cuda", enabled=args.amp == "fp16")
-    return {"model": model, "net": net, "trained": trained, "config": config, "train_batches": train_batches,
+    return {"model": model, "nets": Networks(model, compiled, ddp), "config": config, "train_batches": train_batches,
             "val_batches": val_batches, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler,
             "resident": resident}
 
@@ -390,10 +423,10 @@ def run(args) -> list:
         start = time.time()
         seed_epoch(args.seed * world + rank, epoch)
         t["train_batches"].set_epoch(epoch)
-        row = {"epoch": epoch, **train_epoch(t["net"], t["train_batches"], t["optimizer"], t["scheduler"], args,
-                                             epoch, t["trained"], t["scaler"])}
-        row["val_nat_acc"], row["val_pgd_acc"] = evaluate_pgd(t["net"], t["val_batches"], args.eps * PIXEL,
-                                                              VAL_PGD_STEP_SIZE * PIXEL, VAL_PGD_STEPS)
+        row = {"epoch": epoch, **train_epoch(t["nets"], t["train_batches"], t["optimizer"], t["scheduler"], args,
+                                             epoch, t["scaler"])}
+        row["val_nat_acc"], row["val_pgd_acc"] = evaluate_pgd(t["nets"].compiled, t["val_batches"], args.eps * PIXEL,
+                                                              PGD20_STEP_SIZE, PGD20_STEPS)
         row["seconds"] = time.time() - start
         history.append(row)
         if rank == 0:
@@ -419,15 +452,7 @@ def main(argv=None) -> None:
     parser = build_parser()
     if tuple(int(v) for v in torch.__version__.split(".")[:2]) < MIN_TORCH:
         parser.error(f"needs torch >= {'.'.join(map(str, MIN_TORCH))}, found {torch.__version__}")
-    try:
-        args = resolve_args(parser.parse_args(argv))
-    except ValueError as e:
-        parser.error(str(e))
-    try:
-        run(args)
-    except (DataError, CheckpointError, TrainingError) as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_command("train.py", parser, argv, resolve_args, run, (DataError, CheckpointError, TrainingError))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def die():
 
 def watch_epoch(real):
     def wrapped(*args, **kwargs):
-        state["epoch"], state["steps"] = args[5], 0  # (model, batches, optimizer, scheduler, args, epoch, ...)
+        state["epoch"], state["steps"] = args[5], 0  # (nets, batches, optimizer, scheduler, args, epoch, ...)
         return real(*args, **kwargs)
     return wrapped
 

@@ -59,7 +59,7 @@ def test_pgd_returns_a_fooling_point_else_the_best_iterate_and_kl_starts_near_x(
     with torch.no_grad():  # callers may hold no_grad: the attack takes its input gradients anyway
         y = bn_model(x).argmax(1)  # every point starts correctly classified
         x_best = pgd(bn_model, x, y, EPS, ALPHA, steps=10, random_start=False)
-        x_last = pgd(bn_model, x, y, EPS, ALPHA, steps=10, random_start=False, keep_best=False)
+        x_last = pgd(bn_model, x, y, EPS, ALPHA, steps=10, random_start=False, last_iterate=True)
         ce = lambda z: nn.functional.cross_entropy(bn_model(z), y, reduction="none")
         fooled = bn_model(x_best).argmax(1) != y
         assert (fooled | (ce(x_best) >= ce(x_last))).all() and ce(x_best).mean() > ce(x).mean()
@@ -78,7 +78,7 @@ def test_linear_model_worst_case_is_reached():
     w = linear[1].weight.detach()
     direction = (w[1 - y] - w[y]).sign().view_as(x)
     worst = margin(linear(x + EPS * direction), y)
-    x_adv = pgd(linear, x, y, EPS, ALPHA, steps=10, loss="cw", random_start=False, keep_best=False)
+    x_adv = pgd(linear, x, y, EPS, ALPHA, steps=10, loss="cw", random_start=False, last_iterate=True)
     torch.testing.assert_close(margin(linear(x_adv), y), worst)
 
 
