@@ -79,14 +79,29 @@ def trades_attack(model: nn.Module, x: torch.Tensor, eps: float, alpha: float, s
     sign-gradient steps of size alpha, each projected to the eps-ball and [0, 1]; the last iterate is
     returned. `check=False` leaves the eps-ball check to the caller (the training loop reads it later).
     """
-    x = x.detach()
     with torch.no_grad():
-        logits_nat = model(x)
+        logits_nat = model(x.detach())
+    return sign_ascent(model, x, eps, alpha, steps, lambda logits: kl_per_sample(logits_nat, logits), start_std, check)
+
+
+def mart_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
+                check: bool = True) -> torch.Tensor:
+    """MART's inner maximisation (Wang et al. 2020, the authors' code): sign-gradient ascent on CE(f(x'), y)
+    from x + 0.001 N(0, I), projected after each step; the last iterate."""
+    return sign_ascent(model, x, eps, alpha, steps, lambda logits: F.cross_entropy(logits, y, reduction="none"),
+                       KL_START_STD, check)
+
+
+def sign_ascent(model: nn.Module, x: torch.Tensor, eps: float, alpha: float, steps: int, objective,
+                start_std: float, check: bool = True) -> torch.Tensor:
+    """x' <- P(x' + alpha sign(grad_x' objective(f(x')).sum())) for `steps` steps from x + start_std N(0, I),
+    P the projection to the eps-ball and [0, 1]; returns the last iterate."""
+    x = x.detach()
     x_adv = project(x + start_std * torch.randn_like(x) if start_std else x.clone(), x, eps)
     for _ in range(steps):
         x_adv.requires_grad_(True)
         with torch.enable_grad():
-            grad = torch.autograd.grad(kl_per_sample(logits_nat, model(x_adv)).sum(), x_adv)[0]
+            grad = torch.autograd.grad(objective(model(x_adv)).sum(), x_adv)[0]
         x_adv = project(x_adv.detach() + alpha * grad.sign(), x, eps)
     return check_adversarial(x_adv, x, eps) if check else x_adv
 

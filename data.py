@@ -188,6 +188,7 @@ def load_data(name: str, data_dir: str = "data", train_npz: str = None, test_npz
 
     The validation split is `val_npz`, or `val_size` images held out of the training set at random
     (fixed by `seed`); it is what checkpoints are selected on. The test set is never used for that.
+    `val_size=0` (and no `val_npz`) trains on every image and leaves the validation split empty.
     `train_subset` keeps the first N of the remaining training images.
     """
     train = load_split(name, data_dir, True, train_npz)
@@ -195,15 +196,17 @@ def load_data(name: str, data_dir: str = "data", train_npz: str = None, test_npz
     if val_npz is not None:
         val = load_npz(val_npz)
     else:
-        if not 0 < val_size < len(train):
-            raise DataError(f"--val-size must lie in [1, {len(train) - 1}] for {len(train)} training images")
+        if not 0 <= val_size < len(train):
+            raise DataError(f"--val-size must lie in [0, {len(train) - 1}] for {len(train)} training images")
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
         val = train.take(order[:val_size].sort().values)
         train = train.take(order[val_size:].sort().values)
     if train_subset is not None:
         train = train.take(slice(0, train_subset))
-    num_classes = NUM_CLASSES.get(name) or int(max(s.labels.max() for s in (train, val, test))) + 1
+    num_classes = NUM_CLASSES.get(name) or int(max(s.labels.max() for s in (train, val, test) if len(s))) + 1
     for split_name, split in (("train", train), ("val", val), ("test", test)):
+        if split_name == "val" and len(split) == 0 and val_npz is None:
+            continue  # --val-size 0: no validation split
         if len(split) == 0 or split.labels.min() < 0 or split.labels.max() >= num_classes:
             raise DataError(f"{split_name} split is empty or has labels outside [0, {num_classes})")
         if split.images.shape[1:] != train.images.shape[1:]:
@@ -252,7 +255,7 @@ class Batches:
     """
 
     def __init__(self, split: Split, batch_size: int, device, shuffle=False, augment=False, seed=0,
-                 drop_last=False, rank=0, world=1, resident=True):
+                 drop_last=False, rank=0, world=1, resident=True, with_index=False):
         self.device = torch.device(device)
         images = F.pad(split.images, (CROP_PADDING,) * 4) if augment else split.images  # padded once
         host = images.pin_memory() if not resident and self.device.type == "cuda" else images
@@ -262,6 +265,7 @@ class Batches:
         self.batch_size, self.n = batch_size // world, len(split.labels) // world
         self.shuffle, self.augment, self.seed, self.drop_last = shuffle, augment, seed, drop_last
         self.rank, self.world, self.resident, self.epoch = rank, world, resident, 0
+        self.with_index = with_index  # also yield each image's index in the split
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -291,7 +295,8 @@ class Batches:
                 x = crop_padded(images, where, shifts[0, index], shifts[1, index], flips[index], self.size)
             else:
                 x = images[where]
-            yield torch.div(x, 255), self.labels[index]  # uint8 -> float32 in [0, 1], one pass
+            x = torch.div(x, 255)  # uint8 -> float32 in [0, 1], one pass
+            yield (x, self.labels[index], index) if self.with_index else (x, self.labels[index])
 
 
 def fits_on_device(split: Split, device) -> bool:

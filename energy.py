@@ -89,15 +89,100 @@ def trades_loss(logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torch.Ten
     return (w_ce * ce).mean() + beta * (w_kl * kl).mean()
 
 
+MART_BOOST_ONE = 1.0001  # MART code: -log(1.0001 - max_{k != y} p_k(x*)) (Wang et al. 2020)
+MART_TRUE_ONE = 1.0000001  # MART code: the KL term's weight 1.0000001 - p_y(x)
+MAIL_BIAS, MAIL_SLOPE, MAIL_SCALE = -1.5, 1.0, 3.0  # MAIL code defaults (Wang et al. 2021): 3 sigmoid(PM - 1.5)
+
+
+def mart_loss(logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
+    """MART (Wang et al. 2020), averaged over the batch size B, as the authors' code computes it:
+
+        (1/B) sum_i [CE(f(x*_i), y_i) - log(1.0001 - max_{k != y_i} p_k(x*_i))]
+        + beta (1/B) sum_i KL(p(.|x_i) || p(.|x*_i)) (1.0000001 - p_{y_i}(x_i))
+
+    The first bracket is the boosted cross-entropy on x*; the KL weight 1 - p_y(x) is not detached.
+    """
+    p_adv, p_nat = F.softmax(logits_adv, dim=1), F.softmax(logits_nat, dim=1)
+    runner_up = p_adv.scatter(1, y[:, None], float("-inf")).argmax(1)
+    boosted = (F.cross_entropy(logits_adv, y, reduction="none")
+               - torch.log(MART_BOOST_ONE - p_adv.gather(1, runner_up[:, None]).squeeze(1)))
+    p_true = p_nat.gather(1, y[:, None]).squeeze(1)
+    return boosted.mean() + beta * (kl_per_sample(logits_nat, logits_adv) * (MART_TRUE_ONE - p_true)).mean()
+
+
+def mail_weights(logits_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """MAIL weights (Wang et al. 2021): 3 sigmoid(slope (PM + bias)), PM = max_{k != y} p_k(x*) - p_y(x*),
+    the probabilistic margin of the adversarial point; detached, slope 1 and bias -1.5 as in their code."""
+    p = F.softmax(logits_adv.detach(), dim=1)
+    margin = p.scatter(1, y[:, None], float("-inf")).amax(1) - p.gather(1, y[:, None]).squeeze(1)
+    return MAIL_SCALE * torch.sigmoid(MAIL_SLOPE * (margin + MAIL_BIAS))
+
+
+def mail_trades_loss(logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float,
+                     weighted: bool = True) -> torch.Tensor:
+    """MAIL-TR, the TRADES form of MAIL (Wang et al. 2021), averaged over the batch size B:
+
+        (1/B) sum_i CE(f(x_i), y_i) + beta (1/B) sum_i w_i KL(p(.|x_i) || p(.|x*_i)),  w = mail_weights(f(x*), y)
+
+    `weighted=False` is TRADES itself (w = 1): MAIL trains that way during its burn-in epochs.
+    """
+    kl = kl_per_sample(logits_nat, logits_adv)
+    w = mail_weights(logits_adv, y) if weighted else torch.ones_like(kl)
+    return F.cross_entropy(logits_nat, y) + beta * (w * kl).mean()
+
+
 def method_name(settings: dict) -> str:
-    """sat, trades, weat-nat or weat-adv from a run's settings (train.py's args, e.g. its args.json), with
-    the WEAT ablations that differ from the paper appended: weat-adv-kl-only-normalized-uniform."""
-    if settings.get("loss") == "sat" or settings.get("weat", "none") == "none":
+    """sat, trades, mart, mail-tr, weat-nat or weat-adv from a run's settings (train.py's args, e.g. its
+    args.json), with the WEAT ablations that differ from the paper appended: weat-adv-kl-only-normalized-uniform."""
+    if settings.get("loss", "trades") != "trades" or settings.get("weat", "none") == "none":
         return settings.get("loss", "trades")
     ablations = [f"{settings['weat_terms']}-only" if settings.get("weat_terms", "both") != "both" else "",
                  "normalized" if settings.get("weat_normalize") else "",
                  settings["weat_fn"] if settings.get("weat_fn", "energy") != "energy" else ""]
     return "-".join(["weat", settings["weat"]] + [a for a in ablations if a])
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoint selection from the energy log (train.py --select energy)
+
+ENERGY_BAND_EPOCHS = 5  # the band: delta_E of the 5 epochs up to the learning rate's decay,
+ENERGY_BAND_WIDTH = 3.0  # their mean +- 3 standard deviations,
+ENERGY_BAND_FLOOR = 1e-3  # the standard deviation taken as at least 0.001;
+ENERGY_BAND_PATIENCE = 2  # delta_E has left the band once it stays outside for 2 epochs in a row
+LR_DECAYED = 0.5  # the decay: the first epoch whose logged learning rate is below half the peak
+
+
+def lr_decay_index(history: list):
+    """Index of the first logged epoch whose learning rate (as logged after it) is below half the peak
+    so far: the last epoch trained at the high rate (None: no decay yet)."""
+    lrs = [row["lr"] for row in history]
+    return next((i for i, lr in enumerate(lrs) if lr < LR_DECAYED * max(lrs[:i + 1])), None)
+
+
+def energy_pick(history: list) -> int:
+    """The epoch `--select energy` keeps, from the log alone (no validation attack).
+
+    Robust overfitting shows as a divergence of natural and adversarial energies once the learning rate
+    has decayed. The band is the mean +- 3 std of dE = E(x) - E(x*) (training batches, eval mode) over the
+    5 epochs up to the decay; the pick is the last epoch after it before dE leaves the band for 2 epochs
+    in a row (the newest in-band epoch while it has not). Before the decay, the newest epoch. Causal:
+    it reads only the epochs logged so far.
+    """
+    decay = lr_decay_index(history)
+    if decay is None:
+        return history[-1]["epoch"]
+    band = torch.tensor([row["delta_E"] for row in history[max(0, decay + 1 - ENERGY_BAND_EPOCHS):decay + 1]],
+                        dtype=torch.float64)
+    spread = ENERGY_BAND_WIDTH * max(band.std().item() if len(band) > 1 else 0.0, ENERGY_BAND_FLOOR)
+    inside = [abs(row["delta_E"] - band.mean().item()) <= spread for row in history]
+    pick, outside_run = decay, 0
+    for i in range(decay + 1, len(history)):
+        outside_run = 0 if inside[i] else outside_run + 1
+        if outside_run >= ENERGY_BAND_PATIENCE:
+            break
+        if inside[i]:
+            pick = i
+    return history[pick]["epoch"]
+
 
 # ---------------------------------------------------------------------------------------------------
 # Energy analysis (Section 3): library functions that apply to any classifier

@@ -27,18 +27,23 @@ import numpy as np
 
 import evaluate
 import train
-from models import sha256_of
+from energy import ENERGY_BAND_EPOCHS, energy_pick, lr_decay_index, plot_curves, read_log
+from models import load_checkpoint, sha256_of
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 PAPER_TABLE = "Mirza et al. 2024 (ResNet-18; PGD-20 / AutoAttack, via ../shared/DESIGN.md's summary)"
 # Robust accuracy % (PGD-20, AutoAttack) of ResNet-18 as summarised in DESIGN.md: targets, not verified truth.
 PAPER = {
-    "cifar10": {"sat": (49.03, 45.37), "trades": (52.65, 49.46), "weat-nat": (52.43, 49.02), "weat-adv": (53.35, 49.75)},
-    "cifar100": {"sat": (23.89, 20.99), "trades": (28.53, 24.29), "weat-nat": (29.71, 24.88), "weat-adv": (30.90, 25.63)},
-    "svhn": {"sat": (50.54, 44.87), "trades": (55.52, 48.13), "weat-nat": (55.31, 48.61), "weat-adv": (56.40, 49.60)},
-    "tinyimagenet": {"trades": (None, 17.24), "weat-adv": (None, 18.45)},
+    "cifar10": {"sat": (49.03, 45.37), "trades": (52.65, 49.46), "mail-tr": (53.09, 49.42), "weat-nat": (52.43, 49.02),
+                "weat-adv": (53.35, 49.75)},
+    "cifar100": {"sat": (23.89, 20.99), "trades": (28.53, 24.29), "mail-tr": (28.79, 24.24), "weat-nat": (29.71, 24.88),
+                 "weat-adv": (30.90, 25.63)},
+    "svhn": {"sat": (50.54, 44.87), "trades": (55.52, 48.13), "mail-tr": (54.94, 47.48), "weat-nat": (55.31, 48.61),
+             "weat-adv": (56.40, 49.60)},
+    "tinyimagenet": {"trades": (None, 17.24), "mart": (None, 17.79), "weat-adv": (None, 18.45)},
 }
-METHODS = {"sat": ["--loss", "sat"], "trades": [], "weat-nat": ["--weat", "nat"], "weat-adv": ["--weat", "adv"]}
+METHODS = {"sat": ["--loss", "sat"], "trades": [], "mart": ["--loss", "mart"], "mail-tr": ["--loss", "mail-tr"],
+           "weat-nat": ["--weat", "nat"], "weat-adv": ["--weat", "adv"]}
 ABLATIONS = {  # ablation-weights: TRADES (w = 1), the paper's WEAT-adv, and WEAT-adv taken apart
     "trades": [],
     "weat-adv": ["--weat", "adv"],
@@ -47,13 +52,21 @@ ABLATIONS = {  # ablation-weights: TRADES (w = 1), the paper's WEAT-adv, and WEA
     "weat-adv-kl-only": ["--weat", "adv", "--weat-terms", "kl"],
     "weat-adv-ce-only": ["--weat", "adv", "--weat-terms", "ce"],
 }
-SMOKE_TRAIN = ["--width", "4", "--epochs", "2", "--steps", "2", "--batch-size", "100", "--val-size", "100",
-               "--eval-examples", "50", "--device", "cpu"]
+# The smoke set: every method and stage on the synthetic set in about a minute on a CPU, long enough for
+# the models to learn it (clean accuracy well above the 10% of chance).
+SMOKE_TRAIN = ["--width", "8", "--epochs", "4", "--lr", "0.05", "--steps", "3", "--batch-size", "50", "--val-size", "100",
+               "--eval-examples", "50", "--energy-snapshot", "50", "--device", "cpu"]
 SMOKE_EVAL = ["--n-examples", "100", "--n-iter", "5", "--n-queries", "20", "--attacks", "apgd-ce,apgd-t,fab-t,square"]
+# The paper's claims on a CPU (issue 17): robust overfitting needs little data, a net that can fit its
+# training attacks, and a piecewise schedule (Rice et al. 2020). Test PGD every epoch for the figure only.
+CLAIMS_TRAIN = ["--width", "16", "--train-subset", "500", "--val-size", "500", "--eval-examples", "200",
+                "--lr-schedule", "piecewise", "--epochs", "80", "--select", "best", "--test-every", "1",
+                "--test-examples", "500", "--test-steps", "10", "--energy-snapshot", "500"]
 # Rough one-GPU seconds per training epoch, from issue 7's target (12 s per CIFAR-10 ResNet-18 epoch on an
 # H100 with bf16) scaled by images x pixels; not measured: replace with bench.py figures when a GPU is used.
 GPU_SECONDS_PER_EPOCH = {"cifar10": 12, "cifar100": 12, "svhn": 18, "tinyimagenet": 96, "synthetic": 0.1}
 GPU_SECONDS_PER_EVAL = {"cifar10": 600, "cifar100": 600, "svhn": 1500, "tinyimagenet": 1200, "synthetic": 1}
+CHECKPOINTS = ("best", "last")  # best.pt: the one --select keeps (best-late by default); last.pt: the final epoch
 
 
 @dataclasses.dataclass
@@ -65,6 +78,7 @@ class RunSet:
     eval_flags: tuple = ()
     plot_energies: bool = False  # the energy-curves figure (dE, E_nat, E_adv over epochs)
     every_stage: bool = False  # also the energy analysis and generation on the last run (smoke)
+    claims: bool = False  # no evaluate.py: the table and figure come from the training logs (claims-cpu)
 
 
 RUNSETS = {
@@ -75,6 +89,8 @@ RUNSETS = {
     "ablation-weights": RunSet("cifar10", ABLATIONS),
     "overfitting": RunSet("cifar10", {k: METHODS[k] for k in ("sat", "trades", "weat-adv")}, seeds=1,
                           plot_energies=True),
+    "claims-cpu": RunSet("cifar10", {k: METHODS[k] for k in ("sat", "trades", "weat-adv", "weat-nat")}, seeds=2,
+                         train_flags=tuple(CLAIMS_TRAIN), claims=True),
     "smoke": RunSet("synthetic", METHODS, seeds=1, train_flags=tuple(SMOKE_TRAIN), eval_flags=tuple(SMOKE_EVAL),
                     plot_energies=True, every_stage=True),
 }
@@ -113,11 +129,10 @@ class Run:
     seed: int
     folder: str
     train_cmd: list
-    eval_cmd: list
+    eval_cmds: dict  # "best" / "last" -> evaluate.py command (empty for the claims set)
 
-    @property
-    def eval_file(self) -> str:
-        return os.path.join(self.folder, "eval-best.json")
+    def eval_file(self, which: str = "best") -> str:
+        return os.path.join(self.folder, f"eval-{which}.json")
 
 
 def set_name(args) -> str:
@@ -148,10 +163,11 @@ def plan(args) -> list:
             train_cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--dataset", dataset, *runset.train_flags,
                          *flags, *passed_on(args, TRAIN_OVERRIDES), *fast, "--seed", str(seed), *device,
                          "--out-dir", folder]
-            eval_cmd = [sys.executable, os.path.join(ROOT, "evaluate.py"), "--ckpt", os.path.join(folder, "best.pt"),
+            eval_cmds = {} if runset.claims else {
+                which: [sys.executable, os.path.join(ROOT, "evaluate.py"), "--ckpt", os.path.join(folder, f"{which}.pt"),
                         *runset.eval_flags, *passed_on(args, EVAL_OVERRIDES), *device,
-                        "--out", os.path.join(folder, "eval-best.json")]
-            runs.append(Run(method, seed, folder, train_cmd, eval_cmd))
+                        "--out", os.path.join(folder, f"eval-{which}.json")] for which in CHECKPOINTS}
+            runs.append(Run(method, seed, folder, train_cmd, eval_cmds))
     return runs
 
 
@@ -176,19 +192,28 @@ def training_state(run: Run) -> str:
         return "done" if sum(1 for _ in f) >= intended["epochs"] else "partial"
 
 
-def evaluation_done(run: Run) -> bool:
-    """True when eval-best.json exists for this best.pt with the attacks and settings asked for."""
-    if not os.path.exists(run.eval_file):
+def evaluation_done(run: Run, which: str) -> bool:
+    """True when eval-WHICH.json exists for this checkpoint with the attacks and settings asked for."""
+    if not os.path.exists(run.eval_file(which)):
         return False
-    with open(run.eval_file) as f:
+    with open(run.eval_file(which)) as f:
         report = json.load(f)
-    wanted = evaluate.build_parser().parse_args(run.eval_cmd[2:])
+    wanted = evaluate.build_parser().parse_args(run.eval_cmds[which][2:])
     evaluate.check_args(wanted)
-    return (report["checkpoint_sha256"] == sha256_of(os.path.join(run.folder, "best.pt"))
+    return (report["checkpoint_sha256"] == sha256_of(os.path.join(run.folder, f"{which}.pt"))
             and report["attacks"] == wanted.attacks and report["eps_pixels"] == wanted.eps
             and report["attack_settings"]["n_iter"] == wanted.n_iter
             and report["attack_settings"]["n_queries"] == wanted.n_queries
-            and report["seed"] == wanted.seed and report["n"] <= wanted.n_examples)
+            and report["seed"] == wanted.seed and (wanted.n_examples is None or report["n"] <= wanted.n_examples))
+
+
+def checkpoint_epoch(run: Run, which: str) -> int:
+    return load_checkpoint(os.path.join(run.folder, f"{which}.pt"))["epoch"]
+
+
+def last_is_best(run: Run) -> bool:
+    """best.pt holds the final epoch: its evaluation stands for last.pt too (no second evaluation)."""
+    return checkpoint_epoch(run, "best") == checkpoint_epoch(run, "last")
 
 
 def shown(cmd: list) -> str:
@@ -211,30 +236,44 @@ def run_all(runs: list) -> None:
             execute(run.train_cmd + (["--resume"] if state == "partial" else ["--overwrite"]))
         else:
             print(f"{run.folder}: trained", flush=True)
-        if not evaluation_done(run):
-            partial = os.path.exists(evaluate.progress_file(run.eval_file))
-            execute(run.eval_cmd + (["--resume"] if partial else []))
-        else:
-            print(f"{run.folder}: evaluated", flush=True)
+        for which, cmd in run.eval_cmds.items():
+            if which == "last" and last_is_best(run):
+                continue
+            if not evaluation_done(run, which):
+                partial = os.path.exists(evaluate.progress_file(run.eval_file(which)))
+                execute(cmd + (["--resume"] if partial else []))
+            else:
+                print(f"{run.folder}: {which}.pt evaluated", flush=True)
 
 
 def run_every_stage(run: Run) -> None:
     """The smoke set's energy analysis and generation, on one finished run."""
     ckpt = os.path.join(run.folder, "best.pt")
     execute([sys.executable, os.path.join(ROOT, "energy.py"), "attacks", "--ckpt", ckpt, "--n-examples", "50",
-             "--n-iter", "5", "--device", "cpu", "--out", os.path.join(run.folder, "energy")])
+             "--n-iter", "5", "--attacks", "pgd-ce,trades-pgd,apgd-ce,apgd-t,cw-l2", "--device", "cpu",
+             "--out", os.path.join(run.folder, "energy")])
     execute([sys.executable, os.path.join(ROOT, "generate.py"), "--ckpt", ckpt, "--n-per-class", "2", "--steps", "5",
              "--device", "cpu", "--cache-dir", os.path.join(run.folder, "generation-cache"),
              "--out", os.path.join(run.folder, "samples")])
 
 
+# ---------------------------------------------------------------------------------------------------
+# The robust-accuracy tables
+
+
 def run_result(run: Run) -> dict:
-    """One run's accuracies (fractions) from its evaluation report, and where they came from."""
-    with open(run.eval_file) as f:
-        report = json.load(f)
-    return {"method": run.method, "seed": run.seed, "n": report["n"], "clean": report["clean"]["accuracy"],
-            "pgd20": report["pgd-20"]["accuracy"], "cascade": report["cascade"]["accuracy"],
-            "attacks": report["attacks"], "eval_file": run.eval_file, "log": os.path.join(run.folder, "log.jsonl")}
+    """One run's accuracies (fractions) on best.pt and last.pt from their reports, and where they came from."""
+    result = {"method": run.method, "seed": run.seed, "log": os.path.join(run.folder, "log.jsonl")}
+    for which in CHECKPOINTS:
+        path = run.eval_file("best" if which == "last" and last_is_best(run) else which)
+        with open(path) as f:
+            report = json.load(f)
+        prefix = "" if which == "best" else "last_"
+        result.update({f"{prefix}n": report["n"], f"{prefix}clean": report["clean"]["accuracy"],
+                       f"{prefix}pgd20": report["pgd-20"]["accuracy"], f"{prefix}cascade": report["cascade"]["accuracy"],
+                       f"{prefix}epoch": checkpoint_epoch(run, which), f"{prefix}eval_file": path,
+                       "attacks": report["attacks"]})
+    return result
 
 
 def mean_std(values: list) -> tuple:
@@ -242,13 +281,13 @@ def mean_std(values: list) -> tuple:
     return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
 
 
-def table_rows(results: list) -> list:
-    """One row per method: mean and std over its seeds of clean, PGD-20 and cascade accuracy."""
+def table_rows(results: list, keys: tuple) -> list:
+    """One row per method: mean and std over its seeds of each key."""
     rows = []
     for method in dict.fromkeys(r["method"] for r in results):
         mine = [r for r in results if r["method"] == method]
-        row = {"method": method, "seeds": [r["seed"] for r in mine], "n_per_seed": mine[0]["n"]}
-        for key in ("clean", "pgd20", "cascade"):
+        row = {"method": method, "seeds": [r["seed"] for r in mine]}
+        for key in keys:
             row[key], row[f"{key}_std"] = mean_std([r[key] for r in mine])
         rows.append(row)
     return rows
@@ -258,60 +297,185 @@ def percent(mean: float, std) -> str:
     return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
 
 
+ROBUST_KEYS = ("n", "clean", "pgd20", "cascade", "last_pgd20", "last_cascade", "epoch")
+
+
 def markdown(name: str, runset: RunSet, rows: list, runs: list, attacks: list, figure: str, shrunk: list,
              dataset: str) -> str:
     """The results table of a set, with the paper's figures beside ours and the commands behind it."""
     paper = PAPER.get(runset.dataset, {})
-    lines = [f"# {name}", "", f"Data set: {dataset}; cascade: {', '.join(attacks)}; "
-             f"accuracy in %, mean ± std over seeds; paper: {PAPER_TABLE}.", ""]
+    lines = [f"# {name}", "", f"Data set: {dataset}; cascade: {', '.join(attacks)}; accuracy in %, mean ± std over "
+             f"seeds; selected = best.pt (train.py --select, best-late by default: the best validation PGD-20 of "
+             f"the last 10% of epochs, the authors' rule), last = the final epoch (selected minus last: the "
+             f"robust-overfitting gap); paper: {PAPER_TABLE}.", ""]
     if shrunk:
         lines += [f"Shrunk from the paper's settings by `{shlex.join(shrunk)}`: not comparable with the paper's "
                   "figures.", ""]
-    lines += ["| method | seeds | n per seed | clean | PGD-20 | cascade | paper PGD-20 | paper AA |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["| method | seeds | n per seed | selected epoch | clean | PGD-20 | cascade | last PGD-20 | last cascade "
+              "| paper PGD-20 | paper AA |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         pgd, aa = paper.get(row["method"], (None, None))
-        lines.append(f"| {row['method']} | {len(row['seeds'])} | {row['n_per_seed']} | "
-                     f"{percent(row['clean'], row['clean_std'])} | {percent(row['pgd20'], row['pgd20_std'])} | "
-                     f"{percent(row['cascade'], row['cascade_std'])} | {pgd if pgd is not None else '—'} | "
-                     f"{aa if aa is not None else '—'} |")
+        lines.append(f"| {row['method']} | {len(row['seeds'])} | {row['n']:.0f} | {row['epoch']:.1f} | "
+                     + " | ".join(percent(row[k], row[f"{k}_std"]) for k in ROBUST_KEYS[1:6])
+                     + f" | {pgd if pgd is not None else '—'} | {aa if aa is not None else '—'} |")
     if figure:
         lines += ["", f"![energy curves]({os.path.basename(figure)})"]
     lines += ["", "Commands (run from the repo root):", "", "```"]
-    lines += [shown(cmd) for run in runs for cmd in (run.train_cmd, run.eval_cmd)]
+    lines += [shown(cmd) for run in runs for cmd in (run.train_cmd, *run.eval_cmds.values())]
     return "\n".join(lines + ["```", ""])
+
+
+def write_json(path: str, obj) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(path + ".tmp", path)
 
 
 def write_results(args, runs: list) -> str:
     """RESULTS_DIR/SET.md and .json (and SET-energy.png where the set logs energies); returns the .md path."""
     runset, name = RUNSETS[args.runset], set_name(args)
     os.makedirs(args.results_dir, exist_ok=True)
+    base, shrunk = os.path.join(args.results_dir, name), passed_on(args, TRAIN_OVERRIDES + EVAL_OVERRIDES)
+    dataset = f"{args.train_npz} (in place of {runset.dataset})" if args.train_npz else runset.dataset
+    if runset.claims:
+        return write_claims(base, name, runs, shrunk, dataset)
     results = [run_result(run) for run in runs]
     figure = ""
     if runset.plot_energies:
-        from energy import plot_curves, read_log
-        figure = os.path.join(args.results_dir, f"{name}-energy.png")
+        figure = base + "-energy.png"
         plot_curves([(f"{r.method} (seed {r.seed})", read_log(os.path.join(r.folder, "log.jsonl"))[1])
                      for r in runs if r.seed == 0], figure)
-    base, rows = os.path.join(args.results_dir, name), table_rows(results)
-    shrunk = passed_on(args, TRAIN_OVERRIDES + EVAL_OVERRIDES)
-    with open(base + ".json.tmp", "w") as f:
-        json.dump({"runset": name, "dataset": runset.dataset, "rows": rows, "runs": results, "shrunk_by": shrunk,
-                   "paper": PAPER.get(runset.dataset, {}), "energy_figure": figure or None}, f, indent=2)
-    os.replace(base + ".json.tmp", base + ".json")
+    rows = table_rows(results, ROBUST_KEYS)
+    write_json(base + ".json", {"runset": name, "dataset": runset.dataset, "rows": rows, "runs": results,
+                                "shrunk_by": shrunk, "paper": PAPER.get(runset.dataset, {}), "energy_figure": figure or None})
     with open(base + ".md", "w") as f:
-        dataset = f"{args.train_npz} (in place of {runset.dataset})" if args.train_npz else runset.dataset
         f.write(markdown(name, runset, rows, runs, results[0]["attacks"], figure, shrunk, dataset))
     return base + ".md"
 
 
+# ---------------------------------------------------------------------------------------------------
+# The claims set: robust overfitting and the energy gap, read off the training logs
+
+CLAIMS_KEYS = ("best_test", "best_epoch", "last_test", "gap", "train_adv_last", "dE_band", "dE_last", "dExy_band",
+               "dExy_last", "val_epoch", "val_test", "energy_epoch", "energy_test", "pick_gap")
+
+
+def claims_result(run: Run) -> dict:
+    """One run's robust-overfitting figures from its log: test PGD at its best and last epoch, the energy
+    gaps before the learning-rate decay and at the end, and the test PGD at the epochs the validation
+    attack (--select best) and the energy rule (--select energy) pick."""
+    _, rows = read_log(os.path.join(run.folder, "log.jsonl"))
+    tested = [r for r in rows if r["test_pgd_acc"] is not None]
+    test_at = {r["epoch"]: r["test_pgd_acc"] for r in tested}
+    best = max(tested, key=lambda r: (r["test_pgd_acc"], -r["epoch"]))
+    decay = rows[lr_decay_index(rows) if lr_decay_index(rows) is not None else -1]["epoch"]
+    band = [r for r in rows if decay - ENERGY_BAND_EPOCHS < r["epoch"] <= decay]
+    val_epoch = train.select_epoch(rows, "best", len(rows))
+    energy_epoch = energy_pick(rows)
+    return {"method": run.method, "seed": run.seed, "log": os.path.join(run.folder, "log.jsonl"),
+            "best_test": best["test_pgd_acc"], "best_epoch": best["epoch"], "last_test": tested[-1]["test_pgd_acc"],
+            "gap": best["test_pgd_acc"] - tested[-1]["test_pgd_acc"], "train_adv_last": rows[-1]["train_adv_acc"],
+            "dE_band": float(np.mean([r["delta_E"] for r in band])), "dE_last": rows[-1]["delta_E"],
+            "dExy_band": float(np.mean([r["delta_Exy"] for r in band])), "dExy_last": rows[-1]["delta_Exy"],
+            "val_epoch": val_epoch, "val_test": test_at.get(val_epoch), "energy_epoch": energy_epoch,
+            "energy_test": test_at.get(energy_epoch),
+            "pick_gap": test_at.get(energy_epoch, float("nan")) - test_at.get(val_epoch, float("nan")),
+            "decay_epoch": decay, "rows": rows}
+
+
+def plot_claims(results: list, path: str) -> None:
+    """Per method (columns): test PGD and training robust accuracy, dE and dE(x, y) over epochs, one line per
+    seed; dotted lines at the learning-rate drops, a triangle at the validation pick, a star at the energy pick."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    fig, axes = plt.subplots(3, len(methods), figsize=(4.2 * len(methods), 9), sharex=True, squeeze=False)
+    for col, method in enumerate(methods):
+        for r in (r for r in results if r["method"] == method):
+            epochs, color = [row["epoch"] for row in r["rows"]], f"C{r['seed']}"
+            at = {row["epoch"]: row for row in r["rows"]}
+            top = axes[0, col]
+            top.plot(epochs, [100 * (row["test_pgd_acc"] or np.nan) for row in r["rows"]], color=color,
+                     label=f"test PGD, seed {r['seed']}")
+            top.plot(epochs, [100 * row["train_adv_acc"] for row in r["rows"]], color=color, linestyle="--",
+                     label=f"training robust, seed {r['seed']}")
+            for epoch, marker in ((r["val_epoch"], "^"), (r["energy_epoch"], "*")):
+                if at[epoch]["test_pgd_acc"] is not None:
+                    top.plot(epoch, 100 * at[epoch]["test_pgd_acc"], marker=marker, color=color, ms=10, ls="none")
+            axes[1, col].plot(epochs, [row["delta_E"] for row in r["rows"]], color=color)
+            axes[2, col].plot(epochs, [row["delta_Exy"] for row in r["rows"]], color=color)
+        drops = sorted({row["epoch"] for r in results if r["method"] == method
+                        for prev, row in zip(r["rows"], r["rows"][1:]) if row["lr"] < 0.5 * prev["lr"]})
+        for ax in axes[:, col]:
+            for epoch in drops:
+                ax.axvline(epoch, color="grey", linestyle=":", linewidth=1)
+        axes[0, col].set_title(method)
+        axes[0, col].legend(fontsize=7)
+    axes[0, 0].set_ylabel("accuracy % (triangle: validation pick, star: energy pick)")
+    axes[1, 0].set_ylabel("dE = E(x) - E(x*), training batches")
+    axes[2, 0].set_ylabel("dE(x,y) = E(x,y) - E(x*,y)")
+    for ax in axes[2]:
+        ax.set_xlabel("epoch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def claims_markdown(name: str, rows: list, results: list, runs: list, shrunk: list, dataset: str, figure: str) -> str:
+    """The claims table (mean ± std over seeds) and the per-run selection table, with the commands."""
+    f = lambda v, s=None, scale=100: "—" if v is None or v != v else (  # noqa: E731
+        f"{scale * v:.2f}" + (f" ± {scale * s:.2f}" if s is not None else ""))
+    lines = [f"# {name}", "", f"Data set: {dataset}. From the training logs: test PGD (the per-epoch --test-every "
+             "attack, never used for selection), training robust accuracy and the energy gaps dE = E(x) - E(x*), "
+             "dE(x,y) = E(x,y) - E(x*,y) on the training batches (eval-mode forward); band = the 5 epochs up to "
+             "the learning-rate decay. Accuracies in %, mean ± std over seeds.", ""]
+    if shrunk:
+        lines += [f"Changed from the set's settings by `{shlex.join(shrunk)}`.", ""]
+    lines += ["| method | seeds | best test PGD | its epoch | last test PGD | best - last | last training robust "
+              "| dE band | dE last | dE(x,y) band | dE(x,y) last |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['method']} | {len(row['seeds'])} | {f(row['best_test'], row['best_test_std'])} | "
+                     f"{row['best_epoch']:.1f} | {f(row['last_test'], row['last_test_std'])} | "
+                     f"{f(row['gap'], row['gap_std'])} | {f(row['train_adv_last'], row['train_adv_last_std'])} | "
+                     + " | ".join(f(row[k], row[f"{k}_std"], 1) for k in ("dE_band", "dE_last", "dExy_band", "dExy_last"))
+                     + " |")
+    lines += ["", "Checkpoint selection: the validation pick (best validation PGD-20 over all epochs) against the "
+              "energy pick (`--select energy`, `energy.energy_pick`: the log alone), and the test PGD at each.", "",
+              "| run | validation pick | its test PGD | energy pick | its test PGD | energy - validation (epochs) "
+              "| energy - validation (test PGD) |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['method']} s{r['seed']} | {r['val_epoch']} | {f(r['val_test'])} | {r['energy_epoch']} | "
+                     f"{f(r['energy_test'])} | {r['energy_epoch'] - r['val_epoch']:+d} | {f(r['pick_gap'])} |")
+    lines += ["", f"![claims]({os.path.basename(figure)})", "", "Commands (run from the repo root):", "", "```"]
+    lines += [shown(run.train_cmd) for run in runs]
+    return "\n".join(lines + ["```", ""])
+
+
+def write_claims(base: str, name: str, runs: list, shrunk: list, dataset: str) -> str:
+    """SET.md, SET.json and SET.png of the claims set; returns the .md path."""
+    results = [claims_result(run) for run in runs]
+    rows = table_rows(results, CLAIMS_KEYS)
+    plot_claims(results, base + ".png")
+    write_json(base + ".json", {"runset": name, "rows": rows, "shrunk_by": shrunk, "figure": base + ".png",
+                                "runs": [{k: v for k, v in r.items() if k != "rows"} for r in results]})
+    with open(base + ".md", "w") as f:
+        f.write(claims_markdown(name, rows, results, runs, shrunk, dataset, base + ".png"))
+    return base + ".md"
+
+
 def dry_run(args, runs: list) -> None:
-    """Print every command and a rough GPU-time estimate."""
+    """Print every command, the table's columns and a rough GPU-time estimate."""
     dataset = RUNSETS[args.runset].dataset
     epochs = args.epochs or vars(train.resolve_args(train.build_parser().parse_args(runs[0].train_cmd[2:])))["epochs"]
     for run in runs:
-        print(shown(run.train_cmd))
-        print(shown(run.eval_cmd))
+        for cmd in (run.train_cmd, *run.eval_cmds.values()):
+            print(shown(cmd))
+    methods = ", ".join(dict.fromkeys(run.method for run in runs))
+    columns = ("claims table: best and last test PGD, the overfitting gap, dE, the validation and energy picks"
+               if RUNSETS[args.runset].claims else
+               "table columns: selected epoch | clean | PGD-20 | cascade (best.pt) | last PGD-20 | last cascade (last.pt)")
+    print(f"# methods: {methods}\n# {columns}")
     hours = len(runs) * (epochs * GPU_SECONDS_PER_EPOCH[dataset] + GPU_SECONDS_PER_EVAL[dataset]) / 3600
     print(f"# {len(runs)} runs x {epochs} epochs: roughly {hours:.1f} GPU hours on one H100, assuming issue 7's "
           "target of 12 s per CIFAR-10 epoch on the --fast path (not yet measured on a GPU; float32 will take "

@@ -11,26 +11,37 @@ same weights as an uninterrupted run.
 import argparse
 import json
 import os
+import shutil
 import time
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
 import energy
-from attacks import PGD20_STEP_SIZE, PGD20_STEPS, PIXEL, eval_mode, outside_ball, pgd, trades_attack
+from attacks import PGD20_STEP_SIZE, PGD20_STEPS, PIXEL, eval_mode, mart_attack, outside_ball, pgd, trades_attack
 from data import DATASETS, Batches, DataError, fits_on_device, load_data
-from energy import WEAT_TERMS, WEIGHT_FNS, energy_x, trades_loss, weat_weights
+from energy import (WEAT_TERMS, WEIGHT_FNS, energy_x, energy_xy, mail_trades_loss, mail_weights, mart_loss,
+                    trades_loss, weat_weights)
 from models import (MODEL_NAMES, CheckpointError, build_model, first_line, load_checkpoint, model_config,
                     resolve_device, run_command, save_checkpoint)
 
+LOSSES = ("trades", "sat", "mart", "mail-tr")
+SCHEDULES = ("onecycle", "piecewise")
+SELECTIONS = ("best-late", "best", "last", "energy")
 PCT_START = 0.25  # OneCycleLR warm-up fraction in the authors' code
-DATASET_DEFAULTS = {"epochs": {"svhn": 30}, "beta": {"cifar100": 7.0}}  # where the paper differs
-PAPER_DEFAULTS = {"epochs": 100, "beta": 6.0}
+PIECEWISE_DROPS, PIECEWISE_FACTOR = (0.5, 0.75), 0.1  # lr x0.1 at 50% and 75% of the epochs (Rice et al. 2020)
+LATE_FRACTION = 0.1  # best-late: the best validation PGD-20 among the last 10% of epochs (authors: epochs 91-100)
+MAIL_BURN_IN = 0.6  # MAIL code: its weights switch on at epoch 60 of 100 (75 of 120); TRADES before
+EPOCHS = {"svhn": 30}  # training epochs where the paper differs from its 100
+BETA = {"trades": 6.0, "weat": 6.0, "mart": 5.0, "mail-tr": 5.0, "sat": 6.0}  # the KL weight (MART: lambda)
+BETA_BY_DATASET = {("weat", "cifar100"): 7.0}  # the paper's WEAT setting on CIFAR-100
 SMOKE = {"dataset": "synthetic", "model": "resnet18", "width": 8, "epochs": 2, "val_size": 100,
          "eval_examples": 100, "batch_size": 64, "steps": 5, "device": "cpu", "train_subset": None}
 RESUME_IGNORES = ("resume", "overwrite", "device", "compile")  # args that may change on --resume
+SNAPSHOT_DIR = "energy-snapshots"  # in the run folder: epoch-0001.npz, ... (--energy-snapshot)
 FAULT_CHECK_EVERY = 20  # steps between the host reads of the non-finite / eps-ball flag (one sync each)
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_IN_HELP = "%(default).0s"  # tells ArgumentDefaultsHelpFormatter the help text states the default
@@ -52,8 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=MODEL_NAMES, default="resnet18", help="network")
     p.add_argument("--width", type=int, default=64, help="base channel count (64 is the paper's network)")
     p.add_argument("--normalize", action="store_true", help="normalise inputs with CIFAR-10 statistics")
-    p.add_argument("--loss", choices=("trades", "sat"), default="trades",
-                   help="outer objective: TRADES (KL attack) or SAT, i.e. PGD-AT (CE attack)")
+    p.add_argument("--loss", choices=LOSSES, default="trades",
+                   help="outer objective: TRADES (KL attack), SAT i.e. PGD-AT (CE attack), MART (CE attack) or "
+                        "MAIL-TR (KL attack)")
+    p.add_argument("--mail-burn-in", type=int, default=None,
+                   help="MAIL-TR: epochs of plain TRADES before its weights switch on (default: 60%% of --epochs)"
+                        + DEFAULT_IN_HELP)
     p.add_argument("--weat", choices=("none", "nat", "adv"), default="none",
                    help="WEAT energy weighting of the TRADES loss (needs --loss trades)")
     p.add_argument("--weat-terms", choices=WEAT_TERMS, default="both",
@@ -61,18 +76,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weat-normalize", action="store_true", help="ablation: divide the weights by their batch mean")
     p.add_argument("--weat-fn", choices=WEIGHT_FNS, default="energy",
                    help="ablation: the paper's 1/softplus(|E|) weights, or 'uniform' (their batch mean for every sample)")
-    p.add_argument("--beta", type=float, default=None, help="TRADES/WEAT KL weight (default: 6; 7 for cifar100)" + DEFAULT_IN_HELP)
+    p.add_argument("--beta", type=float, default=None,
+                   help="KL weight (default: TRADES 6, WEAT 6 and 7 on cifar100, MART 5, MAIL-TR 5)" + DEFAULT_IN_HELP)
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: 100; 30 for svhn)" + DEFAULT_IN_HELP)
     p.add_argument("--batch-size", type=int, default=128, help="training batch size")
-    p.add_argument("--lr", type=float, default=0.1, help="max learning rate of OneCycleLR")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate")
+    p.add_argument("--lr-schedule", choices=SCHEDULES, default="onecycle",
+                   help="onecycle: OneCycleLR, 25%% warm-up, stepped every batch (the authors'); piecewise: "
+                        "x0.1 at 50%% and 75%% of the epochs (the robust-overfitting literature's)")
+    p.add_argument("--momentum", type=float, default=0.9,
+                   help="SGD momentum; with --lr-schedule onecycle OneCycleLR replaces it by a cycle from 0.95 "
+                        "down to 0.85 and back, as in the authors' code")
     p.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
     p.add_argument("--eps", type=float, default=8.0, help="Linf radius in pixels (8 means 8/255)")
     p.add_argument("--step-size", type=float, default=2.0, help="attack step in pixels")
     p.add_argument("--steps", type=int, default=10, help="attack steps K during training")
     p.add_argument("--train-subset", type=int, default=None, help="train on the first N training images")
-    p.add_argument("--val-size", type=int, default=1000, help="training images held out for validation")
+    p.add_argument("--val-size", type=int, default=1000,
+                   help="training images held out for validation (0: train on all; select with --val-npz or "
+                        "--select last|energy)")
     p.add_argument("--eval-examples", type=int, default=1000, help="validation points for the per-epoch PGD-20")
+    p.add_argument("--select", choices=SELECTIONS, default="best-late",
+                   help="what best.pt holds: best-late = best validation PGD-20 of the last 10%% of epochs (the "
+                        "authors'), best = of all epochs, last, energy = the energy-gap rule (energy.energy_pick)")
+    p.add_argument("--test-every", type=int, default=0,
+                   help="every N epochs, clean and PGD accuracy on the first --test-examples test points, logged "
+                        "for figures and never used for selection (0: never)")
+    p.add_argument("--test-examples", type=int, default=1000, help="test points of --test-every")
+    p.add_argument("--test-steps", type=int, default=PGD20_STEPS, help="PGD steps of --test-every (step 2/255)")
+    p.add_argument("--energy-snapshot", type=int, default=500,
+                   help="energies of the first N training images (as trained on) saved every epoch (0: none)")
     p.add_argument("--out-dir", default=None, help="run folder (default: runs/<dataset>-<model>-<method>-<seed>)" + DEFAULT_IN_HELP)
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir from last.pt")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out-dir")
@@ -89,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def method_name(args) -> str:
-    """sat, trades, weat-nat or weat-adv, with the ablations that differ from the paper appended."""
+    """sat, trades, mart, mail-tr, weat-nat or weat-adv, with the ablations that differ from the paper appended."""
     return energy.method_name(vars(args))
 
 
@@ -101,14 +134,21 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     """Fill in smoke and per-dataset defaults, check values; raises ValueError on bad input."""
     if args.smoke:
         vars(args).update(SMOKE)
-    for key, default in PAPER_DEFAULTS.items():
-        if getattr(args, key) is None:
-            setattr(args, key, DATASET_DEFAULTS[key].get(args.dataset, default))
-    if args.loss == "sat" and args.weat != "none":
-        raise ValueError("--weat weights the TRADES loss; it cannot be used with --loss sat")
+    if args.epochs is None:
+        args.epochs = EPOCHS.get(args.dataset, 100)
+    family = "weat" if args.weat != "none" else args.loss
+    if args.beta is None:
+        args.beta = BETA_BY_DATASET.get((family, args.dataset), BETA[family])
+    if args.mail_burn_in is None:
+        args.mail_burn_in = round(MAIL_BURN_IN * args.epochs)
+    if args.loss != "trades" and args.weat != "none":
+        raise ValueError(f"--weat weights the TRADES loss; it cannot be used with --loss {args.loss}")
+    if args.val_size == 0 and args.val_npz is None and args.select in ("best", "best-late"):
+        raise ValueError(f"--select {args.select} needs a validation split: --val-size > 0 or --val-npz "
+                         "(or --select last|energy)")
     if args.weat == "none" and is_ablation(args):
         raise ValueError("--weat-terms, --weat-normalize and --weat-fn change the WEAT weights; they need --weat nat|adv")
-    for key in ("epochs", "batch_size", "steps", "width", "eval_examples"):
+    for key in ("epochs", "batch_size", "steps", "width", "eval_examples", "test_examples", "test_steps"):
         if getattr(args, key) < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}")
     for key in ("eps", "step_size", "lr"):
@@ -116,6 +156,9 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got {getattr(args, key)}")
     if args.train_subset is not None and args.train_subset < 1:
         raise ValueError(f"--train-subset must be at least 1, got {args.train_subset}")
+    for key in ("val_size", "test_every", "energy_snapshot", "mail_burn_in"):
+        if getattr(args, key) < 0:
+            raise ValueError(f"--{key.replace('_', '-')} must not be negative, got {getattr(args, key)}")
     args.device = resolve_device(args.device)
     if args.amp == "fp16" and not args.device.startswith("cuda"):
         raise ValueError("--amp fp16 needs CUDA (it relies on a gradient scaler); use --amp bf16 on the CPU")
@@ -125,34 +168,50 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def attack_for_training(model, x, y, args):
-    """x* for the training loss, with the model in eval mode: the TRADES KL attack (TRADES, WEAT) or PGD-CE
-    from a uniform start returning its last iterate (SAT, as Madry et al.). The eps-ball check is the
-    training loop's (`Faults`), read without a host-device sync per step."""
+    """x* for the training loss, with the model in eval mode, as each method's paper does it: the TRADES KL
+    attack (TRADES, WEAT, MAIL-TR), PGD-CE from a uniform start returning its last iterate (SAT, as Madry
+    et al.), or CE ascent from x + 0.001 N(0, I) (MART). The eps-ball check is the training loop's
+    (`Faults`), read without a host-device sync per step."""
     eps, alpha = args.eps * PIXEL, args.step_size * PIXEL
     with eval_mode(model):
         if args.loss == "sat":
             return pgd(model, x, y, eps, alpha, args.steps, last_iterate=True, check=False)
+        if args.loss == "mart":
+            return mart_attack(model, x, y, eps, alpha, args.steps, check=False)
         return trades_attack(model, x, eps, alpha, args.steps, check=False)
 
 
-def training_loss(model, x, x_adv, y, args, logging_model=None):
-    """The outer objective of one batch, and the natural / adversarial logits the log reports.
+def training_loss(model, x, x_adv, y, args, epoch: int) -> tuple:
+    """The outer objective of one batch, and the sample weights it used (None: unweighted).
 
     `model` runs the forwards the loss is built from (under torchrun the DistributedDataParallel
-    wrapper); logits are cast to float32 for the loss. SAT's loss needs no natural forward: its natural
-    logits come from `logging_model` (no gradient, eval mode).
+    wrapper); logits are cast to float32 for the loss.
     """
     logits_adv = model(x_adv).float()
     if args.loss == "sat":
-        # deviation: SAT's loss uses x* only; its natural logits (for E_nat, train_nat_acc) come from an
-        # extra no-grad eval-mode forward so that BatchNorm statistics see only what the loss sees.
-        with torch.no_grad(), eval_mode(logging_model):
-            logits_nat = logging_model(x).float()
-        return torch.nn.functional.cross_entropy(logits_adv, y), logits_nat, logits_adv
+        return torch.nn.functional.cross_entropy(logits_adv, y), None
+    # deviation: one natural forward serves the CE and the KL term (TRADES' code runs model(x) twice; the
+    # loss and its gradient are the same, BatchNorm statistics see the natural batch once per step).
     logits_nat = model(x).float()
+    if args.loss == "mart":
+        return mart_loss(logits_nat, logits_adv, y, args.beta), None
+    if args.loss == "mail-tr":
+        weighted = epoch > args.mail_burn_in
+        return (mail_trades_loss(logits_nat, logits_adv, y, args.beta, weighted),
+                mail_weights(logits_adv, y) if weighted else None)
     weat = None if args.weat == "none" else args.weat
     loss = trades_loss(logits_nat, logits_adv, y, args.beta, weat, args.weat_terms, args.weat_normalize, args.weat_fn)
-    return loss, logits_nat, logits_adv
+    return loss, (weat_weights(logits_nat) if weat else None)
+
+
+@torch.no_grad()
+def logging_logits(model, x, x_adv) -> tuple:
+    """Eval-mode logits of x and x* (one forward of both, no gradient), taken before the loss's train-mode
+    forwards move the BatchNorm statistics: the model the attack saw. Every method's logged energies and
+    training accuracies come from this one kind of forward, so that their curves compare."""
+    with eval_mode(model):
+        logits = model(torch.cat([x, x_adv])).float()
+    return logits[:len(x)], logits[len(x):]
 
 
 def autocast(args):
@@ -172,24 +231,28 @@ class Networks(NamedTuple):
         return cls(model, model, model)
 
 
-def train_epoch(nets: Networks, batches, optimizer, scheduler, args, epoch: int, scaler=None) -> dict:
+def train_epoch(nets: Networks, batches, optimizer, scheduler, args, epoch: int, scaler=None,
+                snapshot: "EnergySnapshot" = None) -> dict:
     """One epoch of adversarial training: per batch, the inner attack, the outer loss, an SGD step; returns
-    the epoch's statistics."""
+    the epoch's statistics (and fills `snapshot`, if given, with the energies of its training points)."""
     scaler = scaler or torch.amp.GradScaler(enabled=False)
     nets.model.train()
     faults, stats = Faults(args.device), EpochStatistics(args.device)
-    for step, (x, y) in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
-                                       disable=not is_main())):
+    for step, (x, y, index) in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
+                                              disable=not is_main())):
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(args):
             x_adv = attack_for_training(nets.compiled, x, y, args)
-            loss, logits_nat, logits_adv = training_loss(nets.ddp, x, x_adv, y, args, nets.compiled)
-        grad_norm = optimizer_step(loss, nets.model, optimizer, scheduler, scaler)
-        faults.record(step, loss, grad_norm, x_adv, x, args.eps * PIXEL, overflow_skipped=scaler.is_enabled())
+            logits_nat, logits_adv = logging_logits(nets.compiled, x, x_adv)  # the model the attack saw
+            loss, weights = training_loss(nets.ddp, x, x_adv, y, args, epoch)
+        grad_max = optimizer_step(loss, nets.model, optimizer, scheduler, scaler)
+        faults.record(step, loss, grad_max, x_adv, x, args.eps * PIXEL, overflow_skipped=scaler.is_enabled())
         if step % FAULT_CHECK_EVERY == 0 or step == len(batches) - 1:
             faults.raise_if_any(epoch)
-        stats.add(loss, logits_nat, logits_adv, y, weat_weights(logits_nat) if args.weat != "none" else None)
+        stats.add(loss, logits_nat, logits_adv, y, weights)
+        if snapshot is not None:
+            snapshot.add(index, logits_nat, logits_adv, y)
     return {"lr": scheduler.get_last_lr()[0], **stats.summary()}
 
 
@@ -228,33 +291,63 @@ class Faults:
 
 
 class EpochStatistics:
-    """Sums over an epoch's training batches (kept on the device), and their means."""
+    """Sums over an epoch's training batches (kept on the device), and their means. The accuracies and
+    energies come from the eval-mode logits of x and x* (`logging_logits`)."""
 
-    SUMS = ("n", "loss", "nat_correct", "adv_correct", "E_nat", "E_adv", "weight")
+    SUMS = ("n", "loss", "nat_correct", "adv_correct", "E_nat", "E_adv", "Exy_nat", "Exy_adv", "weight")
 
     def __init__(self, device):
         self.sums = torch.zeros(len(self.SUMS), device=device)
 
     @torch.no_grad()
     def add(self, loss, logits_nat, logits_adv, y, weights=None) -> None:
-        """weights: the WEAT weights of the batch (None: unweighted, counted as 1)."""
+        """weights: the loss's sample weights of the batch (None: unweighted, counted as 1)."""
         n = torch.ones_like(loss) * len(y)
         self.sums += torch.stack([n, loss.detach() * n, (logits_nat.argmax(1) == y).sum().float(),
                                   (logits_adv.argmax(1) == y).sum().float(), energy_x(logits_nat).sum(),
-                                  energy_x(logits_adv.detach()).sum(), n if weights is None else weights.sum()])
+                                  energy_x(logits_adv).sum(), energy_xy(logits_nat, y).sum(),
+                                  energy_xy(logits_adv, y).sum(), n if weights is None else weights.sum()])
 
     def summary(self) -> dict:
         """The log's training entries, summed over all ranks under torchrun."""
-        s = dict(zip(self.SUMS, all_reduce(self.sums).tolist()))
-        n = s["n"]
-        return {"train_loss": s["loss"] / n, "train_nat_acc": s["nat_correct"] / n, "train_adv_acc": s["adv_correct"] / n,
-                "E_nat": s["E_nat"] / n, "E_adv": s["E_adv"] / n, "delta_E": (s["E_nat"] - s["E_adv"]) / n,
-                "weight_mean": s["weight"] / n}
+        sums = dict(zip(self.SUMS, all_reduce(self.sums).tolist()))
+        s = {k: v / sums["n"] for k, v in sums.items()}
+        return {"train_loss": s["loss"], "train_nat_acc": s["nat_correct"], "train_adv_acc": s["adv_correct"],
+                "E_nat": s["E_nat"], "E_adv": s["E_adv"], "delta_E": s["E_nat"] - s["E_adv"],
+                "Exy_nat": s["Exy_nat"], "Exy_adv": s["Exy_adv"], "delta_Exy": s["Exy_nat"] - s["Exy_adv"],
+                "weight_mean": s["weight"]}
+
+
+class EnergySnapshot:
+    """E(x), E(x, y), E(x*), E(x*, y) of the first n training images in one epoch, each as it was trained on
+    (its random crop and flip, its training attack point), from the eval-mode logits of its batch."""
+
+    KEYS = ("E_x", "E_xy", "E_x_adv", "E_xy_adv")
+
+    def __init__(self, n: int, device):
+        self.sums = torch.zeros(n, len(self.KEYS), device=device)
+        self.seen = torch.zeros(n, device=device)
+
+    @torch.no_grad()
+    def add(self, index, logits_nat, logits_adv, y) -> None:
+        mine = index < len(self.seen)
+        values = torch.stack([energy_x(logits_nat), energy_xy(logits_nat, y), energy_x(logits_adv),
+                              energy_xy(logits_adv, y)], 1)
+        self.sums.index_add_(0, index[mine], values[mine])
+        self.seen.index_add_(0, index[mine], torch.ones_like(index[mine], dtype=self.seen.dtype))
+
+    def arrays(self) -> dict:
+        """Per-point numpy arrays (NaN for a point no rank trained on this epoch), summed over all ranks."""
+        sums, seen = all_reduce(self.sums).cpu(), all_reduce(self.seen).cpu()
+        values = torch.where(seen[:, None] > 0, sums / seen.clamp_min(1)[:, None], float("nan"))
+        return {key: values[:, i].numpy() for i, key in enumerate(self.KEYS)}
 
 
 def evaluate_pgd(model, batches, eps, alpha, steps):
     """Clean and PGD (CE, uniform start) accuracy of a model in eval mode over a set of batches (summed
-    over all ranks under torchrun; float32)."""
+    over all ranks under torchrun; float32); (None, None) for no batches."""
+    if len(batches) == 0:
+        return None, None
     correct = torch.zeros(3, device=batches.device)
     with eval_mode(model):
         for x, y in batches:
@@ -321,6 +414,7 @@ def prepare_out_dir(args) -> None:
         for name in ("log.jsonl", "last.pt", "best.pt"):
             if os.path.exists(os.path.join(args.out_dir, name)):
                 os.remove(os.path.join(args.out_dir, name))
+        shutil.rmtree(os.path.join(args.out_dir, SNAPSHOT_DIR), ignore_errors=True)
         with open(os.path.join(args.out_dir, "args.json"), "w") as f:
             json.dump(vars(args), f, indent=2)
 
@@ -373,30 +467,65 @@ def build_training(args, data, rank: int, world: int) -> dict:
     if args.sync_bn and world > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     resident = fits_on_device(data.train, args.device)
+    # deviation: a final batch of a single image is dropped (BatchNorm cannot train on one image)
     train_batches = Batches(data.train, args.batch_size, args.device, shuffle=True, augment=True, seed=args.seed,
-                            drop_last=len(data.train) // world % (args.batch_size // world) == 1,  # BatchNorm needs 2
-                            rank=rank, world=world, resident=resident)
-    val_batches = Batches(data.val.take(slice(0, args.eval_examples)), args.batch_size, args.device, rank=rank,
-                          world=world)
-    compiled = compile_model(model, next(iter(val_batches))[0]) if args.compile else model
+                            drop_last=len(data.train) // world % (args.batch_size // world) == 1,
+                            rank=rank, world=world, resident=resident, with_index=True)
+    evaluation = lambda split, n: Batches(split.take(slice(0, n)), args.batch_size, args.device, rank=rank, world=world)
+    compiled = compile_model(model, data.train.images[:2].to(args.device) / 255) if args.compile else model
     ddp = torch.nn.parallel.DistributedDataParallel(compiled) if world > 1 else compiled
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, pct_start=PCT_START,
-                                                    total_steps=args.epochs * len(train_batches))
-    scaler = torch.amp.GradScaler("cuda", enabled=args.amp == "fp16")
     return {"model": model, "nets": Networks(model, compiled, ddp), "config": config, "train_batches": train_batches,
-            "val_batches": val_batches, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler,
-            "resident": resident}
+            "val_batches": evaluation(data.val, args.eval_examples), "test_batches": evaluation(data.test, args.test_examples),
+            "optimizer": optimizer, "scheduler": build_scheduler(optimizer, args, len(train_batches)),
+            "scaler": torch.amp.GradScaler("cuda", enabled=args.amp == "fp16"), "resident": resident,
+            "snapshot_labels": data.train.labels[:args.energy_snapshot].numpy()}
 
 
-def save_epoch(args, t: dict, history: list, best: float) -> None:
-    """best.pt (if the epoch is the best so far), last.pt, then the log line; rank 0 only."""
+def build_scheduler(optimizer, args, steps_per_epoch: int):
+    """The learning-rate schedule, stepped every batch: OneCycleLR (the authors', 25% warm-up, momentum
+    cycled 0.95 -> 0.85 -> 0.95) or piecewise constant, x0.1 at 50% and 75% of the epochs."""
+    if args.lr_schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, pct_start=PCT_START,
+                                                   total_steps=args.epochs * steps_per_epoch)
+    milestones = [int(fraction * args.epochs) * steps_per_epoch for fraction in PIECEWISE_DROPS]
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: PIECEWISE_FACTOR ** sum(step >= m for m in milestones))
+
+
+def select_epoch(history: list, rule: str, epochs: int):
+    """The epoch whose weights best.pt holds under `rule`, from the log so far (None: none yet).
+
+    best-late: best validation PGD-20 among the last 10% of the `epochs` (the authors' rule); best: among
+    all epochs; last: the newest; energy: `energy.energy_pick` (the training energy gap, no validation).
+    Ties go to the earlier epoch. Causal: only epochs logged so far count.
+    """
+    if not history:
+        return None
+    if rule == "last":
+        return history[-1]["epoch"]
+    if rule == "energy":
+        return energy.energy_pick(history)
+    first = epochs - max(1, round(LATE_FRACTION * epochs)) + 1 if rule == "best-late" else 1
+    rows = [r for r in history if r["epoch"] >= first and r["val_pgd_acc"] is not None]
+    return max(rows, key=lambda r: (r["val_pgd_acc"], -r["epoch"]))["epoch"] if rows else None
+
+
+def save_epoch(args, t: dict, history: list, snapshot: dict = None) -> None:
+    """The epoch's energy snapshot, best.pt (if --select picks this epoch), last.pt, then the log line;
+    rank 0 only. Each before the next, so a kill in between replays this epoch."""
     row = history[-1]
+    if snapshot is not None:
+        folder = os.path.join(args.out_dir, SNAPSHOT_DIR)
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"epoch-{row['epoch']:04d}.npz")
+        np.savez(path + ".tmp.npz", label=t["snapshot_labels"], **snapshot)
+        os.replace(path + ".tmp.npz", path)
     state = {"optimizer": t["optimizer"].state_dict(), "scheduler": t["scheduler"].state_dict(),
              "scaler": t["scaler"].state_dict(), "epoch": row["epoch"], "args": vars(args), "metrics": row,
              "history": history}
-    if row["val_pgd_acc"] > best:  # best.pt before last.pt: a kill in between replays this epoch
+    if select_epoch(history, args.select, args.epochs) == row["epoch"]:
         save_checkpoint(os.path.join(args.out_dir, "best.pt"), t["model"], t["config"], **state)
     save_checkpoint(os.path.join(args.out_dir, "last.pt"), t["model"], t["config"], **state)
     with open(os.path.join(args.out_dir, "log.jsonl"), "a") as f:
@@ -415,33 +544,46 @@ def run(args) -> list:
         prepare_out_dir(args)
     t = build_training(args, data, rank, world)
     history = resume_state(args, t, write=rank == 0) if args.resume else []
-    best = max((row["val_pgd_acc"] for row in history), default=-1.0)
     say(f"{method_name(args)}: {len(data.train)} train / {len(data.val)} val images, "
         f"{sum(p.numel() for p in t['model'].parameters()):,} parameters, {args.device} x {world}, amp {args.amp}"
         + ("" if t["resident"] else ", images in pinned host memory"), flush=True)
     for epoch in range(len(history) + 1, args.epochs + 1):
-        start = time.time()
-        seed_epoch(args.seed * world + rank, epoch)
-        t["train_batches"].set_epoch(epoch)
-        row = {"epoch": epoch, **train_epoch(t["nets"], t["train_batches"], t["optimizer"], t["scheduler"], args,
-                                             epoch, t["scaler"])}
-        row["val_nat_acc"], row["val_pgd_acc"] = evaluate_pgd(t["nets"].compiled, t["val_batches"], args.eps * PIXEL,
-                                                              PGD20_STEP_SIZE, PGD20_STEPS)
-        row["seconds"] = time.time() - start
+        row, snapshot = run_epoch(args, t, epoch, rank, world)
         history.append(row)
         if rank == 0:
-            save_epoch(args, t, history, best)
-        best = max(best, row["val_pgd_acc"])
-        say(summary_line(row, args.epochs), flush=True)
+            save_epoch(args, t, history, snapshot)
+        say(summary_line(history[-1], args.epochs), flush=True)
     if world > 1:
         dist.destroy_process_group()
     return history
 
 
+def run_epoch(args, t: dict, epoch: int, rank: int, world: int) -> tuple:
+    """Train one epoch, then validate (and test, every --test-every epochs); returns its log row and its
+    energy snapshot (None without --energy-snapshot)."""
+    start = time.time()
+    seed_epoch(args.seed * world + rank, epoch)
+    t["train_batches"].set_epoch(epoch)
+    snapshot = EnergySnapshot(args.energy_snapshot, args.device) if args.energy_snapshot else None
+    row = {"epoch": epoch, **train_epoch(t["nets"], t["train_batches"], t["optimizer"], t["scheduler"], args,
+                                         epoch, t["scaler"], snapshot)}
+    eps, model = args.eps * PIXEL, t["nets"].compiled
+    row["val_nat_acc"], row["val_pgd_acc"] = evaluate_pgd(model, t["val_batches"], eps, PGD20_STEP_SIZE, PGD20_STEPS)
+    tested = args.test_every and (epoch % args.test_every == 0 or epoch == args.epochs)
+    # test accuracy for figures only: never read by select_epoch (after validation, so that its random
+    # starts do not move validation's)
+    row["test_nat_acc"], row["test_pgd_acc"] = (evaluate_pgd(model, t["test_batches"], eps, PGD20_STEP_SIZE,
+                                                             args.test_steps) if tested else (None, None))
+    row["seconds"] = time.time() - start
+    return row, (snapshot.arrays() if snapshot is not None else None)
+
+
 def summary_line(row: dict, epochs: int) -> str:
+    f = lambda value: "-" if value is None else f"{value:.3f}"  # noqa: E731
+    test = f" test nat/pgd {f(row['test_nat_acc'])}/{f(row['test_pgd_acc'])}" if row["test_pgd_acc"] is not None else ""
     return (f"epoch {row['epoch']}/{epochs} loss {row['train_loss']:.4f} train nat/adv "
-            f"{row['train_nat_acc']:.3f}/{row['train_adv_acc']:.3f} val nat/pgd20 {row['val_nat_acc']:.3f}/"
-            f"{row['val_pgd_acc']:.3f} E_nat {row['E_nat']:.2f} E_adv {row['E_adv']:.2f} "
+            f"{row['train_nat_acc']:.3f}/{row['train_adv_acc']:.3f} val nat/pgd20 {f(row['val_nat_acc'])}/"
+            f"{f(row['val_pgd_acc'])}{test} dE {row['delta_E']:.3f} dExy {row['delta_Exy']:.3f} "
             f"w {row['weight_mean']:.3f} lr {row['lr']:.4f} {row['seconds']:.0f}s")
 
 

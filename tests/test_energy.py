@@ -113,3 +113,67 @@ def test_kl_per_sample_matches_definition():
 def test_unknown_weat_is_refused():
     with pytest.raises(ValueError, match="weat"):
         trades_loss(random_logits(), random_logits(), torch.zeros(16, dtype=torch.long), 6.0, weat="both")
+
+
+# --- MART and MAIL-TR (issue 16): the losses against their formulas written out by hand -----------------
+
+def hand_mart(logits_nat, logits_adv, y, beta):
+    """MART as Wang et al.'s code computes it, term by term, one sample at a time."""
+    total_boosted, total_kl = 0.0, 0.0
+    for i in range(len(y)):
+        p_adv, p_nat = logits_adv[i].softmax(0), logits_nat[i].softmax(0)
+        others = [k for k in range(len(p_adv)) if k != y[i]]
+        runner_up = max(others, key=lambda k: p_adv[k])
+        total_boosted += -torch.log(p_adv[y[i]]) - torch.log(1.0001 - p_adv[runner_up])
+        kl = sum(p_nat[k] * (torch.log(p_nat[k]) - torch.log(p_adv[k])) for k in range(len(p_nat)))
+        total_kl += kl * (1.0000001 - p_nat[y[i]])
+    return total_boosted / len(y) + beta * total_kl / len(y)
+
+
+def hand_mail_trades(logits_nat, logits_adv, y, beta, weighted):
+    total_ce, total_kl = 0.0, 0.0
+    for i in range(len(y)):
+        p_adv, p_nat = logits_adv[i].softmax(0), logits_nat[i].softmax(0)
+        margin = max(p_adv[k] for k in range(len(p_adv)) if k != y[i]) - p_adv[y[i]]
+        w = 3 * torch.sigmoid(1.0 * (margin - 1.5)) if weighted else 1.0
+        total_ce += -torch.log(p_nat[y[i]])
+        total_kl += w * sum(p_nat[k] * (torch.log(p_nat[k]) - torch.log(p_adv[k])) for k in range(len(p_nat)))
+    return total_ce / len(y) + beta * total_kl / len(y)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mart_loss_is_the_formula_of_its_authors_code(seed):
+    from energy import mart_loss
+    torch.manual_seed(seed)
+    logits_nat, logits_adv, y = random_logits(), random_logits(), torch.randint(0, 10, (16,))
+    torch.testing.assert_close(mart_loss(logits_nat, logits_adv, y, 5.0), hand_mart(logits_nat, logits_adv, y, 5.0),
+                               rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed,weighted", [(0, True), (1, True), (2, True), (3, False)])
+def test_mail_trades_loss_is_the_formula_of_its_authors_code(seed, weighted):
+    from energy import mail_trades_loss, mail_weights
+    torch.manual_seed(seed)
+    logits_nat, logits_adv, y = random_logits(), random_logits(), torch.randint(0, 10, (16,))
+    torch.testing.assert_close(mail_trades_loss(logits_nat, logits_adv, y, 5.0, weighted),
+                               hand_mail_trades(logits_nat, logits_adv, y, 5.0, weighted), rtol=1e-6, atol=1e-6)
+    w = mail_weights(logits_adv.requires_grad_(True), y)
+    assert not w.requires_grad and ((0 < w) & (w < 3)).all()
+    if not weighted:  # MAIL's burn-in epochs are TRADES itself
+        torch.testing.assert_close(mail_trades_loss(logits_nat, logits_adv, y, 5.0, False),
+                                   trades_loss(logits_nat, logits_adv, y, 5.0))
+
+
+def test_energy_pick_finds_the_last_epoch_before_the_gap_leaves_its_band():
+    from energy import energy_pick
+    # lr 0.1 for 10 epochs, then 0.01; dE jitters around -0.05 until epoch 14, then drifts away
+    dE = [-0.05 + 0.002 * (-1) ** e for e in range(1, 15)] + [-0.05 - 0.02 * k for k in range(1, 7)]
+    log = [{"epoch": e, "lr": 0.1 if e < 10 else 0.01, "delta_E": d} for e, d in enumerate(dE, start=1)]
+    assert energy_pick(log) == 14
+    assert energy_pick(log[:15]) == 14  # epoch 15 alone outside: not yet confirmed, 14 stays the pick
+    assert energy_pick(log[:12]) == 12  # still inside the band: the newest epoch
+    assert energy_pick(log[:9]) == 9  # no decay yet: the newest epoch
+    blip = [dict(row) for row in log]
+    blip[14]["delta_E"] = -0.2  # one epoch out, then back in: no departure
+    blip[15:] = [dict(row, delta_E=-0.05) for row in blip[15:]]
+    assert energy_pick(blip) == 20

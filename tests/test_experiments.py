@@ -44,7 +44,8 @@ def test_smoke_set_end_to_end_resumes_and_its_table_equals_the_evaluation_files(
     del ran[:]
     experiments.main(smoke_argv(tmp_path))
     trained = [cmd for cmd in ran if cmd[1].endswith("train.py")]
-    assert [c[c.index("--out-dir") + 1].split(os.sep)[-1] for c in trained] == ["trades-s0", "weat-nat-s0", "weat-adv-s0"]
+    assert [c[c.index("--out-dir") + 1].split(os.sep)[-1] for c in trained] == [
+        "trades-s0", "mart-s0", "mail-tr-s0", "weat-nat-s0", "weat-adv-s0"]
     assert "--resume" in trained[0] and "--resume" not in trained[1]  # the cut-off run continues
     assert stamps == {name: os.path.getmtime(os.path.join(finished, name)) for name in stamps}  # not redone
     with open(os.path.join(tmp_path, "runs", "smoke", "trades-s0", "log.jsonl")) as f:
@@ -52,15 +53,18 @@ def test_smoke_set_end_to_end_resumes_and_its_table_equals_the_evaluation_files(
 
     with open(tmp_path / "results" / "smoke.json") as f:
         table = json.load(f)
-    assert [row["method"] for row in table["rows"]] == ["sat", "trades", "weat-nat", "weat-adv"]
+    assert [row["method"] for row in table["rows"]] == ["sat", "trades", "mart", "mail-tr", "weat-nat", "weat-adv"]
     for row, run in zip(table["rows"], table["runs"]):
-        with open(run["eval_file"]) as f:
-            report = json.load(f)
-        assert row["clean"] == report["clean"]["accuracy"] and row["cascade"] == report["cascade"]["accuracy"]
-        assert row["pgd20"] == report["pgd-20"]["accuracy"] and row["n_per_seed"] == report["n"] == 100
+        for prefix in ("", "last_"):
+            with open(run[f"{prefix}eval_file"]) as f:
+                report = json.load(f)
+            assert row[f"{prefix}pgd20"] == report["pgd-20"]["accuracy"] and row[f"{prefix}cascade"] == report["cascade"]["accuracy"]
+        assert row["clean"] == run["clean"] and row["n"] == report["n"] == 100
+        assert row["clean"] >= 0.3  # the smoke set learns: chance is 10%
     text = (tmp_path / "results" / "smoke.md").read_text()
     sat = table["rows"][0]
-    assert f"| sat | 1 | 100 | {100 * sat['clean']:.2f} | {100 * sat['pgd20']:.2f} | {100 * sat['cascade']:.2f} |" in text
+    assert (f"| sat | 1 | 100 | {sat['epoch']:.1f} | {100 * sat['clean']:.2f} | {100 * sat['pgd20']:.2f} | "
+            f"{100 * sat['cascade']:.2f} | {100 * sat['last_pgd20']:.2f} | {100 * sat['last_cascade']:.2f} |") in text
     assert (tmp_path / "results" / "smoke-energy.png").stat().st_size > 0
     assert os.path.exists(os.path.join(tmp_path, "runs", "smoke", "weat-adv-s0", "samples"))
 
@@ -72,8 +76,18 @@ def test_smoke_set_end_to_end_resumes_and_its_table_equals_the_evaluation_files(
 def test_dry_run_prints_every_command_and_an_estimate(capsys):
     experiments.main(["table-cifar10", "--dry-run", "--seeds", "2"])
     out = capsys.readouterr().out
-    assert out.count("train.py") == 8 and out.count("evaluate.py") == 8 and "GPU hours" in out
-    assert "--weat nat" in out and "--loss sat" in out and "--seed 1" in out
+    assert out.count("train.py") == 12 and out.count("evaluate.py") == 24 and "GPU hours" in out
+    assert "--weat nat" in out and "--loss sat" in out and "--loss mart" in out and "--loss mail-tr" in out
+    assert "--seed 1" in out and "best.pt" in out and "last.pt" in out
+    assert "# methods: sat, trades, mart, mail-tr, weat-nat, weat-adv" in out and "last PGD-20" in out
+
+
+def test_claims_set_dry_run_lists_its_runs(capsys):
+    experiments.main(["claims-cpu", "--dry-run", "--train-npz", "train.npz", "--test-npz", "test.npz"])
+    out = capsys.readouterr().out
+    assert out.count("train.py") == 8 and "evaluate.py" not in out
+    assert "--lr-schedule piecewise" in out and "--test-every 1" in out and "--seed 1" in out
+    assert "# methods: sat, trades, weat-adv, weat-nat" in out
 
 
 def test_a_folder_with_other_settings_is_refused(tmp_path, capsys):

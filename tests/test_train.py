@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,7 +12,9 @@ from conftest import ROOT, TINY_RUN, tiny_train_args
 from models import load_checkpoint, load_model
 
 LOG_KEYS = {"epoch", "lr", "train_loss", "train_nat_acc", "train_adv_acc", "val_nat_acc", "val_pgd_acc",
-            "E_nat", "E_adv", "delta_E", "weight_mean", "seconds"}
+            "test_nat_acc", "test_pgd_acc", "E_nat", "E_adv", "delta_E", "Exy_nat", "Exy_adv", "delta_Exy",
+            "weight_mean", "seconds"}
+OPTIONAL = {"test_nat_acc", "test_pgd_acc"}  # None in epochs without --test-every
 
 
 def read_log(out_dir):
@@ -41,16 +44,22 @@ def test_smoke_cli_end_to_end(tmp_path):
     assert load_checkpoint(str(tmp_path / "run" / "last.pt"))["epoch"] == 2
 
 
-@pytest.mark.parametrize("method", [["--weat", "adv"], ["--weat", "nat"], ["--loss", "sat"],
+@pytest.mark.parametrize("method", [["--weat", "adv"], ["--weat", "nat"], ["--loss", "sat"], ["--loss", "mart"],
+                                    ["--loss", "mail-tr"],
                                     ["--weat", "adv", "--weat-terms", "kl", "--weat-normalize", "--weat-fn", "uniform"]])
 def test_each_method_trains_and_logs_sensible_numbers(tmp_path, method):
     rows = train.run(tiny_train_args(tmp_path, *method))
     for row in rows:
-        assert LOG_KEYS <= set(row) and all(isinstance(row[k], float) for k in LOG_KEYS - {"epoch"})
+        assert LOG_KEYS <= set(row) and all(isinstance(row[k], float) for k in LOG_KEYS - {"epoch"} - OPTIONAL)
         assert 0 <= row["val_pgd_acc"] <= row["val_nat_acc"] + 0.1 and 0 <= row["train_adv_acc"] <= 1
         torch.testing.assert_close(row["delta_E"], row["E_nat"] - row["E_adv"], rtol=1e-5, atol=1e-5)
-        weighted = method[0] == "--weat"
-        assert (0 < row["weight_mean"] < 1 / 0.693 + 1e-6) if weighted else row["weight_mean"] == 1.0
+        torch.testing.assert_close(row["delta_Exy"], row["Exy_nat"] - row["Exy_adv"], rtol=1e-5, atol=1e-5)
+        if method[0] == "--weat":
+            assert 0 < row["weight_mean"] < 1 / 0.693 + 1e-6
+        elif method == ["--loss", "mail-tr"] and row["epoch"] > 1:  # after its burn-in (60% of 2 epochs)
+            assert 0 < row["weight_mean"] < 3 and row["weight_mean"] != 1.0
+        else:
+            assert row["weight_mean"] == 1.0
     assert rows[-1]["lr"] < rows[0]["lr"]  # OneCycle annealed
 
 
@@ -171,3 +180,87 @@ def test_compile_failure_is_a_clear_training_error(tmp_path, monkeypatch):
     with pytest.raises(train.TrainingError, match=r"--compile is not available here \(RuntimeError: no C\+\+ compiler"):
         train.run(tiny_train_args(tmp_path, "--compile"))
     assert not (tmp_path / "last.pt").exists()
+
+
+def test_piecewise_schedule_drops_tenfold_at_half_and_three_quarters_and_onecycle_cycles_momentum(tmp_path):
+    used = {}
+    for schedule in ("piecewise", "onecycle"):
+        args = tiny_train_args(tmp_path, "--lr-schedule", schedule, "--epochs", "8")
+        optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=args.lr, momentum=args.momentum)
+        scheduler = train.build_scheduler(optimizer, args, steps_per_epoch=5)
+        used[schedule] = {}
+        for epoch in range(1, 9):
+            for _ in range(5):  # the rate and momentum each step of the epoch trains with
+                group = optimizer.param_groups[0]
+                used[schedule].setdefault(epoch, set()).add((round(group["lr"], 12), group["momentum"]))
+                optimizer.step()
+                scheduler.step()
+    piecewise = used["piecewise"]
+    assert [piecewise[e] for e in range(1, 9)] == [{(0.1, 0.9)}] * 4 + [{(0.01, 0.9)}] * 2 + [{(0.001, 0.9)}] * 2
+    momenta = {m for steps in used["onecycle"].values() for _, m in steps}
+    assert min(momenta) == pytest.approx(0.85) and max(momenta) == pytest.approx(0.95)  # not --momentum 0.9
+
+
+def scripted_validation(monkeypatch, accuracies):
+    """Make the per-epoch validation return the given PGD accuracies in turn."""
+    calls = iter(accuracies)
+    monkeypatch.setattr(train, "evaluate_pgd", lambda *a: (0.5, next(calls)) if len(a[1]) else (None, None))
+
+
+@pytest.mark.parametrize("rule,epoch", [("best", 2), ("best-late", 5), ("last", 5)])
+def test_select_decides_which_epoch_best_pt_holds(tmp_path, monkeypatch, rule, epoch):
+    scripted_validation(monkeypatch, [0.1, 0.3, 0.2, 0.3, 0.15])
+    rows = train.run(tiny_train_args(tmp_path, "--epochs", "5", "--select", rule, "--energy-snapshot", "0"))
+    assert [r["val_pgd_acc"] for r in rows] == [0.1, 0.3, 0.2, 0.3, 0.15]
+    assert load_checkpoint(str(tmp_path / "best.pt"))["epoch"] == epoch
+    assert train.select_epoch(rows, rule, 5) == epoch
+
+
+def test_select_energy_keeps_the_epoch_of_the_energy_rule(tmp_path):
+    from energy import energy_pick
+    rows = train.run(tiny_train_args(tmp_path, "--epochs", "4", "--select", "energy", "--energy-snapshot", "0"))
+    assert load_checkpoint(str(tmp_path / "best.pt"))["epoch"] == energy_pick(rows)
+
+
+def test_training_on_every_image_test_every_and_energy_snapshots(tmp_path):
+    rows = train.run(tiny_train_args(tmp_path, "--val-size", "0", "--select", "last", "--epochs", "3",
+                                     "--test-every", "2", "--test-examples", "40", "--test-steps", "3",
+                                     "--energy-snapshot", "600"))
+    assert all(r["val_pgd_acc"] is None and r["val_nat_acc"] is None for r in rows)
+    assert [r["test_pgd_acc"] is not None for r in rows] == [False, True, True]  # every 2nd epoch and the last
+    assert 0 <= rows[1]["test_pgd_acc"] <= rows[1]["test_nat_acc"] <= 1
+    assert load_checkpoint(str(tmp_path / "best.pt"))["epoch"] == 3
+    for row in rows:  # all 600 training images are in the snapshot: its mean is the logged mean energy
+        with np.load(tmp_path / "energy-snapshots" / f"epoch-{row['epoch']:04d}.npz") as f:
+            assert f["E_x"].shape == (600,) and np.isfinite(f["E_x"]).all() and (f["label"] == np.arange(600) % 10).all()
+            assert f["E_x"].mean() == pytest.approx(row["E_nat"], rel=1e-4)
+            assert f["E_xy_adv"].mean() == pytest.approx(row["Exy_adv"], rel=1e-4)
+    result = cli(*TINY_RUN, "--val-size", "0", "--out-dir", str(tmp_path / "refused"))
+    assert result.returncode == 2 and "--select best-late needs a validation split" in result.stderr
+
+
+def test_every_method_logs_the_same_natural_energies_from_its_eval_mode_forward(tmp_path):
+    """One step from the same initial weights and batch: SAT's, TRADES' and MART's logged E(x) are the same
+    (no train-mode BatchNorm statistics in them), while their attacks, hence E(x*), differ."""
+    rows = {}
+    for method in ("sat", "trades", "mart"):
+        rows[method] = train.run(tiny_train_args(tmp_path / method, "--loss", method, "--epochs", "1",
+                                                 "--batch-size", "500", "--energy-snapshot", "0"))[0]
+    assert rows["sat"]["E_nat"] == rows["trades"]["E_nat"] == rows["mart"]["E_nat"]
+    assert rows["sat"]["Exy_nat"] == rows["trades"]["Exy_nat"] and rows["sat"]["train_nat_acc"] == rows["trades"]["train_nat_acc"]
+    assert rows["sat"]["E_adv"] != rows["trades"]["E_adv"]
+
+
+def test_logging_logits_are_an_eval_mode_forward_that_leaves_batchnorm_alone():
+    from models import build_model
+    torch.manual_seed(0)
+    model = build_model("resnet18", 10, width=4)
+    model.train()(torch.rand(16, 3, 32, 32))  # BatchNorm running statistics away from their start
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, x_adv = torch.rand(8, 3, 32, 32), torch.rand(8, 3, 32, 32)
+    logits_nat, logits_adv = train.logging_logits(model, x, x_adv)
+    assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(logits_nat, model(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(logits_adv, model(x_adv), rtol=1e-5, atol=1e-5)
