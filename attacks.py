@@ -157,19 +157,23 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
 
 
 class BestPoints:
-    """Per point: the first point seen that fools the model, else the highest-objective point seen."""
+    """Per point: the first point seen that fools the model, else the highest-objective point seen (`x`);
+    and the last point seen that fools it, else the point it started from (`x_last_fooled`)."""
 
     def __init__(self, x_start: torch.Tensor):
-        self.x = x_start.clone()
+        self.x, self.x_last_fooled = x_start.clone(), x_start.clone()
         self.value = torch.full((len(x_start),), float("-inf"), device=x_start.device)
         self.fooled = torch.zeros(len(x_start), dtype=torch.bool, device=x_start.device)
 
-    def update(self, x_adv: torch.Tensor, value: torch.Tensor, fooled: torch.Tensor, index=None) -> None:
-        """Offer candidates for all points, or for the points `index` only."""
+    def update(self, x_adv: torch.Tensor, value: torch.Tensor, fooled: torch.Tensor, index=None,
+               x_last_fooled: torch.Tensor = None) -> None:
+        """Offer candidates for all points, or for the points `index` only (`x_last_fooled`: other
+        candidates for the last fooling point, e.g. those of a finished run; default x_adv)."""
         index = torch.arange(len(self.x), device=self.x.device) if index is None else index
         better = ~self.fooled[index] & (fooled | (value > self.value[index]))
         chosen = index[better]
         self.x[chosen], self.value[chosen] = x_adv[better], value[better]
+        self.x_last_fooled[index[fooled]] = (x_adv if x_last_fooled is None else x_last_fooled)[fooled]
         self.fooled[index] |= fooled
 
     def active(self) -> torch.Tensor:
@@ -188,12 +192,17 @@ DLR_EPS = 1e-12  # keeps the DLR denominators away from zero
 
 
 def apgd_checkpoints(n_iter: int) -> list:
-    """w_j = ceil(p_j N): p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)."""
-    p, checkpoints = [0.0, APGD_P1], []
-    while p[-1] <= 1:
-        checkpoints.append(math.ceil(round(p[-1] * n_iter, 6)))
-        p.append(p[-1] + max(p[-1] - p[-2] - APGD_P_DECAY, APGD_P_MIN))
-    return sorted(set(c for c in checkpoints if 0 < c <= n_iter))
+    """The iterations w_j after which APGD may halve its step: p_0 = 0, p_1 = 0.22,
+    p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), w_j = p_j N, in whole iterations as the official code
+    counts them: intervals of int(0.22 N), each int(0.03 N) shorter, down to int(0.06 N) (each at least 1).
+    For N = 100: 22, 41, 57, 70, 80, 87, 93, 99; torchattacks' APGD counts the same way at any N."""
+    interval = max(int(APGD_P1 * n_iter), 1)
+    shrink, shortest = max(int(APGD_P_DECAY * n_iter), 1), max(int(APGD_P_MIN * n_iter), 1)
+    checkpoints = []
+    while (checkpoints[-1] if checkpoints else 0) + interval <= n_iter:
+        checkpoints.append((checkpoints[-1] if checkpoints else 0) + interval)
+        interval = max(interval - shrink, shortest)
+    return checkpoints
 
 
 def dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor = None) -> torch.Tensor:
@@ -263,10 +272,11 @@ def _apgd_run(model, x, y, eps, n_iter, loss, target, generator):
 
 
 def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n_iter: int = 100, loss: str = "ce",
-         n_restarts: int = 1, seed: int = 0, on_run=None) -> torch.Tensor:
+         n_restarts: int = 1, seed: int = 0, on_run=None, last_fooled: bool = False) -> torch.Tensor:
     """APGD-CE / APGD-DLR, untargeted: momentum 0.75, step 2 eps halved at checkpoints; each restart
     runs only on the points not fooled yet. `on_run(n)` is called after each restart with the number of
-    points not fooled yet (for progress bars)."""
+    points not fooled yet (for progress bars). `last_fooled=True` returns what torchattacks' APGD does
+    instead: the last iterate at which each point was misclassified, and x itself where none was."""
     if loss not in ("ce", "dlr"):
         raise ValueError(f"apgd loss must be 'ce' or 'dlr', got {loss!r}")
     x = x.detach()
@@ -275,9 +285,15 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n_iter:
         index = best.active()
         if len(index):
             run = _apgd_run(model, x[index], y[index], eps, n_iter, loss, None, generator)
-            best.update(run.x, run.value, run.fooled, index)
+            best.update(run.x, run.value, run.fooled, index, run.x_last_fooled)
         report_run(on_run, best)
-    return check_adversarial(best.x, x, eps)
+    return check_adversarial(returned_points(best, x, last_fooled), x, eps)
+
+
+def returned_points(best: "BestPoints", x: torch.Tensor, last_fooled: bool) -> torch.Tensor:
+    """The robust-accuracy rule (first fooling point, else highest loss) or torchattacks' (last fooling
+    iterate, else x itself)."""
+    return torch.where(best.fooled.view(-1, *[1] * (x.dim() - 1)), best.x_last_fooled, x) if last_fooled else best.x
 
 
 def report_run(on_run, best: "BestPoints") -> None:
@@ -295,18 +311,19 @@ def target_classes(model: nn.Module, x: torch.Tensor, n_target_classes: int) -> 
 
 
 def apgd_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n_iter: int = 100,
-                  n_target_classes: int = 9, seed: int = 0, on_run=None) -> torch.Tensor:
+                  n_target_classes: int = 9, seed: int = 0, on_run=None, last_fooled: bool = False) -> torch.Tensor:
     """APGD-T: targeted DLR towards each of the top `n_target_classes` other classes in turn, one run
-    each (AutoAttack "standard"), each only on the points not yet misclassified; `on_run` as in `apgd`."""
+    each (AutoAttack "standard"), each only on the points not yet misclassified; `on_run` and
+    `last_fooled` as in `apgd`."""
     x = x.detach()
     best, generator = BestPoints(x), torch.Generator(device=x.device).manual_seed(seed)
     for target in target_classes(model, x, n_target_classes):
         index = best.active()
         if len(index):
             run = _apgd_run(model, x[index], y[index], eps, n_iter, "dlr", target[index], generator)
-            best.update(run.x, run.value, run.fooled, index)
+            best.update(run.x, run.value, run.fooled, index, run.x_last_fooled)
         report_run(on_run, best)
-    return check_adversarial(best.x, x, eps)
+    return check_adversarial(returned_points(best, x, last_fooled), x, eps)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -349,12 +366,31 @@ def _boundary_and_grad(model, x_adv, y, target):
     return diff.detach(), grad
 
 
+def _closest_boundary_and_grad(model, x_adv, y):
+    """Untargeted FAB's choice: over the classes j != y, the linearised boundary f_y - f_j nearest in Linf
+    (smallest |f_y - f_j| / ||grad (f_y - f_j)||_1); its value and input gradient. One backward per class."""
+    x_adv = x_adv.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x_adv)
+        grads = torch.stack([torch.autograd.grad(logits[:, k].sum(), x_adv, retain_graph=k < logits.shape[1] - 1)[0]
+                             for k in range(logits.shape[1])], 1)  # (N, K, C, H, W)
+    rows = torch.arange(len(y), device=y.device)
+    diff = logits.detach()[rows, y][:, None] - logits.detach()  # f_y - f_j
+    w = grads[rows, y][:, None] - grads
+    distance = diff.abs() / w.flatten(2).abs().sum(2).clamp_min(1e-12)
+    distance[rows, y] = float("inf")
+    j = distance.argmin(1)
+    return diff[rows, j], w[rows, j]
+
+
 def _fab_run(model, x, y, target, eps, n_iter):
-    """One FAB run from x_orig; returns BestPoints with value = -||x_adv - x||_inf (smallest found)."""
+    """One FAB run from x_orig towards `target` (None: the nearest boundary at every iterate); returns
+    BestPoints with value = -||x_adv - x||_inf (smallest found)."""
     best, x_i = BestPoints(x), x.clone()
     view = (-1,) + (1,) * (x.dim() - 1)
     for _ in range(n_iter):
-        diff, w = _boundary_and_grad(model, x_i, y, target)
+        diff, w = (_closest_boundary_and_grad(model, x_i, y) if target is None
+                   else _boundary_and_grad(model, x_i, y, target))
         d1 = linf_boundary_step(x_i, w, -diff)  # from the current point onto the hyperplane
         d2 = linf_boundary_step(x, w, -(diff + (w * (x - x_i)).flatten(1).sum(1)))  # from x_orig onto it
         n1, n2 = d1.flatten(1).abs().amax(1), d2.flatten(1).abs().amax(1)
@@ -388,6 +424,58 @@ def fab_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
             best.update(run.x, run.value, run.fooled, index)
         report_run(on_run, best)
     return check_adversarial(best.x, x, eps)
+
+
+def fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n_iter: int = 100,
+        seed: int = 0) -> torch.Tensor:
+    """FAB, untargeted (Croce & Hein 2020), Linf: one run from x_orig that at every iterate projects onto
+    the nearest linearised decision boundary. Returns the smallest adversarial point found where it lies
+    within eps, else the last iterate projected into the ball; x itself for points misclassified to begin
+    with. Deterministic (`seed` for a uniform interface)."""
+    x = x.detach()
+    best = BestPoints(x)
+    index = (predict(model, x) == y).nonzero().squeeze(1)
+    if len(index):
+        run = _fab_run(model, x[index], y[index], None, eps, n_iter)
+        best.update(run.x, run.value, run.fooled, index)
+    return check_adversarial(best.x, x, eps)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Carlini-Wagner L2 (Carlini & Wagner 2017), with one fixed c as torchattacks runs it: an L2 attack, not
+# confined to an Linf ball.
+
+CW_TANH_EDGE = 1e-6  # atanh(2x - 1) is infinite at x in {0, 1}: start a hair inside the box
+
+
+def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, c: float = 1.0, kappa: float = 0.0, steps: int = 50,
+          lr: float = 0.01, target: torch.Tensor = None) -> torch.Tensor:
+    """x' = (tanh(w) + 1) / 2 and Adam (lr) on w for ||x' - x||_2^2 + c max(f_y(x') - max_{j != y} f_j(x'), -kappa)
+    (with `target` t: c max(max_{j != t} f_j(x') - f_t(x'), -kappa)); stops early when the cost rose over a
+    tenth of the steps, as torchattacks' CW does. Returns the smallest-L2 iterate that fooled the model
+    (reached t), else the last iterate; always in [0, 1], never projected to an Linf ball."""
+    x = x.detach()
+    w = torch.atanh((2 * x - 1).clamp(-1 + CW_TANH_EDGE, 1 - CW_TANH_EDGE)).requires_grad_(True)
+    optimizer = torch.optim.Adam([w], lr=lr)
+    best, best_l2 = x.clone(), torch.full((len(x),), float("inf"), device=x.device)
+    previous_cost = float("inf")
+    for step in range(steps):
+        with torch.enable_grad():
+            x_adv = (torch.tanh(w) + 1) / 2
+            logits = model(x_adv)
+            l2 = (x_adv - x).flatten(1).pow(2).sum(1)
+            f = (margin(logits, target) if target is not None else -margin(logits, y)).clamp_min(-kappa)
+            cost = l2.sum() + c * f.sum()
+            w.grad = torch.autograd.grad(cost, w)[0]  # input gradient only: the model's parameters stay untouched
+        optimizer.step()
+        reached = logits.argmax(1) == target if target is not None else logits.argmax(1) != y
+        closer = reached & (l2.detach() < best_l2)
+        best[closer], best_l2[closer] = x_adv.detach()[closer], l2.detach()[closer]
+        if step % max(steps // 10, 1) == 0:
+            if cost.item() > previous_cost:
+                break
+            previous_cost = cost.item()
+    return torch.where(torch.isinf(best_l2).view(-1, *[1] * (x.dim() - 1)), x_adv.detach(), best)
 
 
 # ---------------------------------------------------------------------------------------------------

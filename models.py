@@ -237,6 +237,74 @@ def load_model(path: str, map_location="cpu") -> tuple:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Models trained elsewhere: the RobustBench zoo (optional dependency)
+
+ROBUSTBENCH_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
+ROBUSTBENCH_INSTALL = "pip install robustbench 'setuptools<81'"
+
+
+def import_robustbench_utils():
+    """robustbench.utils, with a clear error where the package is missing.
+
+    Patch: robustbench 1.1.1 from the package index imports `autoattack`, which the index only has as
+    `pyautoattack` (the same code); the alias lets it import without the git-only package.
+    """
+    try:
+        import pyautoattack
+        import pyautoattack.state
+        sys.modules.setdefault("autoattack", pyautoattack)
+        sys.modules.setdefault("autoattack.state", pyautoattack.state)
+    except ImportError:
+        pass  # a robustbench that needs no alias (or none at all: reported below)
+    try:
+        import robustbench.utils
+    except ImportError as e:
+        raise CheckpointError(f"--robustbench needs the robustbench package ({first_line(e)}): "
+                              f"{ROBUSTBENCH_INSTALL}") from None
+    return robustbench.utils
+
+
+def load_robustbench(name: str, dataset: str = "cifar10", threat_model: str = "Linf", model_dir: str = "models",
+                     map_location="cpu") -> tuple:
+    """A RobustBench zoo model in eval mode (it takes [0, 1] images and returns logits), and a description
+    shaped like a checkpoint's (its data set in "args", its classes in "model_config"). robustbench
+    downloads the weights into model_dir/DATASET/THREAT_MODEL/NAME.pt unless the file is there already."""
+    utils = import_robustbench_utils()
+    if dataset not in ROBUSTBENCH_CLASSES:
+        raise CheckpointError(f"--dataset {dataset}: RobustBench has {', '.join(ROBUSTBENCH_CLASSES)}")
+    try:
+        model = utils.load_model(model_name=name, model_dir=model_dir, dataset=dataset, threat_model=threat_model)
+    except Exception as e:  # unknown name, no network, a broken file: robustbench raises many kinds
+        path = os.path.join(model_dir, dataset, threat_model, f"{name}.pt")
+        raise CheckpointError(f"cannot load RobustBench model {name} ({first_line(e)}); offline, put its weights "
+                              f"at {path}") from None
+    info = {"args": {"dataset": dataset}, "model_config": {"num_classes": ROBUSTBENCH_CLASSES[dataset]},
+            "source": f"robustbench:{dataset}/{threat_model}/{name}"}
+    return model.to(map_location).eval(), info
+
+
+def add_classifier_flags(parser) -> None:
+    """--ckpt (a train.py checkpoint) or --robustbench NAME (with --dataset, --threat-model, --model-dir)."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="checkpoint written by train.py")
+    source.add_argument("--robustbench", metavar="NAME", help="a RobustBench zoo model, e.g. Wong2020Fast "
+                        f"(needs {ROBUSTBENCH_INSTALL})")
+    parser.add_argument("--dataset", choices=tuple(ROBUSTBENCH_CLASSES), default="cifar10",
+                        help="--robustbench: the zoo's data set (its test / training split is used)")
+    parser.add_argument("--threat-model", choices=("Linf", "L2", "corruptions"), default="Linf",
+                        help="--robustbench: the zoo's threat model")
+    parser.add_argument("--model-dir", default="models", help="--robustbench: where zoo weights are kept")
+
+
+def load_classifier(args, map_location="cpu") -> tuple:
+    """(model in eval mode, checkpoint or description) from --ckpt or --robustbench."""
+    if args.robustbench:
+        return load_robustbench(args.robustbench, args.dataset, args.threat_model, args.model_dir, map_location)
+    model, ckpt = load_model(args.ckpt, map_location)
+    return model.eval(), {**ckpt, "source": os.path.abspath(args.ckpt)}
+
+
+# ---------------------------------------------------------------------------------------------------
 # The frame every command line shares
 
 

@@ -268,3 +268,69 @@ def test_sanity_flags_fire_on_canaries_and_stay_quiet_on_a_normal_model(trained_
     assert A.sanity_checks(Rounded(model), x, y)["zero_gradients"]
     report = [{"attack": "apgd-ce", "robust": 50}, {"attack": "square", "robust": 49}]
     assert A.square_flag(report, n=100) and not A.square_flag(report, n=1000)
+
+
+# --- the energy analysis's attacks: untargeted FAB, CW-L2, MART's and TRADES' inner attacks (issue 14) ----
+
+def scaled_linear(classes: int):
+    """A linear classifier on 4x4 images with large weights (so that CW with c = 1 can cross its
+    boundary), points far from the box edges, labelled by the model itself."""
+    torch.manual_seed(0)
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, classes))
+    with torch.no_grad():
+        linear[1].weight.mul_(5)
+    x = 0.25 + 0.5 * torch.rand(8, 3, 4, 4)
+    y = linear(x).argmax(1).detach()
+    return linear, x, y, linear[1].weight.detach(), linear(x).detach()
+
+
+def test_cw_l2_reaches_the_closed_form_l2_distance_of_a_linear_binary_model():
+    linear, x, y, w, f = scaled_linear(2)
+    j = 1 - y
+    rows = torch.arange(8)
+    distance = (f[rows, y] - f[rows, j]) / (w[y] - w[j]).norm(dim=1)  # |f_y - f_j| / ||w_y - w_j||_2
+    x_adv = A.cw_l2(linear, x, y, c=1.0, kappa=0.0, steps=1000, lr=0.01)
+    assert (linear(x_adv).argmax(1) != y).all()
+    torch.testing.assert_close((x_adv - x).flatten(1).norm(dim=1), distance, rtol=0.02, atol=0)
+
+
+def test_untargeted_fab_finds_the_nearest_boundary_of_a_linear_model():
+    linear, x, y, w, f = scaled_linear(3)
+    distance = torch.stack([min((f[i, y[i]] - f[i, j]) / (w[y[i]] - w[j]).abs().sum() for j in range(3) if j != y[i])
+                            for i in range(8)])  # min_j |f_y - f_j| / ||w_y - w_j||_1
+    x_adv = A.fab(linear, x, y, eps=1.0, n_iter=20)
+    assert (linear(x_adv).argmax(1) != y).all()
+    torch.testing.assert_close((x_adv - x).flatten(1).abs().amax(1), distance, rtol=0.01, atol=0)
+
+
+@pytest.mark.parametrize("name", ["fab", "cw-l2", "mart", "trades", "apgd-last-fooled"])
+def test_the_analysis_attacks_keep_their_invariants(bn_model, name):
+    x, y = batch()
+    x[0], x[1] = 0.0, 1.0
+    before = {k: v.clone() for k, v in bn_model.state_dict().items()}
+    x_adv = {"fab": lambda: A.fab(bn_model, x, y, EPS, n_iter=3),
+             "cw-l2": lambda: A.cw_l2(bn_model, x, y, steps=5, target=(y + 1) % 10),
+             "mart": lambda: A.mart_attack(bn_model, x, y, EPS, ALPHA, 3),
+             "trades": lambda: A.trades_attack(bn_model, x, EPS, ALPHA, 3),
+             "apgd-last-fooled": lambda: A.apgd(bn_model, x, y, EPS, n_iter=5, last_fooled=True)}[name]()
+    assert x_adv.dtype == torch.float32 and x_adv.shape == x.shape and x_adv.min() >= 0 and x_adv.max() <= 1
+    if name != "cw-l2":  # the L2 attack is not confined to the Linf ball
+        assert (x_adv - x).abs().max() <= EPS + 1e-6
+    assert not bn_model.training and all(p.grad is None for p in bn_model.parameters())
+    assert all(torch.equal(v, bn_model.state_dict()[k]) for k, v in before.items())
+
+
+def test_apgd_last_fooled_returns_misclassified_points_or_x_itself(trained_model):
+    model, x, y = trained_model
+    x, y = x[:60], y[:60]
+    x_adv = A.apgd(model, x, y, 16 / 255, n_iter=10, last_fooled=True)
+    fooled = A.predict(model, x_adv) != y
+    unchanged = (x_adv == x).flatten(1).all(1)
+    assert 0 < fooled.sum() < len(y) and (fooled | unchanged).all()  # a misclassified iterate, else x itself
+    robust_rule = A.apgd(model, x, y, 16 / 255, n_iter=10)
+    assert torch.equal(A.predict(model, robust_rule) != y, fooled)  # the same points broken under both rules
+
+
+def test_apgd_checkpoints_match_the_official_integer_schedule_at_other_budgets():
+    assert A.apgd_checkpoints(10) == [2, 3, 4, 5, 6, 7, 8, 9, 10]  # intervals 2, then 1 (0.06 N rounds down to 0)
+    assert A.apgd_checkpoints(20) == [4, 7, 9] + list(range(10, 21))

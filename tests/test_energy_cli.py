@@ -1,3 +1,4 @@
+import argparse
 import json
 import os
 import subprocess
@@ -7,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import attacks as A
 import energy
 from conftest import ROOT
 from energy import energy_x, energy_xy
@@ -41,20 +43,23 @@ def test_weight_analysis_shares_and_weights():
 
 
 def test_attacks_mode_end_to_end(smoke_run, tmp_path):
-    result = cli("attacks", "--ckpt", str(smoke_run / "best.pt"), "--n-examples", "40", "--n-iter", "5",
-                 "--out", str(tmp_path))
+    attacks = "pgd-ce,trades-pgd,apgd-ce,fab,square,cw-l2,pgd-target"
+    result = cli("attacks", "--ckpt", str(smoke_run / "best.pt"), "--n-examples", "40", "--steps", "3",
+                 "--attacks", attacks, "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "energy_attacks.json").read_text())
-    assert set(report["attacks"]) == {"clean", "pgd-ce", "apgd-ce", "trades-kl", "apgd-t", "pgd-target", "cw-target"}
+    assert list(report["attacks"]) == ["clean"] + attacks.split(",") and report["points"] == "final"
+    assert report["attacks"]["cw-l2"]["threat"].startswith("L2, unbounded") and "pgd-ce" in result.stdout
     model, ckpt = load_model(str(smoke_run / "best.pt"))
     model.eval()
-    x, y = energy.load_test_points(str(smoke_run / "best.pt"), 40, "cpu")[1:3]
+    x, y = energy.load_points(argparse.Namespace(ckpt=str(smoke_run / "best.pt"), robustbench=None, n_examples=40,
+                                                 data_dir=None, test_npz=None), "cpu")[1:3]
     with torch.no_grad():
         logits = model(x)
     clean = report["attacks"]["clean"]
     assert clean["E_x"]["mean"] == pytest.approx(energy_x(logits).mean().item(), rel=1e-5)
     assert clean["E_xy"]["median"] == pytest.approx(energy_xy(logits, y).median().item(), rel=1e-5)
-    direct = energy.attack_energies(model, x, y, "pgd-ce", 8 / 255, seed=0)
+    direct = energy.attack_energies(model, x, y, "pgd-ce", 8 / 255, steps=3, seed=0)
     row = report["attacks"]["pgd-ce"]
     assert row["E_x"]["mean"] == pytest.approx(direct["E_x"].mean().item(), rel=1e-5)
     assert row["frac_E_x_down"] == pytest.approx((direct["E_x"] < energy_x(logits)).double().mean().item())
@@ -62,24 +67,49 @@ def test_attacks_mode_end_to_end(smoke_run, tmp_path):
     assert (tmp_path / "energy_attacks.png").stat().st_size > 10_000
 
 
-def test_divergence_and_curves_modes_end_to_end(smoke_run, tmp_path):
+def test_the_paper_points_are_what_its_tools_return(trained_model):
+    model, x, y = trained_model
+    x, y, eps = x[:60], y[:60], 16 / 255
+    torch.manual_seed(0)
+    last = A.pgd(model, x, y, eps, 2 / 255, 5, last_iterate=True)
+    final, _ = energy.attack_points(model, x, y, "pgd-ce", eps, steps=5, points="final", seed=0)
+    first, _ = energy.attack_points(model, x, y, "pgd-ce", eps, steps=5, points="first-adversarial", seed=0)
+    assert torch.equal(final, last) and not torch.equal(final, first)  # PGD: the last iterate
+    for attack in ("apgd-ce", "square", "fab"):  # x itself where the attack failed, a fooling point where not
+        x_adv, _ = energy.attack_points(model, x, y, attack, eps, steps=5, points="final", seed=0)
+        fooled = A.predict(model, x_adv) != y
+        unchanged = (x_adv == x).flatten(1).all(1)
+        assert 0 < fooled.sum() < len(y) and (fooled | unchanged).all()
+        assert ((x_adv - x).abs().flatten(1).amax(1) <= eps + 1e-6).all()
+
+
+def test_divergence_weights_and_curves_modes_end_to_end(smoke_run, tmp_path):
     result = cli("divergence", "--ckpt", str(smoke_run / "best.pt"), "--n-examples", "30", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "energy_divergence.json").read_text())
     model, ckpt = load_model(str(smoke_run / "best.pt"))
-    x, y = energy.load_test_points(str(smoke_run / "best.pt"), 30, "cpu")[1:3]
-    direct = energy.divergence(model.eval(), x, y, ckpt, seed=0)
+    x, y = energy.load_points(argparse.Namespace(ckpt=str(smoke_run / "best.pt"), robustbench=None, n_examples=30,
+                                                 data_dir=None, test_npz=None), "cpu")[1:3]
+    direct = energy.divergence(model.eval(), x, y, energy.training_attack(ckpt), seed=0)
     assert report["attack"] == "trades-kl" and report["steps"] == 2
     assert report["dE"]["mean"] == pytest.approx(direct["dE"].double().mean().item(), rel=1e-6, abs=1e-9)
+    assert report["dExy"]["mean"] == pytest.approx(direct["dExy"].double().mean().item(), rel=1e-6, abs=1e-9)
+    assert len(report["per_point"]["dExy"]) == 30
     assert (tmp_path / "energy_divergence.png").stat().st_size > 5_000
-    result = cli("curves", "--log", str(smoke_run / "log.jsonl"), "--out", str(tmp_path))
+    result = cli("weights", "--ckpt", str(smoke_run / "best.pt"), "--n-examples", "60", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    weights = json.loads((tmp_path / "energy_weights.json").read_text())
+    assert weights["train"]["correct"]["n"] + weights["train"]["wrong"]["n"] == 60 and "test" in weights
+    assert (tmp_path / "energy_weights.png").stat().st_size > 5_000
+    result = cli("curves", "--log", str(smoke_run / "log.jsonl"), "--epochs", "1,2", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     curves = json.loads((tmp_path / "energy_curves.json").read_text())
     (label, rows), = curves.items()
     with open(smoke_run / "log.jsonl") as f:
         log = [json.loads(line) for line in f]
-    assert label.startswith("weat-adv") and [r["delta_E"] for r in rows] == [r["delta_E"] for r in log]
+    assert label.startswith("weat-adv") and [r["delta_Exy"] for r in rows] == [r["delta_Exy"] for r in log]
     assert (tmp_path / "energy_curves.png").stat().st_size > 10_000
+    assert (tmp_path / "energy_snapshots.png").stat().st_size > 10_000
 
 
 def test_bad_input_is_a_one_line_error(tmp_path):
@@ -88,3 +118,5 @@ def test_bad_input_is_a_one_line_error(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     result = cli("curves", "--log", str(tmp_path / "empty.jsonl"), "--out", str(tmp_path))
     assert result.returncode == 2 and "holds no epochs" in result.stderr
+    result = cli("attacks", "--ckpt", str(tmp_path / "missing.pt"), "--attacks", "pgd-ce,nope", "--out", str(tmp_path))
+    assert result.returncode == 2 and "unknown nope" in result.stderr
