@@ -1,9 +1,10 @@
 """Robust accuracy of a checkpoint: clean, PGD-20 and the AutoAttack-style cascade, as a JSON report.
 
-    python evaluate.py --ckpt runs/cifar10-resnet18-weat-adv-0/best.pt
+    python evaluate.py --ckpt runs/cifar10-resnet18-weat-adv-0/best.pt runs/cifar10-resnet18-weat-adv-0/last.pt
     python evaluate.py --ckpt best.pt --n-examples 1000 --attacks apgd-ce,apgd-t --eps 8
+    python evaluate.py --robustbench Wong2020Fast --n-examples 1000 --out runs/zoo/wong2020fast.json
 
-Points are the first --n-examples of the data set's test split (all of it if fewer). PGD-20 (CE, step
+Points are the first --n-examples of the data set's test split (the whole split by default). PGD-20 (CE, step
 2/255, uniform start) runs on every point; the cascade runs each attack only on the points still robust,
 and a point counts as robust only if every attack failed on it. Clean and robust accuracy are reported
 on the same points, with 95% Clopper-Pearson intervals.
@@ -20,20 +21,22 @@ from scipy import stats
 
 from attacks import PGD20_STEP_SIZE, PGD20_STEPS, PIXEL, STANDARD_ATTACKS, attack_by_name, autoattack, eval_mode, predict, sanity_checks, square_flag
 from data import DataError, split_of_run
-from models import (CheckpointError, atomic_save, load_model, load_weights_only, resolve_device, run_command,
-                    sha256_of)
+from models import (CheckpointError, add_classifier_flags, atomic_save, load_classifier, load_weights_only,
+                    resolve_device, run_command, sha256_of)
 
 ATTACK_SETTINGS = {"n_iter": 100, "n_queries": 5000, "n_target_classes": 9, "n_restarts": 1}  # AA "standard"
 INDEX_RULE = "the first n points of the test split, in the data set's order"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], usage="%(prog)s --ckpt CKPT [options]",
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                usage="%(prog)s (--ckpt CKPT [CKPT ...] | --robustbench NAME) [options]",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="checkpoint written by train.py")
+    add_classifier_flags(p, several=True)
     p.add_argument("--attacks", default=",".join(STANDARD_ATTACKS),
                    help="cascade, comma-separated: apgd-ce, apgd-dlr, apgd-t, fab-t, square, pgd-20")
-    p.add_argument("--n-examples", type=int, default=10000, help="first n test points (all if fewer)")
+    p.add_argument("--n-examples", type=int, default=None,
+                   help="first n test points (default: the whole test split, e.g. 10,000 for CIFAR, 26,032 for SVHN)")
     p.add_argument("--eps", type=float, default=8.0, help="Linf radius in pixels (8 means 8/255)")
     p.add_argument("--n-iter", type=int, default=ATTACK_SETTINGS["n_iter"], help="APGD / FAB iterations")
     p.add_argument("--n-queries", type=int, default=ATTACK_SETTINGS["n_queries"], help="Square queries")
@@ -42,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--data-dir", default=None, help="default: the one stored in the checkpoint")
     p.add_argument("--test-npz", default=None, help="default: the one stored in the checkpoint")
-    p.add_argument("--out", default=None, help="JSON report (default: eval-<ckpt name>.json beside the checkpoint)")
+    p.add_argument("--out", default=None, help="JSON report of one model (default: eval-<ckpt name>.json beside the "
+                   "checkpoint; runs/robustbench/eval-<name>.json for --robustbench)")
     p.add_argument("--resume", action="store_true",
                    help="continue a cut-off evaluation from its saved per-point results (<out>-progress.pt)")
     return p
@@ -52,9 +56,13 @@ class EvaluationError(RuntimeError):
     """An evaluation cannot be resumed as asked."""
 
 
-def report_path(args) -> str:
-    return args.out or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)),
-                                    f"eval-{os.path.splitext(os.path.basename(args.ckpt))[0]}.json")
+def report_path(args, ckpt: str = None) -> str:
+    """Where the report of one model goes: --out, or beside its checkpoint."""
+    if args.out:
+        return args.out
+    if args.robustbench:
+        return os.path.join("runs", "robustbench", f"eval-{args.robustbench}.json")
+    return os.path.join(os.path.dirname(os.path.abspath(ckpt)), f"eval-{os.path.splitext(os.path.basename(ckpt))[0]}.json")
 
 
 def progress_file(report_file: str) -> str:
@@ -123,8 +131,10 @@ def evaluate_model(model, x, y, eps, attacks, batch_size=500, seed=0, progress=F
 
 def check_args(args) -> None:
     """Raise ValueError on bad settings, before any work; turns --attacks into a list."""
+    if args.out and args.ckpt and len(args.ckpt) > 1:
+        raise ValueError("--out names the report of one model; leave it out to write each beside its checkpoint")
     for key in ("eps", "n_examples", "batch_size", "n_iter", "n_queries"):
-        if not getattr(args, key) > 0:
+        if getattr(args, key) is not None and not getattr(args, key) > 0:
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got {getattr(args, key)}")
     args.attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     if not args.attacks:
@@ -133,36 +143,44 @@ def check_args(args) -> None:
         attack_by_name(name)  # raises on an unknown name
 
 
-def run(args) -> dict:
-    attacks = args.attacks
-    device = resolve_device(args.device)
-    model, ckpt = load_model(args.ckpt, device)
-    test = split_of_run(ckpt.get("args"), False, args.data_dir, args.test_npz, ckpt["model_config"]["num_classes"])
-    n = min(args.n_examples, len(test))
+def run(args) -> list:
+    """Evaluate each model named on the command line; returns their reports."""
+    return [evaluate_one(args, ckpt) for ckpt in (args.ckpt or [None])]
+
+
+def evaluate_one(args, ckpt: str = None) -> dict:
+    """The report of one model (a checkpoint path, or --robustbench), written to `report_path`."""
+    attacks, device = args.attacks, resolve_device(args.device)
+    model, info = load_classifier(args, device, ckpt)
+    test = split_of_run(info["args"], False, args.data_dir, args.test_npz, info["model_config"]["num_classes"])
+    n = len(test) if args.n_examples is None else min(args.n_examples, len(test))
     x, y = test.images[:n].to(device).float() / 255, test.labels[:n].to(device)
     settings = {"n_iter": args.n_iter, "n_queries": args.n_queries, "n_target_classes": 9, "n_restarts": 1}
     identity = {"attacks": attacks, "eps_pixels": args.eps, "n": n, "seed": args.seed, "batch_size": args.batch_size,
-                "checkpoint_sha256": sha256_of(args.ckpt), **settings}
-    progress = progress_file(report_path(args))
+                "checkpoint_sha256": sha256_of(info["file"]), **settings}
+    out = report_path(args, ckpt)
+    progress = progress_file(out)
     resume = load_progress(progress, identity) if args.resume else None
     started = time.time()
+    # PGD-20 runs through the cascade's machinery (one attack, every point) to share its batching and resume
     result = evaluate_model(model, x, y, args.eps * PIXEL, attacks, args.batch_size, args.seed, True, resume,
                             lambda state: atomic_save({"settings": identity, "state": state}, progress), **settings)
-    report = {"checkpoint": os.path.abspath(args.ckpt), "checkpoint_sha256": identity["checkpoint_sha256"],
-              "dataset": ckpt["args"]["dataset"], "split": "test", "n": n, "index_rule": INDEX_RULE, "eps_pixels": args.eps,
+    report = {"checkpoint": info["source"], "checkpoint_sha256": identity["checkpoint_sha256"],
+              "dataset": info["args"]["dataset"], "split": "test", "n": n, "index_rule": INDEX_RULE, "eps_pixels": args.eps,
               "eps": args.eps * PIXEL, "attacks": attacks, "attack_settings": settings,
               "pgd20_settings": {"steps": PGD20_STEPS, "step_size": PGD20_STEP_SIZE, "loss": "ce", "random_start": True},
               **result["rows"], "flags": result["flags"], "seed": args.seed, "torch": torch.__version__,
               "device": str(device), "time": datetime.datetime.now().isoformat(timespec="seconds"),
               "seconds": time.time() - started}
-    write_outputs(args, report, result["masks"])
+    write_outputs(out, report, result["masks"])
     if os.path.exists(progress):
         os.remove(progress)
+    print_table(report)
     return report
 
 
-def write_outputs(args, report: dict, masks: dict) -> None:
-    out = report_path(args)
+def write_outputs(out: str, report: dict, masks: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     report["mask_file"] = os.path.splitext(out)[0] + "-mask.npz"
     np.savez(report["mask_file"], index=np.arange(report["n"]), **{k: v.cpu().numpy() for k, v in masks.items()})
     with open(out + ".tmp", "w") as f:
@@ -184,9 +202,7 @@ def print_table(report: dict) -> None:
 
 
 def main(argv=None) -> None:
-    report = run_command("evaluate.py", build_parser(), argv, check_args, run,
-                         (CheckpointError, DataError, EvaluationError))
-    print_table(report)
+    run_command("evaluate.py", build_parser(), argv, check_args, run, (CheckpointError, DataError, EvaluationError))
 
 
 if __name__ == "__main__":

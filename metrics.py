@@ -1,12 +1,16 @@
-"""Generative metrics: FID, Inception Score and KID, with the FID variant of Inception-v3.
+"""Generative metrics: FID, Inception Score, KID and LPIPS diversity, with their networks.
 
-The network is the Inception-v3 that the TensorFlow FID code used (Heusel et al. 2017), as ported to
+The FID network is the Inception-v3 that the TensorFlow FID code used (Heusel et al. 2017), as ported to
 PyTorch in the weights file `pt_inception-2015-12-05-6726825d.pth`: its 2048-d pool features feed FID
-and KID, its 1008-way logits feed the Inception Score. Written here from the published architecture;
-parameter names and shapes match the standard file, which loads with `strict=True`.
+and KID; the Inception Score takes softmax(pool3 @ W^T), the fc layer *without* its bias, as the
+original IS code and torch-fidelity's `logits_unbiased` do. LPIPS (Zhang et al. 2018, v0.1) is AlexNet's
+feature layers with the published linear calibration. Written here from the published architectures;
+parameter names and shapes match the standard files, which load with `strict=True`. This file stands
+alone: copy it without the rest of the repo (only its command line reads data sets through data.py).
 
     python metrics.py runs/gen/samples.npz --ref cifar10 --metrics fid,is,kid
     python metrics.py samples.npz --ref npz --ref-npz cifar10_train.npz --inception-weights pt_inception.pth
+    python metrics.py samples.npz --metrics lpips --ref npz --ref-npz cifar10_train.npz
 """
 import argparse
 import hashlib
@@ -30,7 +34,17 @@ INCEPTION_SIZE = 299
 RESIZE_RULE = "bilinear to 299x299, align_corners=False, no antialias; then scaled to [-1, 1]"
 BN_EPS = 0.001  # BatchNorm epsilon of the TensorFlow Inception graph
 FID_MIN_SAMPLES = 2048  # fewer samples than feature dimensions: the covariance is singular, FID biased
-METRICS = ("fid", "is", "kid")
+METRICS = ("fid", "is", "kid", "lpips")
+ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"  # torchvision's ImageNet AlexNet
+ALEXNET_SHA256_PREFIX = "7be5be79"  # torch.hub checks this prefix of the file's sha256
+LPIPS_ALEX_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth"
+LPIPS_ALEX_SHA256 = "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0"  # lpips 0.1.4's alex.pth
+LPIPS_SHIFT = (-0.030, -0.088, -0.188)  # the LPIPS scaling layer (v0.1): (x - shift) / scale on [-1, 1] inputs
+LPIPS_SCALE = (0.458, 0.448, 0.450)
+LPIPS_TAPS = (1, 4, 7, 9, 11)  # AlexNet's ReLUs after conv1 ... conv5 (indices in torchvision's `features`)
+LPIPS_CHANNELS = (64, 192, 384, 256, 256)
+NORM_EPS = 1e-10  # unit-normalising features: x / (||x||_2 over channels + 1e-10), as the lpips code
+DIVERSITY_PAIRS = 500  # random same-class pairs per class for the diversity figures
 
 
 class MetricsError(ValueError):
@@ -178,6 +192,10 @@ class FIDInceptionV3(nn.Module):
             self.load_state_dict(state, strict=True)
         self.eval()
 
+    def logits_unbiased(self, features: torch.Tensor) -> torch.Tensor:
+        """pool3 @ W^T without the fc bias: the logits of the Inception Score (Salimans et al.'s code)."""
+        return features @ self.fc.weight.T
+
     def forward(self, images):
         x = F.interpolate(images, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False)
         x = 2 * x - 1  # the TensorFlow graph takes [-1, 1]
@@ -195,42 +213,142 @@ def sha256_of(path: str) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def load_inception_weights(weights: str) -> tuple:
-    """(state dict, sha256 of the file) for "standard" (torch.hub cache / download) or a path."""
+def weights_file(weights: str, url: str, sha256_prefix: str, what: str, flag: str) -> tuple:
+    """(state dict, sha256) of a weights file: "standard" is the file at `url`, through torch.hub's cache
+    (downloaded once), a path is that file; either must have the sha256 of the standard file."""
     if weights == "standard":
-        cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(FID_WEIGHTS_URL))
+        cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
         if not os.path.isfile(cached):
             try:
-                torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, map_location="cpu", check_hash=True)
+                os.makedirs(os.path.dirname(cached), exist_ok=True)
+                torch.hub.download_url_to_file(url, cached, hash_prefix=sha256_prefix, progress=False)
             except Exception as e:
-                raise MetricsError(f"could not download the FID Inception weights ({type(e).__name__}: {e}); "
-                                   f"fetch {FID_WEIGHTS_URL} on a machine with internet and pass "
-                                   f"--inception-weights PATH, or copy it to {cached}") from None
+                raise MetricsError(f"could not download the {what} ({type(e).__name__}: {first_line(e)}); fetch "
+                                   f"{url} on a machine with internet and pass {flag} PATH, or copy it to {cached}") from None
         weights = cached
     if not os.path.isfile(weights):
-        raise MetricsError(f"Inception weights not found: {weights}")
+        raise MetricsError(f"{what} not found: {weights}")
     digest = sha256_of(weights)
-    if not digest.startswith(FID_WEIGHTS_SHA256_PREFIX):
-        raise MetricsError(f"{weights} is not the standard FID Inception weights file (sha256 {digest[:8]}..., "
-                           f"expected {FID_WEIGHTS_SHA256_PREFIX}...)")
+    if not digest.startswith(sha256_prefix):
+        raise MetricsError(f"{weights} is not the standard {what} file (sha256 {digest[:8]}..., expected "
+                           f"{sha256_prefix[:8]}...)")
     return torch.load(weights, map_location="cpu", weights_only=True), digest
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def load_inception_weights(weights: str) -> tuple:
+    """(state dict, sha256 of the file) for "standard" (torch.hub cache / download) or a path."""
+    return weights_file(weights, FID_WEIGHTS_URL, FID_WEIGHTS_SHA256_PREFIX, "FID Inception weights",
+                        "--inception-weights")
+
+
+class LPIPS(nn.Module):
+    """LPIPS v0.1 with AlexNet (Zhang et al. 2018): images in [0, 1] -> one distance per pair.
+
+    The recipe of the lpips code: inputs scaled to [-1, 1], then (x - shift) / scale; AlexNet's five ReLU
+    outputs, unit-normalised over channels; squared differences; a 1x1 linear layer per tap (no bias);
+    the spatial mean; the sum over the five taps. backbone / linear: "standard" (torchvision's ImageNet
+    AlexNet / the lpips project's alex.pth, through torch.hub's cache, hash-checked), a path, or None
+    (random weights, for tests). The state dict holds exactly torchvision's `features.*` keys and
+    `lin{i}.model.1.weight`, so each file's part loads strictly.
+    """
+
+    def __init__(self, backbone="standard", linear="standard"):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+            nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(384, 256, 3, padding=1),
+            nn.ReLU(inplace=True), nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True))
+        for i, channels in enumerate(LPIPS_CHANNELS):  # lin{i}.model = (Dropout, 1x1 conv), as lpips names them
+            setattr(self, f"lin{i}", nn.Module())
+            getattr(self, f"lin{i}").model = nn.Sequential(nn.Dropout(), nn.Conv2d(channels, 1, 1, bias=False))
+            nn.init.uniform_(getattr(self, f"lin{i}").model[1].weight, 0, 1)  # random, but >= 0 as learned ones are
+        self.register_buffer("shift", torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("scale", torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1), persistent=False)
+        self.weights_id = {}
+        state = {}
+        if backbone is not None:
+            alexnet, self.weights_id["backbone"] = weights_file(backbone, ALEXNET_URL, ALEXNET_SHA256_PREFIX,
+                                                                "AlexNet weights", "--lpips-backbone")
+            state.update({k: v for k, v in alexnet.items() if k.startswith("features.")})
+        if linear is not None:
+            lins, self.weights_id["linear"] = weights_file(linear, LPIPS_ALEX_URL, LPIPS_ALEX_SHA256,
+                                                           "LPIPS linear layers (alex.pth v0.1)", "--lpips-linear")
+            state.update(lins)
+        if state:
+            missing, unexpected = self.load_state_dict(state, strict=False)
+            expected = {k for k in self.state_dict() if (backbone is not None and k.startswith("features."))
+                        or (linear is not None and k.startswith("lin"))}
+            if unexpected or expected & set(missing):
+                raise MetricsError(f"LPIPS weights do not match: missing {sorted(expected & set(missing))}, "
+                                   f"unexpected {sorted(unexpected)}")
+        self.eval()
+
+    def taps(self, images: torch.Tensor) -> list:
+        """The five unit-normalised ReLU outputs of the scaled images."""
+        x, out = ((2 * images - 1) - self.shift) / self.scale, []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in LPIPS_TAPS:
+                out.append(x / (x.pow(2).sum(1, keepdim=True).sqrt() + NORM_EPS))
+        return out
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        distance = 0.0
+        for i, (fa, fb) in enumerate(zip(self.taps(a), self.taps(b))):
+            distance = distance + getattr(self, f"lin{i}").model((fa - fb).pow(2)).mean(dim=(2, 3))
+        return distance.flatten()
 
 
 @torch.no_grad()
 def inception_outputs(net: FIDInceptionV3, images: torch.Tensor, batch_size: int = 100, device="cpu") -> tuple:
-    """Pool features (N, 2048) and logits (N, 1008) as float64 numpy arrays.
-
-    images: uint8 NCHW (0..255) or float NCHW in [0, 1]; batched, eval mode, float32.
+    """Pool features (N, 2048) and the Inception Score's logits pool3 @ W^T (N, 1008, without the fc bias),
+    as float64 numpy arrays. images: uint8 NCHW (0..255) or float NCHW in [0, 1]; batched, eval mode, float32.
     """
     net = net.to(device).eval()
     features, logits = [], []
     for start in tqdm(range(0, len(images), batch_size), desc="inception", leave=False, dynamic_ncols=True):
         x = images[start:start + batch_size].to(device)
         x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        f, z = net(x)
+        f, _ = net(x)
         features.append(f.double().cpu())
-        logits.append(z.double().cpu())
+        logits.append(net.logits_unbiased(f).double().cpu())
     return torch.cat(features).numpy(), torch.cat(logits).numpy()
+
+
+@torch.no_grad()
+def same_class_pairs(labels: torch.Tensor, pairs_per_class: int = DIVERSITY_PAIRS, seed: int = 0) -> tuple:
+    """Index pairs (i, j), i != j, of random points of the same class: `pairs_per_class` per class."""
+    g = torch.Generator().manual_seed(seed)
+    first, second = [], []
+    for c in labels.unique().tolist():
+        members = (labels == c).nonzero().squeeze(1)
+        if len(members) < 2:
+            continue
+        i = torch.randint(0, len(members), (pairs_per_class,), generator=g)
+        j = (i + torch.randint(1, len(members), (pairs_per_class,), generator=g)) % len(members)
+        first.append(members[i])
+        second.append(members[j])
+    return torch.cat(first), torch.cat(second)
+
+
+@torch.no_grad()
+def diversity(images: torch.Tensor, labels: torch.Tensor, net: "LPIPS" = None, pairs_per_class: int = DIVERSITY_PAIRS,
+              seed: int = 0, batch_size: int = 100, device="cpu") -> float:
+    """Mean distance between random pairs of images of the same class: LPIPS with `net`, else the pixel
+    L2 distance ||a - b||_2 of images in [0, 1]. images: uint8 or float NCHW."""
+    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    i, j = same_class_pairs(labels.cpu(), pairs_per_class, seed)
+    if net is None:
+        return (x[i] - x[j]).flatten(1).norm(dim=1).mean().item()
+    net = net.to(device).eval()
+    distances = [net(x[a].to(device), x[b].to(device)).cpu() for a, b in zip(i.split(batch_size), j.split(batch_size))]
+    return torch.cat(distances).mean().item()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -334,9 +452,12 @@ def reference_outputs(net, ref: str, split: str, data_dir: str, ref_npz: str, ca
 
 
 def compute_metrics(net, samples: torch.Tensor, which, ref_outputs=None, batch_size=100, device="cpu") -> tuple:
-    """The metrics named in `which` for uint8 NCHW samples; returns (results dict, warnings list)."""
-    features, logits = inception_outputs(net, samples, batch_size, device)
+    """FID / IS / KID of uint8 NCHW samples (those named in `which`); returns (results dict, warnings list).
+    IS uses the unbiased logits pool3 @ W^T."""
     results, warnings = {}, []
+    if not set(which) & {"fid", "is", "kid"}:
+        return results, warnings
+    features, logits = inception_outputs(net, samples, batch_size, device)
     if "is" in which:
         results["is_mean"], results["is_std"] = inception_score(logits)
     if "fid" in which:
@@ -347,6 +468,19 @@ def compute_metrics(net, samples: torch.Tensor, which, ref_outputs=None, batch_s
     if "kid" in which:
         results["kid_mean"], results["kid_std"] = kid(features, ref_outputs["features"])
     return results, warnings
+
+
+def lpips_report(samples, reference, net: LPIPS, batch_size: int = 100, device="cpu") -> dict:
+    """Within-class diversity of samples (with labels) and of the reference images of the same classes:
+    mean LPIPS and mean pixel L2 over random same-class pairs (no resizing, as the lpips code)."""
+    classes = samples.labels.unique()
+    keep = torch.isin(reference.labels, classes)
+    ref_images, ref_labels = reference.images[keep], reference.labels[keep]
+    return {"lpips_diversity": diversity(samples.images, samples.labels, net, batch_size=batch_size, device=device),
+            "lpips_diversity_ref": diversity(ref_images, ref_labels, net, batch_size=batch_size, device=device),
+            "pixel_l2_diversity": diversity(samples.images, samples.labels),
+            "pixel_l2_diversity_ref": diversity(ref_images, ref_labels),
+            "lpips_weights_sha256": net.weights_id or "random", "pairs_per_class": DIVERSITY_PAIRS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default="fid,is,kid", help=f"comma-separated, from {','.join(METRICS)}")
     p.add_argument("--inception-weights", default="standard",
                    help="'standard' (download / torch.hub cache), a path to the standard file, or 'random' (tests)")
+    p.add_argument("--lpips-backbone", default="standard", help="LPIPS AlexNet: 'standard', a path, or 'random' (tests)")
+    p.add_argument("--lpips-linear", default="standard", help="LPIPS calibration (alex.pth v0.1): 'standard', a path or 'random'")
     p.add_argument("--data-dir", default="data", help="where torchvision data sets are downloaded")
     p.add_argument("--cache-dir", default=os.path.join("data", "inception-stats"), help="reference statistics cache")
     p.add_argument("--batch-size", type=int, default=100, help="images per Inception forward")
@@ -379,17 +515,22 @@ def run(args) -> dict:
     if args.ref == "npz" and not args.ref_npz and set(which) & {"fid", "kid"}:
         raise MetricsError("--ref npz needs --ref-npz")
     device = resolve_device(args.device)
-    samples = load_npz(args.samples).images
-    net = FIDInceptionV3(weights=None if args.inception_weights == "random" else args.inception_weights)
-    ref = None
-    if set(which) & {"fid", "kid"}:
-        ref = reference_outputs(net, args.ref, args.ref_split, args.data_dir, args.ref_npz, args.cache_dir,
-                                args.batch_size, device)
-    start = time.time()
-    results, warnings = compute_metrics(net, samples, which, ref, args.batch_size, device)
+    samples = load_npz(args.samples)
+    start, results, warnings, ref, net = time.time(), {}, [], None, None
+    if set(which) & {"fid", "is", "kid"}:
+        net = FIDInceptionV3(weights=None if args.inception_weights == "random" else args.inception_weights)
+        if set(which) & {"fid", "kid"}:
+            ref = reference_outputs(net, args.ref, args.ref_split, args.data_dir, args.ref_npz, args.cache_dir,
+                                    args.batch_size, device)
+        results, warnings = compute_metrics(net, samples.images, which, ref, args.batch_size, device)
+    if "lpips" in which:
+        from data import load_split  # the command line alone reads data sets
+        reference = load_split(args.ref, args.data_dir, args.ref_split == "train", args.ref_npz)
+        results.update(lpips_report(samples, reference, LPIPS(*(None if w == "random" else w for w in (
+            args.lpips_backbone, args.lpips_linear))), args.batch_size, device))
     report = {"samples": args.samples, "n_samples": len(samples), "ref": args.ref_npz or args.ref,
               "ref_split": args.ref_split, "n_ref": None if ref is None else len(ref["features"]),
-              "resize": RESIZE_RULE, "inception_weights_sha256": net.weights_id, **results,
+              "resize": RESIZE_RULE, "inception_weights_sha256": net.weights_id if net else None, **results,
               "warnings": warnings, "seconds": time.time() - start, "torch": torch.__version__, "device": device}
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.samples)), "metrics.json")
     with open(out, "w") as f:
@@ -407,11 +548,13 @@ def main(argv=None) -> None:
         sys.exit(2)
     for w in report["warnings"]:
         print(f"warning: {w}")
-    for key in ("fid", "is_mean", "is_std", "kid_mean", "kid_std"):
+    for key in ("fid", "is_mean", "is_std", "kid_mean", "kid_std", "lpips_diversity", "lpips_diversity_ref",
+                "pixel_l2_diversity", "pixel_l2_diversity_ref"):
         if key in report:
             print(f"{key}: {report[key]:.6g}")
-    print(f"n_samples {report['n_samples']}, ref {report['ref']} ({report['n_ref']} images), "
-          f"weights {report['inception_weights_sha256'][:8]}")
+    weights = report["inception_weights_sha256"]
+    print(f"n_samples {report['n_samples']}, ref {report['ref']} ({report['n_ref']} images)"
+          + (f", Inception weights {weights[:8]}" if weights else ""))
 
 
 if __name__ == "__main__":

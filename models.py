@@ -279,14 +279,16 @@ def load_robustbench(name: str, dataset: str = "cifar10", threat_model: str = "L
         raise CheckpointError(f"cannot load RobustBench model {name} ({first_line(e)}); offline, put its weights "
                               f"at {path}") from None
     info = {"args": {"dataset": dataset}, "model_config": {"num_classes": ROBUSTBENCH_CLASSES[dataset]},
-            "source": f"robustbench:{dataset}/{threat_model}/{name}"}
+            "source": f"robustbench:{dataset}/{threat_model}/{name}",
+            "file": os.path.join(model_dir, dataset, threat_model, f"{name}.pt")}
     return model.to(map_location).eval(), info
 
 
-def add_classifier_flags(parser) -> None:
-    """--ckpt (a train.py checkpoint) or --robustbench NAME (with --dataset, --threat-model, --model-dir)."""
+def add_classifier_flags(parser, several: bool = False) -> None:
+    """--ckpt (a train.py checkpoint; several with `several`) or --robustbench NAME (with --dataset,
+    --threat-model, --model-dir)."""
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ckpt", help="checkpoint written by train.py")
+    source.add_argument("--ckpt", nargs="+" if several else None, help="checkpoint(s) written by train.py")
     source.add_argument("--robustbench", metavar="NAME", help="a RobustBench zoo model, e.g. Wong2020Fast "
                         f"(needs {ROBUSTBENCH_INSTALL})")
     parser.add_argument("--dataset", choices=tuple(ROBUSTBENCH_CLASSES), default="cifar10",
@@ -296,12 +298,14 @@ def add_classifier_flags(parser) -> None:
     parser.add_argument("--model-dir", default="models", help="--robustbench: where zoo weights are kept")
 
 
-def load_classifier(args, map_location="cpu") -> tuple:
-    """(model in eval mode, checkpoint or description) from --ckpt or --robustbench."""
+def load_classifier(args, map_location="cpu", ckpt: str = None) -> tuple:
+    """(model in eval mode, checkpoint or description, with "source" and "file") from --ckpt (or the path
+    `ckpt`) or --robustbench."""
     if args.robustbench:
         return load_robustbench(args.robustbench, args.dataset, args.threat_model, args.model_dir, map_location)
-    model, ckpt = load_model(args.ckpt, map_location)
-    return model.eval(), {**ckpt, "source": os.path.abspath(args.ckpt)}
+    path = ckpt or args.ckpt
+    model, checkpoint = load_model(path, map_location)
+    return model.eval(), {**checkpoint, "source": os.path.abspath(path), "file": path}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -100,6 +100,48 @@ def test_cli_end_to_end_on_a_smoke_checkpoint(smoke_run, tmp_path):
     assert json.loads((out / "args.json").read_text())["dataset"] == "synthetic"
     result = run("--compare-inits", "--out", str(tmp_path / "cmp"))
     assert result.returncode == 0, result.stderr
-    table = json.loads((tmp_path / "cmp" / "compare_inits.json").read_text())
+    table = json.loads((tmp_path / "cmp" / "compare_inits.json").read_text())["runs"]
     assert set(table) == set(G.INITS) and (tmp_path / "cmp" / "compare_inits.png").stat().st_size > 1000
     assert "pca" in result.stdout and "uniform" in result.stdout
+
+
+def test_presets_set_the_authors_settings_and_explicit_flags_win(smoke_run, tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "generate.py"), "--ckpt", str(smoke_run / "best.pt"),
+                             "--preset", "paper", "--n-per-class", "2", "--cache-dir", str(tmp_path / "cache"),
+                             "--out", str(tmp_path / "paper")], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    stored = json.loads((tmp_path / "paper" / "args.json").read_text())
+    assert {k: stored[k] for k in G.PRESETS["paper"]} == {**G.PRESETS["paper"], "n_per_class": 2}
+    assert "preset=paper steps=20 eta=1.0 zeta=0.0 noise_std=0.001 sigma_pca=0.005" in result.stdout
+    parser = G.build_parser()
+    G.apply_preset(parser, ["--ckpt", "x", "--out", "y", "--preset", "paper-momentum"])
+    assert parser.parse_args(["--ckpt", "x", "--out", "y", "--preset", "paper-momentum"]).zeta == 0.5
+
+
+def test_retained_variance_zero_starts_at_the_class_mean():
+    torch.manual_seed(0)
+    images = torch.rand(40, 3, 8, 8)
+    pca = G.fit_pca(images, 0.0)
+    assert len(pca["s"]) == 0
+    x0 = G.sample_pca(pca, 5, 0.02, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(x0, images.flatten(1).mean(0).expand(5, -1))
+
+
+def test_compare_samplers_and_the_pca_sweep_end_to_end(smoke_run, tmp_path):
+    run = lambda *extra: subprocess.run(  # noqa: E731
+        [sys.executable, os.path.join(ROOT, "generate.py"), "--ckpt", str(smoke_run / "best.pt"), "--n-per-class", "3",
+         "--steps", "3", "--cache-dir", str(tmp_path / "cache"), "--lpips-backbone", "random", *extra],
+        capture_output=True, text=True, timeout=600)
+    result = run("--compare-samplers", "--zeta", "0", "--out", str(tmp_path / "samplers"))
+    assert result.returncode == 0, result.stderr
+    table = json.loads((tmp_path / "samplers" / "compare_samplers.json").read_text())["runs"]
+    assert list(table) == ["pca start, no SGLD", "SGLD, momentum 0.5", "SGLD, no momentum"]
+    assert table["pca start, no SGLD"]["settings"] == {"init": "pca", "steps": 0}
+    assert (tmp_path / "samplers" / "compare_samplers.png").stat().st_size > 1000
+    result = run("--sweep-pca", "0.001,0.015", "--sweep-variance", "0,0.95", "--out", str(tmp_path / "sweep"))
+    assert result.returncode == 0, result.stderr
+    sweep = json.loads((tmp_path / "sweep" / "sweep_pca.json").read_text())
+    assert len(sweep["runs"]) == 4 and "pixel_l2_diversity" in sweep["diversity"]
+    cell = sweep["runs"]["sigma_pca 0.015, variance 0.95"]
+    assert 0 <= cell["accuracy"] <= 1 and cell["pixel_l2_diversity"] > 0 and "lpips_diversity" not in cell
+    assert (tmp_path / "sweep" / "sweep_pca.png").stat().st_size > 1000

@@ -137,7 +137,7 @@ def test_weights_errors_are_clear(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(metrics.MetricsError, match="--inception-weights PATH"):
         FIDInceptionV3(weights="standard")
 
@@ -168,5 +168,103 @@ def test_cli_end_to_end_with_random_weights(tmp_path):
     assert report["fid"] > 0 and report["is_mean"] >= 1 and np.isfinite(report["kid_mean"])
     assert "2048" in report["warnings"][0] and "warning:" in result.stdout and "299x299" in report["resize"]
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "metrics.py"), str(tmp_path / "samples.npz"),
-                          "--metrics", "fid,lpips", "--inception-weights", "random"], capture_output=True, text=True)
+                          "--metrics", "fid,nope", "--inception-weights", "random"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown metric" in bad.stderr
+
+
+# --- the Inception Score's logits and LPIPS (issue 15) ------------------------------------------------------
+
+class StandIn(torch.nn.Module):
+    """A network shaped like FIDInceptionV3 whose features vary with the images (a random Inception maps
+    all images to nearly the same features) and whose fc bias is far from zero."""
+
+    logits_unbiased = FIDInceptionV3.logits_unbiased
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = torch.nn.Conv2d(3, 2048, 8, 8)
+        self.fc = torch.nn.Linear(2048, 1008)
+        with torch.no_grad():
+            self.fc.bias.copy_(20 * torch.randn(1008))
+
+    def forward(self, images):
+        f = 100 * self.features(images - 0.5).mean(dim=(2, 3))  # spread out: peaked, image-dependent predictions
+        return f, self.fc(f)
+
+
+def test_inception_score_from_images_uses_pool3_times_w_without_the_bias():
+    net, images = StandIn(), torch.randint(0, 256, (60, 3, 32, 32), dtype=torch.uint8)
+    results, _ = metrics.compute_metrics(net, images, ["is"], batch_size=20)
+    with torch.no_grad():
+        features, biased = net(images.float() / 255)
+        unbiased = metrics.inception_score((features @ net.fc.weight.T).double().numpy())
+    assert results["is_mean"] == pytest.approx(unbiased[0], rel=1e-6) and results["is_mean"] > 1.5
+    assert results["is_mean"] > 2 * metrics.inception_score(biased.double().numpy())[0]  # the bias would flatten it
+
+
+@pytest.fixture(scope="module")
+def lpips_net():
+    torch.manual_seed(0)
+    return metrics.LPIPS(backbone=None, linear=None)
+
+
+def test_lpips_is_zero_for_identical_images_symmetric_and_positive_otherwise(lpips_net):
+    a, b = torch.rand(6, 3, 32, 32), torch.rand(6, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(lpips_net(a, a), torch.zeros(6))
+        torch.testing.assert_close(lpips_net(a, b), lpips_net(b, a))
+        assert (lpips_net(a, b) > 0).all() and lpips_net(a, b).shape == (6,)
+
+
+def test_lpips_state_dict_is_torchvision_features_and_the_five_linear_layers(lpips_net):
+    alexnet = torchvision.models.alexnet(weights=None).state_dict()
+    features = {k: tuple(v.shape) for k, v in alexnet.items() if k.startswith("features.")}
+    lins = {f"lin{i}.model.1.weight": (1, c, 1, 1) for i, c in enumerate((64, 192, 384, 256, 256))}
+    assert {k: tuple(v.shape) for k, v in lpips_net.state_dict().items()} == {**features, **lins}
+
+
+def test_lpips_weights_files_load_strictly_and_refuse_others(tmp_path, monkeypatch):
+    torch.manual_seed(1)
+    alexnet = torchvision.models.alexnet(weights=None).state_dict()  # the file holds classifier.* too
+    lins = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((64, 192, 384, 256, 256))}
+    torch.save(alexnet, tmp_path / "alexnet.pth")
+    torch.save(lins, tmp_path / "alex.pth")
+    monkeypatch.setattr(metrics, "ALEXNET_SHA256_PREFIX", metrics.sha256_of(str(tmp_path / "alexnet.pth")))
+    monkeypatch.setattr(metrics, "LPIPS_ALEX_SHA256", metrics.sha256_of(str(tmp_path / "alex.pth")))
+    net = metrics.LPIPS(backbone=str(tmp_path / "alexnet.pth"), linear=str(tmp_path / "alex.pth"))
+    assert all(torch.equal(net.state_dict()[k], alexnet[k]) for k in alexnet if k.startswith("features."))
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in lins.items())
+    torch.save({**lins, "lin5.model.1.weight": torch.rand(1, 8, 1, 1)}, tmp_path / "alex.pth")
+    monkeypatch.setattr(metrics, "LPIPS_ALEX_SHA256", metrics.sha256_of(str(tmp_path / "alex.pth")))
+    with pytest.raises(metrics.MetricsError, match="unexpected"):
+        metrics.LPIPS(backbone=None, linear=str(tmp_path / "alex.pth"))
+    monkeypatch.setattr(metrics, "LPIPS_ALEX_SHA256", "0" * 64)
+    with pytest.raises(metrics.MetricsError, match="not the standard LPIPS linear layers"):
+        metrics.LPIPS(backbone=None, linear=str(tmp_path / "alex.pth"))
+
+
+def test_diversity_is_the_mean_distance_of_same_class_pairs(lpips_net):
+    images = torch.zeros(4, 3, 8, 8)
+    images[1] = 0.5  # class 0: images 0 and 1, at pixel L2 distance 0.5 * sqrt(192); class 1: two equal images
+    labels = torch.tensor([0, 0, 1, 1])
+    pairs = metrics.same_class_pairs(labels, pairs_per_class=10)
+    assert all(labels[i] == labels[j] and i != j for i, j in zip(*pairs))
+    assert metrics.diversity(images, labels, pairs_per_class=10) == pytest.approx(0.5 * 192 ** 0.5 / 2)
+    same = torch.rand(1, 3, 32, 32).repeat(4, 1, 1, 1)
+    assert metrics.diversity(same, labels, lpips_net, pairs_per_class=5) == 0
+
+
+def test_cli_lpips_with_random_weights(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("samples", "ref"):
+        np.savez(tmp_path / f"{name}.npz", image=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
+                 label=np.arange(40) % 10)
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "metrics.py"), str(tmp_path / "samples.npz"),
+                             "--metrics", "lpips", "--ref", "npz", "--ref-npz", str(tmp_path / "ref.npz"),
+                             "--lpips-backbone", "random", "--lpips-linear", "random"], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["lpips_diversity"] > 0 and report["lpips_diversity_ref"] > 0 and report["pixel_l2_diversity"] > 0
+    assert report["lpips_weights_sha256"] == "random" and "lpips_diversity:" in result.stdout
