@@ -104,7 +104,8 @@ def _torchvision_split(name: str, data_dir: str, train: bool) -> Split:
 
 def _tinyimagenet_split(data_dir: str, train: bool) -> Split:
     """Tiny-ImageNet from its official zip; the val folder (our test split) is sorted into classes once,
-    and the decoded images are cached as npz beside it."""
+    and the decoded images are cached as npz beside it (written to a temporary file, then renamed, so a
+    killed run never leaves a broken cache)."""
     cache = os.path.join(data_dir, f"tinyimagenet_{'train' if train else 'test'}.npz")
     if os.path.isfile(cache):
         return load_npz(cache, NUM_CLASSES["tinyimagenet"])
@@ -127,20 +128,25 @@ def _tinyimagenet_split(data_dir: str, train: bool) -> Split:
             images.append(_read_rgb(os.path.join(class_dir, name)))
             labels.append(k)
     image, label = np.stack(images), np.asarray(labels, np.int64)
-    np.savez(cache, image=image, label=label)
+    np.savez(cache + ".tmp.npz", image=image, label=label)
+    os.replace(cache + ".tmp.npz", cache)
     return split_from_arrays(image, label)
 
 
 def _sort_tinyimagenet_val(root: str) -> None:
-    """Move val/images/*.JPEG into val/<wnid>/ using val_annotations.txt (once)."""
+    """Move val/images/*.JPEG into val/<wnid>/ as val_annotations.txt says. Resumable: a file already in
+    its class folder is skipped, so a run killed halfway through is finished by the next one."""
     val = os.path.join(root, "val")
     if not os.path.isdir(os.path.join(val, "images")):
         return
     with open(os.path.join(val, "val_annotations.txt")) as f:
         for line in f:
             name, wnid = line.split("\t")[:2]
-            os.makedirs(os.path.join(val, wnid), exist_ok=True)
-            os.replace(os.path.join(val, "images", name), os.path.join(val, wnid, name))
+            source, target = os.path.join(val, "images", name), os.path.join(val, wnid, name)
+            if os.path.exists(target) and not os.path.exists(source):
+                continue  # moved by an earlier, interrupted run
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(source, target)
     os.rmdir(os.path.join(val, "images"))
 
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 import attacks as A
 from attacks import PIXEL, kl_per_sample
 from data import DataError, split_of_run
-from models import CheckpointError, add_classifier_flags, load_classifier, resolve_device, run_command
+from models import CheckpointError, add_classifier_flags, add_zoo_flags, load_classifier, resolve_device, run_command
 
 WEAT_CHOICES = (None, "nat", "adv")
 WEAT_TERMS = ("both", "ce", "kl")  # ablation: which terms carry the weight
@@ -510,16 +510,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Energy analysis of robust classifiers (Section 3 of the paper).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = p.add_subparsers(dest="mode", required=True)
-    common = argparse.ArgumentParser(add_help=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_classifier_flags(common)
-    common.add_argument("--n-examples", type=int, default=1000, help="first n test points")
-    common.add_argument("--seed", type=int, default=0, help="seeds the attacks")
-    common.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    common.add_argument("--data-dir", default=None, help="default: the one stored in the checkpoint")
-    common.add_argument("--test-npz", default=None, help="test points from this npz instead of the data set's")
-    common.add_argument("--out", default=None, help="output folder (default: the checkpoint's folder)")
-    kind = lambda name, text: sub.add_parser(name, parents=[common], help=text,  # noqa: E731
-                                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    points = argparse.ArgumentParser(add_help=False)
+    points.add_argument("--n-examples", type=int, default=1000, help="first n test points")
+    points.add_argument("--seed", type=int, default=0, help="seeds the attacks")
+    points.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    points.add_argument("--data-dir", default=None, help="default: the one stored in the checkpoint")
+    points.add_argument("--test-npz", default=None, help="test points from this npz instead of the data set's")
+    points.add_argument("--out", default=None, help="output folder (default: the checkpoint's folder)")
+    one_model = argparse.ArgumentParser(add_help=False, parents=[points])
+    add_classifier_flags(one_model)
+    kind = lambda name, text, parent=one_model: sub.add_parser(  # noqa: E731
+        name, parents=[parent], help=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = kind("attacks", "E(x) and E(x,y) of clean points and of untargeted / targeted attacks (the paper's Fig. 2)")
     a.add_argument("--eps", type=float, default=8.0, help="Linf radius in pixels")
     a.add_argument("--steps", type=int, default=ANALYSIS_STEPS, help="iterations K of every iterative attack")
@@ -530,9 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     kind("divergence", "dE and dE(x,y) per test point, x* from the checkpoint's training attack")
     w = kind("weights", "WEAT weight against E(x), high- and low-energy points among correct and wrong, train and test")
     w.add_argument("--train-npz", default=None, help="training points from this npz instead of the data set's")
-    z = sub.add_parser("zoo", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       help="dE(x), dE(x,y) of several RobustBench models against their robust accuracy")
-    z.add_argument("names", nargs="+", help="RobustBench model names (with --robustbench ignored)")
+    z = kind("zoo", "dE(x), dE(x,y) of several RobustBench models against their robust accuracy", points)
+    z.add_argument("names", nargs="+", help="RobustBench model names")
+    add_zoo_flags(z)
     c = sub.add_parser("curves", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        help="dE and mean energies over epochs from train.py logs; energy snapshots at --epochs")
     c.add_argument("--log", nargs="+", required=True, help="log.jsonl files of train.py runs")
@@ -635,7 +636,7 @@ def run_curves(args) -> dict:
 def check_args(args) -> None:
     """Defaults that depend on the mode, and values checked before any work (ValueError on bad input)."""
     if args.out is None:
-        source = args.log[0] if args.mode == "curves" else (args.ckpt or os.path.join("runs", "energy", "x"))
+        source = args.log[0] if args.mode == "curves" else (getattr(args, "ckpt", None) or os.path.join("runs", "energy", "x"))
         args.out = os.path.dirname(os.path.abspath(source))
     for key in ("n_examples", "steps", "eps"):
         if getattr(args, key, 1) <= 0:

@@ -285,12 +285,16 @@ def load_robustbench(name: str, dataset: str = "cifar10", threat_model: str = "L
 
 
 def add_classifier_flags(parser, several: bool = False) -> None:
-    """--ckpt (a train.py checkpoint; several with `several`) or --robustbench NAME (with --dataset,
-    --threat-model, --model-dir)."""
+    """--ckpt (a train.py checkpoint; several with `several`) or --robustbench NAME (with the zoo flags)."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt", nargs="+" if several else None, help="checkpoint(s) written by train.py")
     source.add_argument("--robustbench", metavar="NAME", help="a RobustBench zoo model, e.g. Wong2020Fast "
                         f"(needs {ROBUSTBENCH_INSTALL})")
+    add_zoo_flags(parser)
+
+
+def add_zoo_flags(parser) -> None:
+    """--dataset, --threat-model and --model-dir of RobustBench models."""
     parser.add_argument("--dataset", choices=tuple(ROBUSTBENCH_CLASSES), default="cifar10",
                         help="--robustbench: the zoo's data set (its test / training split is used)")
     parser.add_argument("--threat-model", choices=("Linf", "L2", "corruptions"), default="Linf",

@@ -1,8 +1,11 @@
+import os
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+import data
 from data import Batches, DataError, Split, crop_flip, load_data, load_npz, load_split
 
 
@@ -130,3 +133,81 @@ def test_unknown_dataset_and_missing_npz_flag():
         load_split("mnist", "data", True)
     with pytest.raises(DataError, match="needs --train-npz"):
         load_split("npz", "data", True)
+
+
+# --- Tiny-ImageNet: the official layout, and runs killed while sorting or caching (issue 16) ------------
+
+WNIDS = ("n01443537", "n01629819", "n01641577")  # listed out of order in wnids.txt below: labels follow the sorted ids
+COLOURS = {"n01443537": (250, 10, 10), "n01629819": (10, 250, 10), "n01641577": (10, 10, 250)}
+
+
+def fake_tinyimagenet(root):
+    """A tiny tree in the official layout: wnids.txt, train/<wnid>/images/*.JPEG (two per class), and
+    val/images/*.JPEG with val_annotations.txt (two per class, interleaved); one solid colour per class."""
+    from PIL import Image
+    base = root / "tiny-imagenet-200"
+    (base / "val" / "images").mkdir(parents=True)
+    (base / "wnids.txt").write_text("\n".join(reversed(WNIDS)) + "\n")
+    save = lambda path, wnid: Image.new("RGB", (64, 64), COLOURS[wnid]).save(path)  # noqa: E731
+    for wnid in WNIDS:
+        (base / "train" / wnid / "images").mkdir(parents=True)
+        for i in range(2):
+            save(base / "train" / wnid / "images" / f"{wnid}_{i}.JPEG", wnid)
+    lines = []
+    for i in range(6):
+        wnid = WNIDS[i % 3]
+        save(base / "val" / "images" / f"val_{i}.JPEG", wnid)
+        lines.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t63\t63")
+    (base / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    return base
+
+
+def check_labels(split):
+    """Labels follow the sorted wnids, and each image has its class's colour."""
+    assert split.images.shape[1:] == (3, 64, 64)
+    for image, label in zip(split.images, split.labels):
+        colour = torch.tensor(COLOURS[WNIDS[int(label)]], dtype=torch.float32)
+        assert (image.float().mean(dim=(1, 2)) - colour).abs().max() < 8  # JPEG keeps solid colours within a few levels
+
+
+def test_tinyimagenet_loader_reads_both_splits_of_the_official_layout(tmp_path):
+    fake_tinyimagenet(tmp_path)
+    train, test = (data.load_split("tinyimagenet", str(tmp_path), is_train) for is_train in (True, False))
+    assert train.labels.tolist() == [0, 0, 1, 1, 2, 2] and sorted(test.labels.tolist()) == [0, 0, 1, 1, 2, 2]
+    check_labels(train)
+    check_labels(test)
+    assert (tmp_path / "tinyimagenet_test.npz").exists() and not (tmp_path / "tiny-imagenet-200" / "val" / "images").exists()
+
+
+def test_tinyimagenet_survives_a_kill_while_sorting_and_while_caching(tmp_path, monkeypatch):
+    base = fake_tinyimagenet(tmp_path)
+    real_replace, moved = os.replace, {"n": 0}
+
+    def killed_after_two_moves(source, target):
+        if moved["n"] == 2:
+            raise KeyboardInterrupt  # the run dies halfway through sorting val/
+        moved["n"] += 1
+        real_replace(source, target)
+
+    monkeypatch.setattr(data.os, "replace", killed_after_two_moves)
+    with pytest.raises(KeyboardInterrupt):
+        data.load_split("tinyimagenet", str(tmp_path), False)
+    assert len(os.listdir(base / "val" / "images")) == 4  # two moved, four left
+    monkeypatch.setattr(data.os, "replace", real_replace)
+    real_savez = np.savez
+
+    def killed_while_writing(path, **arrays):
+        with open(path, "wb") as f:
+            f.write(b"PK\x03\x04 half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data.np, "savez", killed_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        data.load_split("tinyimagenet", str(tmp_path), False)  # the sort finishes, the cache write dies
+    assert not (tmp_path / "tinyimagenet_test.npz").exists()  # only a temporary file was touched
+    monkeypatch.setattr(data.np, "savez", real_savez)
+    test = data.load_split("tinyimagenet", str(tmp_path), False)
+    assert sorted(test.labels.tolist()) == [0, 0, 1, 1, 2, 2]
+    check_labels(test)
+    again = data.load_split("tinyimagenet", str(tmp_path), False)  # from the cache now
+    assert torch.equal(again.images, test.images) and torch.equal(again.labels, test.labels)
