@@ -149,6 +149,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
         if not last_iterate and step >= first_scored:
             best.update(x_adv, value.detach(), fooled)
         x_adv = project(x_adv + alpha * grad.sign(), x, eps)
+    # deviation: for robust accuracy PGD hands back the first fooling iterate, else the best one (AutoAttack's
+    # rule, never weaker); Madry et al.'s PGD, used for SAT training, returns the last iterate (last_iterate).
     if not last_iterate:  # one more forward scores the last iterate
         with torch.no_grad():
             best.update(x_adv, *pgd_objective(model(x_adv), y, loss, target))
@@ -230,7 +232,8 @@ def _loss_and_grad(model, x_adv, y, loss, target):
         else:
             value = dlr_loss(logits, y, target)
         grad = torch.autograd.grad(value.sum(), x_adv)[0]
-    return value.detach(), grad, logits.argmax(1) != y  # fooled = misclassified, also for APGD-T
+    # deviation: APGD-T succeeds by misclassification (as AutoAttack counts it), not by reaching its target
+    return value.detach(), grad, logits.argmax(1) != y
 
 
 def random_linf_start(x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
@@ -396,7 +399,7 @@ def _fab_run(model, x, y, target, eps, n_iter):
         n1, n2 = d1.flatten(1).abs().amax(1), d2.flatten(1).abs().amax(1)
         alpha = (n1 / (n1 + n2).clamp_min(1e-12)).clamp(0, FAB_ALPHA_MAX).view(view)
         x_i = ((1 - alpha) * (x_i + FAB_ETA * d1) + alpha * (x + FAB_ETA * d2)).clamp(0, 1)
-        with torch.no_grad():
+        with torch.no_grad():  # deviation: a second forward per iteration decides the step back (as the reference code)
             is_adv = model(x_i).argmax(1) != y
         norm = (x_i - x).flatten(1).abs().amax(1)
         found = is_adv & (-norm > best.value)
@@ -455,6 +458,7 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, c: float = 1.0, ka
     tenth of the steps, as torchattacks' CW does. Returns the smallest-L2 iterate that fooled the model
     (reached t), else the last iterate; always in [0, 1], never projected to an Linf ball."""
     x = x.detach()
+    # deviation: torchattacks starts at atanh(2x - 1) exactly, infinite (and stuck) at pixels 0 and 1
     w = torch.atanh((2 * x - 1).clamp(-1 + CW_TANH_EDGE, 1 - CW_TANH_EDGE)).requires_grad_(True)
     optimizer = torch.optim.Adam([w], lr=lr)
     best, best_l2 = x.clone(), torch.full((len(x),), float("inf"), device=x.device)
@@ -603,6 +607,7 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, a
     """
     x = x.detach()
     batch_size = batch_size or len(x)
+    # deviation: points misclassified to begin with are returned unchanged (every attack run returns a perturbed point)
     state = resume or {"stage": 0, "attacked": None, "batch": 0, "seconds": 0.0, "report": [],
                        "robust": torch.cat([predict(model, xb) == yb for xb, yb in zip(x.split(batch_size),
                                                                                        y.split(batch_size))]).cpu()}

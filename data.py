@@ -177,7 +177,7 @@ def split_of_run(run_args: dict, train: bool, data_dir: str = None, npz: str = N
     With `num_classes` (the checkpoint's model), labels the model cannot output are refused."""
     if not run_args or "dataset" not in run_args:
         raise DataError("the checkpoint does not record its data set (it was not written by train.py)")
-    if npz:
+    if npz:  # deviation: an explicit npz replaces the run's data set, whatever it was
         split = load_npz(npz)
     else:
         npz = run_args.get("train_npz" if train else "test_npz")
@@ -201,7 +201,7 @@ def load_data(name: str, data_dir: str = "data", train_npz: str = None, test_npz
     test = load_split(name, data_dir, False, test_npz)
     if val_npz is not None:
         val = load_npz(val_npz)
-    else:
+    else:  # deviation: a held-out part of the training set, where the authors used a generated npz (--val-npz)
         if not 0 <= val_size < len(train):
             raise DataError(f"--val-size must lie in [0, {len(train) - 1}] for {len(train)} training images")
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))

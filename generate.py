@@ -47,6 +47,7 @@ def fit_pca(images: torch.Tensor, retained_variance: float, rank_step: int = 256
     A randomized SVD (Halko et al. 2011) of rank q, with q doubled until the kept components explain
     enough: seconds for 5,000 CIFAR-10 images, where a full SVD takes a minute on two cores.
     """
+    # deviation: a randomized SVD in place of the authors' full one (the same components up to its tolerance)
     x = images.flatten(1).float()
     mean = x.mean(0)
     centred = x - mean
@@ -69,6 +70,7 @@ def n_components(s: torch.Tensor, retained_variance: float, total: torch.Tensor 
     start is then the class mean itself, as in the authors' released eval.py, see README)."""
     if retained_variance <= 0:
         return 0
+    # deviation: keeps the component that crosses the threshold; the authors' np.argmin(cum < v) stops before it
     total = (s.double() ** 2).sum() if total is None else total
     explained = torch.cumsum(s.double() ** 2, 0) / total
     k = int(torch.searchsorted(explained, torch.tensor([retained_variance], dtype=explained.dtype) - 1e-9)) + 1

@@ -268,6 +268,7 @@ class LPIPS(nn.Module):
             setattr(self, f"lin{i}", nn.Module())
             getattr(self, f"lin{i}").model = nn.Sequential(nn.Dropout(), nn.Conv2d(channels, 1, 1, bias=False))
             nn.init.uniform_(getattr(self, f"lin{i}").model[1].weight, 0, 1)  # random, but >= 0 as learned ones are
+        # deviation: no resizing before LPIPS (as the lpips code); CIFAR's 32x32 leaves AlexNet 1x1 maps at conv3-5
         self.register_buffer("shift", torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1), persistent=False)
         self.weights_id = {}

@@ -34,15 +34,19 @@ SELECTIONS = ("best-late", "best", "last", "energy")
 PCT_START = 0.25  # OneCycleLR warm-up fraction in the authors' code
 PIECEWISE_DROPS, PIECEWISE_FACTOR = (0.5, 0.75), 0.1  # lr x0.1 at 50% and 75% of the epochs (Rice et al. 2020)
 LATE_FRACTION = 0.1  # best-late: the best validation PGD-20 among the last 10% of epochs (authors: epochs 91-100)
+# deviation: MAIL-TR trains as TRADES from scratch until its weights switch on; the MAIL code restarts from a
+# TRADES checkpoint of epoch 55 at epoch 60 (of 100; 70 -> 75 of 120)
 MAIL_BURN_IN = 0.6  # MAIL code: its weights switch on at epoch 60 of 100 (75 of 120); TRADES before
 EPOCHS = {"svhn": 30}  # training epochs where the paper differs from its 100
+# deviation: MART and MAIL-TR train with the WEAT authors' schedule (OneCycle, lr 0.1, weight decay 5e-4), not
+# their own papers' (lr 0.01, weight decay 3.5e-3, 120 epochs); their loss settings are their code's
 BETA = {"trades": 6.0, "weat": 6.0, "mart": 5.0, "mail-tr": 5.0, "sat": 6.0}  # the KL weight (MART: lambda)
 BETA_BY_DATASET = {("weat", "cifar100"): 7.0}  # the paper's WEAT setting on CIFAR-100
 SMOKE = {"dataset": "synthetic", "model": "resnet18", "width": 8, "epochs": 2, "val_size": 100,
          "eval_examples": 100, "batch_size": 64, "steps": 5, "device": "cpu", "train_subset": None}
 RESUME_IGNORES = ("resume", "overwrite", "device", "compile")  # args that may change on --resume
 SNAPSHOT_DIR = "energy-snapshots"  # in the run folder: epoch-0001.npz, ... (--energy-snapshot)
-FAULT_CHECK_EVERY = 20  # steps between the host reads of the non-finite / eps-ball flag (one sync each)
+FAULT_CHECK_EVERY = 20  # deviation: faults are read every 20 steps, not every step; steps between the host reads of the non-finite / eps-ball flag (one sync each)
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_IN_HELP = "%(default).0s"  # tells ArgumentDefaultsHelpFormatter the help text states the default
 
@@ -205,7 +209,7 @@ def training_loss(model, x, x_adv, y, args, epoch: int) -> tuple:
 
 
 @torch.no_grad()
-def logging_logits(model, x, x_adv) -> tuple:
+def logging_logits(model, x, x_adv) -> tuple:  # deviation: an extra eval-mode forward, for the log only
     """Eval-mode logits of x and x* (one forward of both, no gradient), taken before the loss's train-mode
     forwards move the BatchNorm statistics: the model the attack saw. Every method's logged energies and
     training accuracies come from this one kind of forward, so that their curves compare."""
@@ -216,6 +220,7 @@ def logging_logits(model, x, x_adv) -> tuple:
 
 def autocast(args):
     """The mixed-precision context of the training step (a no-op for --amp none)."""
+    # deviation: --amp runs the inner attack under autocast too; every loss is computed in float32
     dtype = AMP_DTYPES[args.amp]
     return torch.autocast(torch.device(args.device).type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
@@ -383,6 +388,7 @@ def setup_distributed(args) -> tuple:
     if args.device.startswith("cuda"):
         args.device = f"cuda:{local_rank}"
         torch.cuda.set_device(local_rank)
+    # deviation: --batch-size is the global batch; BatchNorm statistics and WEAT's batch means are per rank
     if args.batch_size % world:
         raise TrainingError(f"--batch-size {args.batch_size} (the global batch) must divide among {world} processes")
     dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
@@ -391,6 +397,7 @@ def setup_distributed(args) -> tuple:
 
 def seed_epoch(seed: int, epoch: int) -> None:
     """Seed the global RNG (attack noise) from (seed, epoch), so a resumed run replays it exactly."""
+    # deviation: randomness seeded per epoch rather than carried over as RNG state (what makes resume exact)
     torch.manual_seed(seed * 1_000_003 + epoch)
 
 

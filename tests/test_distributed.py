@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+import pytest
 import torch
 
 from conftest import ROOT, TINY_RUN
@@ -33,7 +35,9 @@ def test_torchrun_two_processes_train_write_once_and_resume_exactly(tmp_path):
     assert "cpu x 2" in output and output.count("epoch 2/2") == 1  # rank 0 alone reports
     rows = read_log(tmp_path / "straight")
     assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["train_loss"] < rows[0]["train_loss"] + 0.5
-    assert sorted(os.listdir(tmp_path / "straight")) == ["args.json", "best.pt", "last.pt", "log.jsonl"]
+    assert sorted(os.listdir(tmp_path / "straight")) == ["args.json", "best.pt", "energy-snapshots", "last.pt", "log.jsonl"]
+    with np.load(tmp_path / "straight" / "energy-snapshots" / "epoch-0002.npz") as f:  # the two ranks' halves, summed
+        assert np.isfinite(f["E_x"]).all() and f["E_x"].mean() == pytest.approx(rows[1]["E_nat"], rel=1e-4)
 
     cut = torchrun(tmp_path / "cut")  # killed (the whole process group) once epoch 1 is logged
     log = tmp_path / "cut" / "log.jsonl"

@@ -37,7 +37,7 @@ def test_sigkill_mid_epoch_in_evaluation_and_in_a_checkpoint_write_then_resume_e
     done = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *THREE_EPOCHS, "--out-dir", str(out),
                            "--resume"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert sorted(os.listdir(out)) == ["args.json", "best.pt", "last.pt", "log.jsonl"]  # temporary file removed
+    assert sorted(os.listdir(out)) == ["args.json", "best.pt", "energy-snapshots", "last.pt", "log.jsonl"]  # no temporary file
     a, b = (load_checkpoint(str(d / "last.pt"))["model"] for d in (tmp_path / "straight", out))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert without_seconds(read_log(tmp_path / "straight")) == without_seconds(read_log(out))  # no epoch twice or lost
