@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 import train
-from attacks import apgd, eval_mode
+from attacks import PGD20_STEP_SIZE, PGD20_STEPS, PIXEL, apgd, eval_mode
 from data import Batches, Split
 from models import build_model, resolve_device
 
@@ -72,7 +72,7 @@ def training_args(device, batch_size: int, **flags):
 def epoch_of(model, args, steps: int):
     """A function that runs one train.train_epoch of `steps` steps (the real training step)."""
     batches = Batches(random_split(steps * args.batch_size), args.batch_size, args.device, shuffle=True,
-                      augment=True)
+                      augment=True, with_index=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     return lambda: train.train_epoch(train.Networks.of(model), batches, optimizer, scheduler, args, 1)
@@ -80,8 +80,8 @@ def epoch_of(model, args, steps: int):
 
 def floor_parts(model, x, steps: int):
     """The primitives of a TRADES step: K x (forward + input-gradient backward) in eval mode, a
-    no-grad eval forward (the KL target), and in train mode forward + full backward of the natural and
-    adversarial batches with the optimizer step."""
+    no-grad eval forward (the KL target), a no-grad eval forward of x and x* together (the log's), and in
+    train mode forward + full backward of the natural and adversarial batches with the optimizer step."""
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     x_adv = (x + 0.01 * torch.randn_like(x)).clamp(0, 1)
 
@@ -95,11 +95,15 @@ def floor_parts(model, x, steps: int):
         with eval_mode(model), torch.no_grad():
             model(x)
 
+    def log():
+        with eval_mode(model), torch.no_grad():
+            model(torch.cat([x, x_adv]))
+
     def outer():
         optimizer.zero_grad(set_to_none=True)
         (model(x).logsumexp(1).mean() + model(x_adv).logsumexp(1).mean()).backward()
         optimizer.step()
-    return {"attack": attack, "target": target, "outer": outer}
+    return {"attack": attack, "target": target, "log": log, "outer": outer}
 
 
 def bench_step(device, width: int, batch_size: int, repeats: int, quick: bool) -> dict:
@@ -110,7 +114,7 @@ def bench_step(device, width: int, batch_size: int, repeats: int, quick: bool) -
     t = timed({"long": epoch_of(model, args, long), "short": epoch_of(model, args, 1),
                **floor_parts(model, torch.rand(batch_size, 3, 32, 32, device=device), args.steps)}, device, repeats)
     step = (t["long"] - t["short"]) / (long - 1)
-    parts = {"attack": t["attack"], "target": t["target"], "outer": t["outer"]}
+    parts = {"attack": t["attack"], "target": t["target"], "log": t["log"], "outer": t["outer"]}
     floor = sum(parts.values())
     return {"step_s": step, "floor_s": floor, **{f"floor_{k}_s": v for k, v in parts.items()}, "ratio": step / floor}
 
@@ -167,7 +171,7 @@ def bench_apgd(device, width: int, batch_size: int, repeats: int, quick: bool) -
         x_req = x.clone().requires_grad_(True)
         torch.autograd.grad(torch.nn.functional.cross_entropy(model(x_req), y), x_req)
 
-    t = timed({"long": lambda: apgd(model, x, y, 8 / 255, long), "short": lambda: apgd(model, x, y, 8 / 255, short),
+    t = timed({"long": lambda: apgd(model, x, y, 8 * PIXEL, long), "short": lambda: apgd(model, x, y, 8 * PIXEL, short),
                "primitive": primitive}, device, repeats)
     per_iter = (t["long"] - t["short"]) / (long - short)
     return {"iteration_s": per_iter, "forward_backward_s": t["primitive"], "ratio": per_iter / t["primitive"]}
@@ -194,7 +198,7 @@ def bench_cuda_epochs(device, models: tuple, batch_size: int, repeats: int, quic
             val = Batches(random_split(1000), 500, device)
             long = 3 if quick else 10
             t = timed({"long": epoch_of(net, args, long), "short": epoch_of(net, args, 1),
-                       "validation": lambda: train.evaluate_pgd(net, val, 8 / 255, 2 / 255, 20)}, device, repeats)
+                       "validation": lambda: train.evaluate_pgd(net, val, 8 * PIXEL, PGD20_STEP_SIZE, PGD20_STEPS)}, device, repeats)
             step, validation = (t["long"] - t["short"]) / (long - 1), t["validation"]
             rows.append({"model": name, "config": label, "images_per_s": batch_size / step,
                          "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30,

@@ -134,7 +134,7 @@ def mail_trades_loss(logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torc
 
 
 def method_name(settings: dict) -> str:
-    """sat, trades, mart, mail-tr, weat-nat or weat-adv from a run's settings (train.py's args, e.g. its
+    """sat, trades, mart, mail-tr, natural, weat-nat or weat-adv from a run's settings (train.py's args, e.g. its
     args.json), with the WEAT ablations that differ from the paper appended: weat-adv-kl-only-normalized-uniform."""
     if settings.get("loss", "trades") != "trades" or settings.get("weat", "none") == "none":
         return settings.get("loss", "trades")

@@ -541,7 +541,7 @@ def run(args) -> dict:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    from data import DataError
+    from data import DataError  # the command line alone reads data sets: the library part stands alone
     try:
         report = run(args)
     except (MetricsError, DataError) as e:

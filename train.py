@@ -28,7 +28,7 @@ from energy import (WEAT_TERMS, WEIGHT_FNS, energy_x, energy_xy, mail_trades_los
 from models import (MODEL_NAMES, CheckpointError, build_model, first_line, load_checkpoint, model_config,
                     resolve_device, run_command, save_checkpoint)
 
-LOSSES = ("trades", "sat", "mart", "mail-tr")
+LOSSES = ("trades", "sat", "mart", "mail-tr", "natural")
 SCHEDULES = ("onecycle", "piecewise")
 SELECTIONS = ("best-late", "best", "last", "energy")
 PCT_START = 0.25  # OneCycleLR warm-up fraction in the authors' code
@@ -40,7 +40,7 @@ MAIL_BURN_IN = 0.6  # MAIL code: its weights switch on at epoch 60 of 100 (75 of
 EPOCHS = {"svhn": 30}  # training epochs where the paper differs from its 100
 # deviation: MART and MAIL-TR train with the WEAT authors' schedule (OneCycle, lr 0.1, weight decay 5e-4), not
 # their own papers' (lr 0.01, weight decay 3.5e-3, 120 epochs); their loss settings are their code's
-BETA = {"trades": 6.0, "weat": 6.0, "mart": 5.0, "mail-tr": 5.0, "sat": 6.0}  # the KL weight (MART: lambda)
+BETA = {"trades": 6.0, "weat": 6.0, "mart": 5.0, "mail-tr": 5.0, "sat": 6.0, "natural": 6.0}  # the KL weight (MART: lambda)
 BETA_BY_DATASET = {("weat", "cifar100"): 7.0}  # the paper's WEAT setting on CIFAR-100
 SMOKE = {"dataset": "synthetic", "model": "resnet18", "width": 8, "epochs": 2, "val_size": 100,
          "eval_examples": 100, "batch_size": 64, "steps": 5, "device": "cpu", "train_subset": None}
@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=64, help="base channel count (64 is the paper's network)")
     p.add_argument("--normalize", action="store_true", help="normalise inputs with CIFAR-10 statistics")
     p.add_argument("--loss", choices=LOSSES, default="trades",
-                   help="outer objective: TRADES (KL attack), SAT i.e. PGD-AT (CE attack), MART (CE attack) or "
-                        "MAIL-TR (KL attack)")
+                   help="outer objective: TRADES (KL attack), SAT i.e. PGD-AT (CE attack), MART (CE attack), "
+                        "MAIL-TR (KL attack), or natural (plain CE, no attack: a non-robust model to compare with)")
     p.add_argument("--mail-burn-in", type=int, default=None,
                    help="MAIL-TR: epochs of plain TRADES before its weights switch on (default: 60%% of --epochs)"
                         + DEFAULT_IN_HELP)
@@ -174,9 +174,11 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
 def attack_for_training(model, x, y, args):
     """x* for the training loss, with the model in eval mode, as each method's paper does it: the TRADES KL
     attack (TRADES, WEAT, MAIL-TR), PGD-CE from a uniform start returning its last iterate (SAT, as Madry
-    et al.), or CE ascent from x + 0.001 N(0, I) (MART). The eps-ball check is the training loop's
-    (`Faults`), read without a host-device sync per step."""
+    et al.), CE ascent from x + 0.001 N(0, I) (MART), or x itself (natural training). The eps-ball check
+    is the training loop's (`Faults`), read without a host-device sync per step."""
     eps, alpha = args.eps * PIXEL, args.step_size * PIXEL
+    if args.loss == "natural":
+        return x  # no attack: x* = x
     with eval_mode(model):
         if args.loss == "sat":
             return pgd(model, x, y, eps, alpha, args.steps, last_iterate=True, check=False)
@@ -192,7 +194,7 @@ def training_loss(model, x, x_adv, y, args, epoch: int) -> tuple:
     wrapper); logits are cast to float32 for the loss.
     """
     logits_adv = model(x_adv).float()
-    if args.loss == "sat":
+    if args.loss in ("sat", "natural"):  # natural: x_adv is x
         return torch.nn.functional.cross_entropy(logits_adv, y), None
     # deviation: one natural forward serves the CE and the KL term (TRADES' code runs model(x) twice; the
     # loss and its gradient are the same, BatchNorm statistics see the natural batch once per step).

@@ -45,7 +45,7 @@ def test_smoke_cli_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("method", [["--weat", "adv"], ["--weat", "nat"], ["--loss", "sat"], ["--loss", "mart"],
-                                    ["--loss", "mail-tr"],
+                                    ["--loss", "mail-tr"], ["--loss", "natural"],
                                     ["--weat", "adv", "--weat-terms", "kl", "--weat-normalize", "--weat-fn", "uniform"]])
 def test_each_method_trains_and_logs_sensible_numbers(tmp_path, method):
     rows = train.run(tiny_train_args(tmp_path, *method))

@@ -1,22 +1,29 @@
-"""Developer check: samples from a classifier for each start (pca, gaussian, uniform) with one SGLD
-budget, scored by the model itself and by a different model.
+"""Developer check: generate.py on a reference model of ../shared (or a train.py checkpoint), with its
+samples scored by the model itself and by a different model (the judge).
 
-Needs the developers' ../shared folder (not shipped with the repo) and the decoded CIFAR-10 copy:
+Needs the developers' ../shared folder (not shipped with the repo) and the decoded CIFAR-10 copy. The
+flags after `--` go to generate.py unchanged (a preset, --compare-samplers, a sweep ...); the reference
+model stands in for --ckpt, so the outputs are exactly generate.py's:
 
-    python tools/reference_generation.py --train-npz /tmp/cifar10/cifar10_train.npz --out runs/reference
+    python tools/reference_generation.py --train-npz /tmp/cifar10/cifar10_train.npz --out runs/gen-paper \
+        -- --preset paper
+    python tools/reference_generation.py --train-npz /tmp/cifar10/cifar10_train.npz --out runs/gen-samplers \
+        -- --compare-samplers --n-per-class 50
 
-Prints a markdown table (share of samples each model classifies as the target class, samples x steps
-per second) and writes a grid per start (one row per class) and compare-<model>.png (a row per start,
-two samples per class, classes in order).
+Prints a markdown table: per run, the generating model's accuracy on its samples, the judge's, and the
+within-class diversity (mean pixel L2 between same-class samples, and that of the training images).
 """
+import argparse
+import json
 import os
-import time
 
+import numpy as np
 import torch
 
 from common import classifier, tool_parser  # first: it puts the repo on sys.path
-from data import load_npz
 import generate as G
+import metrics
+from data import load_npz
 
 
 def main():
@@ -24,35 +31,36 @@ def main():
     p.add_argument("--train-npz", required=True, help="decoded CIFAR-10 training set")
     p.add_argument("--model", default="vnncomp21-resnet4b", help="reference model name or train.py checkpoint")
     p.add_argument("--judge", default="vnncomp21-resnet2b", help="the different model that scores the samples")
-    p.add_argument("--n-per-class", type=int, default=20, help="samples per class")
-    p.add_argument("--steps", type=int, default=60, help="SGLD steps")
-    p.add_argument("--step-size", type=float, default=1.0, help="eta")
-    p.add_argument("--momentum", type=float, default=0.5, help="zeta")
-    p.add_argument("--noise-std", type=float, default=0.01, help="sigma")
-    p.add_argument("--sigma-pca", type=float, default=0.015, help="PCA start scale")
+    p.add_argument("generate_flags", nargs=argparse.REMAINDER, help="-- then generate.py's flags")
     args = p.parse_args()
-    (model, tag), (judge, _) = classifier(args.model, args.shared), classifier(args.judge, args.shared)
-    model.requires_grad_(False)
+    (model, tag), (judge, judge_tag) = classifier(args.model, args.shared), classifier(args.judge, args.shared)
+    info = {"args": {"dataset": "npz", "train_npz": args.train_npz}, "model_config": {"num_classes": 10},
+            "source": tag, "file": args.train_npz}
+    G.load_classifier = lambda *_, **__: (model, info)  # the reference model in place of --ckpt
+    flags = [f for f in args.generate_flags if f != "--"]
+    G.main(["--ckpt", tag, "--train-npz", args.train_npz, "--out", args.out, *flags])
     train = load_npz(args.train_npz)
-    os.makedirs(args.out, exist_ok=True)
-    y = torch.arange(10).repeat_interleave(args.n_per_class)
-    rows = []
-    print("| model | start | model's accuracy on its samples | judge's accuracy | samples x steps / s |\n|---|---|---|---|---|")
-    for init in G.INITS:
-        fitted = None if init == "uniform" else G.fit_starts(train.images, train.labels, init, 0.95,
-                                                              os.path.join("data", "generation-cache", f"ref-{init}.pt"))
-        x0 = G.initial_points(init, fitted, y, (3, 32, 32), args.sigma_pca, seed=0)
-        start = time.time()
-        samples, trace = G.sgld(model, x0, y, args.steps, args.step_size, args.momentum, args.noise_std)
-        speed = len(y) * args.steps / (time.time() - start)
+    reference = metrics.diversity(train.images, train.labels)
+    print(f"\n| generator | run | its accuracy on its samples | judge ({judge_tag}) accuracy | pixel L2 diversity "
+          f"(training images: {reference:.2f}) |\n|---|---|---|---|---|")
+    folders = sorted({os.path.dirname(path) for path in glob_samples(args.out)})
+    for folder in folders:
+        samples = load_npz(os.path.join(folder, "samples.npz"))
+        x = samples.images.float() / 255
         with torch.no_grad():
-            judged = (judge(samples).argmax(1) == y).float().mean().item()
-        G.save_grid(samples, y, os.path.join(args.out, f"samples-{tag}-{init}.png"), 10, G.CIFAR10_CLASSES)
-        rows.append(torch.cat([samples[y == c][:2] for c in range(10)]))  # two per class
-        print(f"| {tag} | {init} | {100 * trace[-1]['accuracy']:.1f}% | {100 * judged:.1f}% | {speed:.0f} |", flush=True)
-    G.save_grid(rows, None, os.path.join(args.out, f"compare-{tag}.png"), len(rows[0]), row_labels=list(G.INITS))
+            own = np.mean([(model(b).argmax(1) == yb).float().mean().item() for b, yb in zip(x.split(500), samples.labels.split(500))])
+            judged = np.mean([(judge(b).argmax(1) == yb).float().mean().item() for b, yb in zip(x.split(500), samples.labels.split(500))])
+        run = os.path.relpath(folder, args.out)
+        print(f"| {tag} | {run} | {100 * own:.1f}% | {100 * judged:.1f}% | {metrics.diversity(samples.images, samples.labels):.2f} |")
+        with open(os.path.join(folder, "judged.json"), "w") as f:
+            json.dump({"model": tag, "judge": judge_tag, "own_accuracy": own, "judge_accuracy": judged,
+                       "pixel_l2_diversity": metrics.diversity(samples.images, samples.labels),
+                       "pixel_l2_diversity_training_images": reference}, f, indent=2)
+
+
+def glob_samples(out: str) -> list:
+    return [os.path.join(root, "samples.npz") for root, _, names in os.walk(out) if "samples.npz" in names]
 
 
 if __name__ == "__main__":
     main()
-
