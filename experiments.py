@@ -252,7 +252,7 @@ def run_every_stage(run: Run) -> None:
     """The smoke set's energy analysis and generation, on one finished run."""
     ckpt = os.path.join(run.folder, "best.pt")
     execute([sys.executable, os.path.join(ROOT, "energy.py"), "attacks", "--ckpt", ckpt, "--n-examples", "50",
-             "--n-iter", "5", "--attacks", "pgd-ce,trades-pgd,apgd-ce,apgd-t,cw-l2", "--device", "cpu",
+             "--steps", "5", "--attacks", "pgd-ce,trades-pgd,apgd-ce,apgd-t,cw-l2", "--device", "cpu",
              "--out", os.path.join(run.folder, "energy")])
     execute([sys.executable, os.path.join(ROOT, "generate.py"), "--ckpt", ckpt, "--n-per-class", "2", "--steps", "5",
              "--device", "cpu", "--cache-dir", os.path.join(run.folder, "generation-cache"),

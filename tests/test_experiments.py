@@ -49,7 +49,7 @@ def test_smoke_set_end_to_end_resumes_and_its_table_equals_the_evaluation_files(
     assert "--resume" in trained[0] and "--resume" not in trained[1]  # the cut-off run continues
     assert stamps == {name: os.path.getmtime(os.path.join(finished, name)) for name in stamps}  # not redone
     with open(os.path.join(tmp_path, "runs", "smoke", "trades-s0", "log.jsonl")) as f:
-        assert [json.loads(line)["epoch"] for line in f] == [1, 2]
+        assert [json.loads(line)["epoch"] for line in f] == [1, 2, 3, 4]
 
     with open(tmp_path / "results" / "smoke.json") as f:
         table = json.load(f)
