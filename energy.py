@@ -390,9 +390,14 @@ def plot_histograms(per_point: dict, keys: tuple, path: str, title: str) -> None
 def read_log(path: str) -> tuple:
     """(label, rows) of a train.py log.jsonl; the label is the run's method from args.json beside it."""
     with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+        try:
+            rows = [json.loads(line) for line in f if line.strip()]
+        except json.JSONDecodeError:
+            rows = [{}]
     if not rows:
         raise DataError(f"{path} holds no epochs")
+    if not all(isinstance(row, dict) and {"epoch", "lr", "delta_E"} <= set(row) for row in rows):
+        raise DataError(f"{path} is not a train.py log.jsonl (each line a JSON object with epoch, lr, delta_E, ...)")
     folder = os.path.dirname(os.path.abspath(path))
     label = os.path.basename(folder)
     if os.path.isfile(os.path.join(folder, "args.json")):

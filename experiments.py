@@ -392,7 +392,7 @@ def plot_claims(results: list, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     methods = list(dict.fromkeys(r["method"] for r in results))
-    fig, axes = plt.subplots(3, len(methods), figsize=(4.2 * len(methods), 9), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(3, len(methods), figsize=(4.2 * len(methods), 9), sharex=True, sharey="row", squeeze=False)
     for col, method in enumerate(methods):
         for r in (r for r in results if r["method"] == method):
             epochs, color = [row["epoch"] for row in r["rows"]], f"C{r['seed']}"
@@ -414,7 +414,9 @@ def plot_claims(results: list, path: str) -> None:
                 ax.axvline(epoch, color="grey", linestyle=":", linewidth=1)
         axes[0, col].set_title(method)
         axes[0, col].legend(fontsize=7)
-    axes[0, 0].set_ylabel("accuracy % (triangle: validation pick, star: energy pick)")
+    axes[0, 0].set_ylabel("accuracy %")
+    fig.suptitle("test PGD (solid) and training robust accuracy (dashed); triangle: validation pick, star: energy "
+                 "pick; dotted: learning-rate drops", fontsize=9)
     axes[1, 0].set_ylabel("dE = E(x) - E(x*), training batches")
     axes[2, 0].set_ylabel("dE(x,y) = E(x,y) - E(x*,y)")
     for ax in axes[2]:

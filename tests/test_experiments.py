@@ -97,3 +97,38 @@ def test_a_folder_with_other_settings_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         experiments.main(smoke_argv(tmp_path))
     assert stop.value.code == 2 and "other settings (epochs)" in capsys.readouterr().err
+
+
+def synthetic_claims_log(seed: int, overfits: bool) -> list:
+    """60 epochs with the claims schedule: lr drops after epochs 30 and 45; an overfitting run's test PGD
+    peaks after the first drop and falls while its energy gap leaves its band."""
+    rng = __import__("random").Random(seed)
+    rows = []
+    for epoch in range(1, 61):
+        lr = 0.1 if epoch < 30 else 0.01 if epoch < 45 else 0.001
+        late = max(0, epoch - 32) if overfits else 0
+        rows.append({"epoch": epoch, "lr": lr, "train_adv_acc": 0.2 + 0.005 * epoch, "train_loss": 1.0,
+                     "delta_E": -0.05 + 0.002 * rng.uniform(-1, 1) - 0.01 * late,
+                     "delta_Exy": -0.3 - 0.01 * late, "val_pgd_acc": 0.2 + 0.001 * epoch - 0.002 * late,
+                     "test_pgd_acc": 0.2 + (0.03 if 30 <= epoch <= 32 else 0) - 0.003 * late, "test_nat_acc": 0.4})
+    return rows
+
+
+def test_claims_table_and_figure_from_logs(tmp_path, monkeypatch):
+    argv = ["claims-cpu", "--methods", "sat,trades", "--runs-dir", str(tmp_path / "runs"),
+            "--results-dir", str(tmp_path / "results")]
+    args = experiments.build_parser().parse_args(argv)
+    runs = experiments.plan(args)
+    for run in runs:
+        os.makedirs(run.folder)
+        with open(os.path.join(run.folder, "log.jsonl"), "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in synthetic_claims_log(run.seed, run.method == "sat"))
+    path = experiments.write_results(args, runs)
+    table = json.loads((tmp_path / "results" / "claims-cpu.json").read_text())
+    sat, trades = table["rows"]
+    assert sat["method"] == "sat" and sat["best_epoch"] == 30 and sat["gap"] > 0.08 and trades["gap"] == pytest.approx(0.03)
+    assert sat["dE_last"] < sat["dE_band"] - 0.2 and trades["dE_last"] == pytest.approx(trades["dE_band"], abs=0.01)
+    energy_sat = [r for r in table["runs"] if r["method"] == "sat"]
+    assert all(31 <= r["energy_epoch"] <= 34 for r in energy_sat)  # the gap leaves its band from epoch 33 on
+    text = open(path).read()
+    assert "| sat | 2 |" in text and "energy pick" in text and (tmp_path / "results" / "claims-cpu.png").stat().st_size > 20_000

@@ -136,6 +136,19 @@ def bad_inputs(d, good_ckpt):
         ("energy", ["attacks", "--ckpt", str(d / "corrupted.pt"), "--out", str(d / "energy")], "cannot load checkpoint"),
         ("metrics", [npz(d, "samples.npz"), "--inception-weights", str(d / "other-inception.pth")],
          "not the standard FID Inception weights"),
+        (*run("--val-size", "0", "--select", "best"), "--select best needs a validation split"),
+        (*run("--lr-schedule", "cosine"), "invalid choice: 'cosine'"),
+        (*run("--test-every", "-1"), "--test-every must not be negative"),
+        ("evaluate", ["--ckpt", good_ckpt, good_ckpt, "--out", str(d / "one.json")], "--out names the report of one model"),
+        ("energy", ["attacks", "--ckpt", good_ckpt, "--attacks", "pgd-ce,fgsm", "--out", str(d / "energy")],
+         "unknown fgsm"),
+        ("energy", ["attacks", "--ckpt", good_ckpt, "--points", "best", "--out", str(d / "energy")], "invalid choice: 'best'"),
+        ("energy", ["curves", "--log", str(d / "old-run" / "args.json"), "--epochs", "3", "--out", str(d / "energy")],
+         "is not a train.py log.jsonl"),
+        ("generate", ["--ckpt", good_ckpt, "--sweep-pca", "0.01", "--sweep-variance", "1.5", "--out", str(d / "samples")],
+         "--sweep-variance) must lie in [0, 1]"),
+        ("generate", ["--ckpt", good_ckpt, "--compare-inits", "--compare-samplers", "--out", str(d / "samples")],
+         "go one at a time"),
     ]
 
 
@@ -167,7 +180,7 @@ def test_every_bad_input_gets_a_one_line_error_exit_2_and_writes_nothing(tmp_pat
         with pytest.raises(SystemExit) as stop:
             mains[command](argv)
         err = capsys.readouterr().err
-        lines = [line for line in err.splitlines() if line.strip() and not line.startswith("usage:")]
+        lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("usage:", " "))]  # argparse's usage
         assert stop.value.code == 2, (command, argv, err)
         assert len(lines) == 1 and "error:" in lines[0] and message in lines[0], (command, argv, err)
     assert snapshot(tmp_path) == before  # nothing written, nothing overwritten
