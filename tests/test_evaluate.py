@@ -92,3 +92,21 @@ def test_resume_continues_a_cut_off_evaluation_with_the_same_result(smoke_run, t
     for key in ("clean", "pgd20_robust", "cascade_robust"):
         assert (np.load(straight["mask_file"])[key] == np.load(resumed["mask_file"])[key]).all()
     assert not os.path.exists(evaluate.progress_file(str(out)))
+
+
+def test_the_default_is_the_whole_test_split_and_several_checkpoints_get_a_report_each(smoke_run, tmp_path):
+    """10,500 small test images (more than the old default of 10,000, as SVHN's 26,032 are): all of them
+    are evaluated unless --n-examples says otherwise; best.pt and last.pt in one call."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "big.npz", image=rng.integers(0, 256, (10_500, 8, 8, 3), dtype=np.uint8),
+             label=np.arange(10_500) % 10)
+    for name in ("best.pt", "last.pt"):
+        with open(smoke_run / name, "rb") as src, open(tmp_path / name, "wb") as dst:
+            dst.write(src.read())
+    result = cli("--ckpt", str(tmp_path / "best.pt"), str(tmp_path / "last.pt"), "--test-npz", str(tmp_path / "big.npz"),
+                 "--attacks", "apgd-ce", "--n-iter", "1", "--batch-size", "2100")
+    assert result.returncode == 0, result.stderr
+    for name in ("best", "last"):
+        report = json.loads((tmp_path / f"eval-{name}.json").read_text())
+        assert report["n"] == 10_500 and report["checkpoint"].endswith(f"{name}.pt")
+    assert result.stdout.count("sanity flags") == 2
