@@ -385,20 +385,29 @@ def run(args) -> dict:
             with open(os.path.join(out, "metrics.json"), "w") as f:
                 json.dump(table[label]["metrics"], f, indent=2)
         first_per_class.append(torch.stack([samples[y == c][0] for c in y.unique()]))
-    if len(runs) > 1:  # one row of samples per run, one per class, and the table
-        name = "compare_inits" if args.compare_inits else "compare_samplers" if args.compare_samplers else "sweep_pca"
-        save_grid(first_per_class, None, os.path.join(args.out, f"{name}.png"), len(first_per_class[0]),
-                  row_labels=list(table))
-        with open(os.path.join(args.out, f"{name}.json"), "w") as f:
-            json.dump({"diversity": "lpips_diversity: mean LPIPS of same-class pairs (only where its weights were at "
-                       "hand); pixel_l2_diversity: mean ||a - b||_2 of same-class pairs, pixels in [0, 1]",
-                       "runs": table}, f, indent=2)
+    if len(runs) > 1:
+        write_comparison(args, table, first_per_class)
+    print_table(table)
+    print(f"written to {args.out}")
+    return table
+
+
+def write_comparison(args, table: dict, first_per_class: list) -> None:
+    """NAME.png (one row of samples per run, one per class) and NAME.json (the table) of a comparison."""
+    name = "compare_inits" if args.compare_inits else "compare_samplers" if args.compare_samplers else "sweep_pca"
+    save_grid(first_per_class, None, os.path.join(args.out, f"{name}.png"), len(first_per_class[0]),
+              row_labels=list(table))
+    with open(os.path.join(args.out, f"{name}.json"), "w") as f:
+        json.dump({"diversity": "lpips_diversity: mean LPIPS of same-class pairs (only where its weights were at "
+                   "hand); pixel_l2_diversity: mean ||a - b||_2 of same-class pairs, pixels in [0, 1]",
+                   "runs": table}, f, indent=2)
+
+
+def print_table(table: dict) -> None:
     print(f"{'run':<34}{'accuracy on samples':>20}{'mean E(x,y)':>14}{'pixel L2 div.':>15}{'LPIPS div.':>12}")
     for label, row in table.items():
         print(f"{label:<34}{100 * row['accuracy']:>19.1f}%{row['E_xy']:>14.3f}"
               f"{row.get('pixel_l2_diversity', float('nan')):>15.3f}{row.get('lpips_diversity', float('nan')):>12.4f}")
-    print(f"written to {args.out}")
-    return table
 
 
 def main(argv=None) -> None:
