@@ -9,7 +9,9 @@ import experiments
 
 
 def smoke_argv(tmp_path):
-    return ["smoke", "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
+    """The smoke set with three of its six methods (the suite's time; test_train trains all six)."""
+    return ["smoke", "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
+            "--methods", "sat,trades,weat-adv"]
 
 
 def kill_after_first_epoch(cmd):
@@ -45,7 +47,7 @@ def test_smoke_set_end_to_end_resumes_and_its_table_equals_the_evaluation_files(
     experiments.main(smoke_argv(tmp_path))
     trained = [cmd for cmd in ran if cmd[1].endswith("train.py")]
     assert [c[c.index("--out-dir") + 1].split(os.sep)[-1] for c in trained] == [
-        "trades-s0", "mart-s0", "mail-tr-s0", "weat-nat-s0", "weat-adv-s0"]
+        "trades-s0", "weat-adv-s0"]
     assert "--resume" in trained[0] and "--resume" not in trained[1]  # the cut-off run continues
     assert stamps == {name: os.path.getmtime(os.path.join(finished, name)) for name in stamps}  # not redone
     with open(os.path.join(tmp_path, "runs", "smoke", "trades-s0", "log.jsonl")) as f:
@@ -53,7 +55,7 @@ def test_smoke_set_end_to_end_resumes_and_its_table_equals_the_evaluation_files(
 
     with open(tmp_path / "results" / "smoke.json") as f:
         table = json.load(f)
-    assert [row["method"] for row in table["rows"]] == ["sat", "trades", "mart", "mail-tr", "weat-nat", "weat-adv"]
+    assert [row["method"] for row in table["rows"]] == ["sat", "trades", "weat-adv"]
     for row, run in zip(table["rows"], table["runs"]):
         for prefix in ("", "last_"):
             with open(run[f"{prefix}eval_file"]) as f:
