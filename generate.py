@@ -379,7 +379,7 @@ def run(args) -> dict:
         out = os.path.join(args.out, label.replace(", ", "-").replace(" ", "_")) if len(runs) > 1 else args.out
         write_run(out, samples, y, x0, trace, args.grid_columns, names)
         table[label] = {"settings": change, "accuracy": trace[-1]["accuracy"], "E_xy": trace[-1]["E_xy"],
-                        **(within_class_diversity(samples, y, lpips, device) if len(runs) > 1 else {})}
+                        **within_class_diversity(samples, y, lpips, device)}
         if args.metrics:
             table[label]["metrics"] = sample_metrics(args, samples, y, train, device)
             with open(os.path.join(out, "metrics.json"), "w") as f:
@@ -406,8 +406,8 @@ def write_comparison(args, table: dict, first_per_class: list) -> None:
 def print_table(table: dict) -> None:
     print(f"{'run':<34}{'accuracy on samples':>20}{'mean E(x,y)':>14}{'pixel L2 div.':>15}{'LPIPS div.':>12}")
     for label, row in table.items():
-        print(f"{label:<34}{100 * row['accuracy']:>19.1f}%{row['E_xy']:>14.3f}"
-              f"{row.get('pixel_l2_diversity', float('nan')):>15.3f}{row.get('lpips_diversity', float('nan')):>12.4f}")
+        lpips = f"{row['lpips_diversity']:.4f}" if "lpips_diversity" in row else "-"  # comparisons only
+        print(f"{label:<34}{100 * row['accuracy']:>19.1f}%{row['E_xy']:>14.3f}{row['pixel_l2_diversity']:>15.3f}{lpips:>12}")
 
 
 def main(argv=None) -> None:

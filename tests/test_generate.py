@@ -98,6 +98,7 @@ def test_cli_end_to_end_on_a_smoke_checkpoint(smoke_run, tmp_path):
     assert [t["step"] for t in trace] == [0, 2, 4]
     assert all((out / name).stat().st_size > 1000 for name in ("samples.png", "init.png"))
     assert json.loads((out / "args.json").read_text())["dataset"] == "synthetic"
+    assert "nan" not in result.stdout  # a single run reports its pixel diversity too
     result = run("--compare-inits", "--out", str(tmp_path / "cmp"))
     assert result.returncode == 0, result.stderr
     table = json.loads((tmp_path / "cmp" / "compare_inits.json").read_text())["runs"]
