@@ -350,7 +350,10 @@ def sample_metrics(args, samples: torch.Tensor, y: torch.Tensor, train, device) 
 
 
 def within_class_diversity(samples, y, lpips, device) -> dict:
-    """Mean distance between same-class samples: LPIPS where its weights are at hand, and pixel L2."""
+    """Mean distance between same-class samples: LPIPS where its weights are at hand, and pixel L2 (none
+    with one sample per class)."""
+    if torch.bincount(y).max() < 2:
+        return {}
     out = {"pixel_l2_diversity": metrics.diversity(samples, y)}
     if lpips is not None:
         out["lpips_diversity"] = metrics.diversity(samples, y, lpips, device=device)
@@ -406,8 +409,9 @@ def write_comparison(args, table: dict, first_per_class: list) -> None:
 def print_table(table: dict) -> None:
     print(f"{'run':<34}{'accuracy on samples':>20}{'mean E(x,y)':>14}{'pixel L2 div.':>15}{'LPIPS div.':>12}")
     for label, row in table.items():
+        pixel = f"{row['pixel_l2_diversity']:.3f}" if "pixel_l2_diversity" in row else "-"  # one sample per class
         lpips = f"{row['lpips_diversity']:.4f}" if "lpips_diversity" in row else "-"  # comparisons only
-        print(f"{label:<34}{100 * row['accuracy']:>19.1f}%{row['E_xy']:>14.3f}{row['pixel_l2_diversity']:>15.3f}{lpips:>12}")
+        print(f"{label:<34}{100 * row['accuracy']:>19.1f}%{row['E_xy']:>14.3f}{pixel:>15}{lpips:>12}")
 
 
 def main(argv=None) -> None:

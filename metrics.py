@@ -335,6 +335,8 @@ def same_class_pairs(labels: torch.Tensor, pairs_per_class: int = DIVERSITY_PAIR
         j = (i + torch.randint(1, len(members), (pairs_per_class,), generator=g)) % len(members)
         first.append(members[i])
         second.append(members[j])
+    if not first:
+        raise MetricsError("diversity needs two images of one class at least")
     return torch.cat(first), torch.cat(second)
 
 
