@@ -253,7 +253,7 @@ def test_diversity_is_the_mean_distance_of_same_class_pairs(lpips_net):
     assert metrics.diversity(images, labels, pairs_per_class=10) == pytest.approx(0.5 * 192 ** 0.5 / 2)
     same = torch.rand(1, 3, 32, 32).repeat(4, 1, 1, 1)
     assert metrics.diversity(same, labels, lpips_net, pairs_per_class=5) == 0
-    with pytest.raises(ValueError, match="two images of one class"):
+    with pytest.raises(metrics.MetricsError, match="two images of one class"):
         metrics.diversity(images[:2], torch.tensor([0, 1]))
 
 
