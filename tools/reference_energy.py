@@ -58,14 +58,13 @@ def main():
             rules.append(f"| {tag} | {attack} | {clean.mean():.3f} | " + " | ".join(
                 f"{out['E_x'].mean():.3f} | {100 * (out['E_x'] < clean).double().mean():.1f}%" for out in both.values()) + " |")
         table, per_point = attacks_table(model, x, y, eps, steps=args.steps)
+        ta = torchattacks_means(model, x, y, eps, args.steps)
         with open(os.path.join(args.out, f"energy_attacks-{tag}.json"), "w") as f:
             json.dump({"model": name, "n": len(y), "eps_pixels": args.eps, "steps": args.steps, "points": "final",
-                       "attacks": table, "torchattacks_mean_E_x": torchattacks_means(model, x, y, eps, args.steps)},
-                      f, indent=2)
+                       "attacks": table, "torchattacks_mean_E_x": ta}, f, indent=2)
         plot_attack_panels(per_point, os.path.join(args.out, f"energy_attacks-{tag}.png"),
                            f"{tag}: clean (blue) and attacked (red), eps {args.eps:g}/255, K = {args.steps}, "
                            f"{len(y)} test points, the paper's attack points")
-        ta = torchattacks_means(model, x, y, eps, args.steps)
         for attack, row in table.items():
             check = f"{ta[attack]:.3f}" if attack in ta else ""
             tables.append(f"| {tag} | {attack} | {row['kind']} | {row['E_x']['mean']:.3f} | {row['E_x']['median']:.3f} | "
