@@ -389,15 +389,16 @@ def plot_histograms(per_point: dict, keys: tuple, path: str, title: str) -> None
 
 def read_log(path: str) -> tuple:
     """(label, rows) of a train.py log.jsonl; the label is the run's method from args.json beside it."""
+    not_a_log = DataError(f"{path} is not a train.py log.jsonl (each line a JSON object with epoch, lr, delta_E, ...)")
     with open(path) as f:
         try:
             rows = [json.loads(line) for line in f if line.strip()]
         except json.JSONDecodeError:
-            rows = [{}]
+            raise not_a_log from None
     if not rows:
         raise DataError(f"{path} holds no epochs")
     if not all(isinstance(row, dict) and {"epoch", "lr", "delta_E"} <= set(row) for row in rows):
-        raise DataError(f"{path} is not a train.py log.jsonl (each line a JSON object with epoch, lr, delta_E, ...)")
+        raise not_a_log
     folder = os.path.dirname(os.path.abspath(path))
     label = os.path.basename(folder)
     if os.path.isfile(os.path.join(folder, "args.json")):
