@@ -443,8 +443,8 @@ def plot_claims(results: list, path: str) -> None:
 
 def claims_markdown(name: str, rows: list, results: list, runs: list, shrunk: list, dataset: str, figure: str) -> str:
     """The claims table (mean ± std over seeds) and the per-run selection table, with the commands."""
-    f = lambda v, s=None, scale=100: "—" if v is None or v != v else (  # noqa: E731
-        f"{scale * v:.2f}" + (f" ± {scale * s:.2f}" if s is not None else ""))
+    f = lambda v, s=None, scale=100, spec=".2f": "—" if v is None or v != v else (  # noqa: E731
+        f"{scale * v:{spec}}" + (f" ± {scale * s:{spec.lstrip('+')}}" if s is not None else ""))
     lines = [f"# {name}", "", f"Data set: {dataset}. From the training logs: test PGD (the per-epoch --test-every "
              "attack, never used for selection), training robust accuracy and the energy gaps dE = E(x) - E(x*), "
              "dE(x,y) = E(x,y) - E(x*,y) on the training batches (eval-mode forward); band = the 5 epochs up to "
@@ -452,7 +452,6 @@ def claims_markdown(name: str, rows: list, results: list, runs: list, shrunk: li
              "which takes the maximum of noisy per-epoch figures). Accuracies in %, mean ± std over seeds.", ""]
     if shrunk:
         lines += [f"Changed from the set's settings by `{shlex.join(shrunk)}`.", ""]
-    energy = lambda v, s: f"{v:+.3f}" + (f" ± {s:.3f}" if s is not None else "")  # noqa: E731
     lines += ["| method | seeds | best test PGD | its epoch | last test PGD | best - last | test PGD, band | test PGD, "
               "last 5 | band - last 5 | last training robust | dE band | dE last | dE(x,y) band | dE(x,y) last |",
               "|---" * 14 + "|"]
@@ -460,7 +459,7 @@ def claims_markdown(name: str, rows: list, results: list, runs: list, shrunk: li
         lines.append(f"| {row['method']} | {len(row['seeds'])} | {f(row['best_test'], row['best_test_std'])} | "
                      f"{row['best_epoch']:.1f} | " + " | ".join(f(row[k], row[f"{k}_std"]) for k in (
                          "last_test", "gap", "band_test", "end_test", "window_gap", "train_adv_last")) + " | "
-                     + " | ".join(energy(row[k], row[f"{k}_std"]) for k in ("dE_band", "dE_last", "dExy_band", "dExy_last"))
+                     + " | ".join(f(row[k], row[f"{k}_std"], 1, "+.3f") for k in ("dE_band", "dE_last", "dExy_band", "dExy_last"))
                      + " |")
     lines += ["", "Checkpoint selection: the validation pick (best validation PGD-20 over all epochs) against the "
               "energy pick (`--select energy`, `energy.energy_pick`: the log alone), and the test PGD at each.", "",
