@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step-size", type=float, default=2.0, help="attack step in pixels")
     p.add_argument("--steps", type=int, default=10, help="attack steps K during training")
     p.add_argument("--train-subset", type=int, default=None, help="train on the first N training images")
+    p.add_argument("--augment", choices=("crop-flip", "none"), default="crop-flip",
+                   help="training augmentation: random crop (4-pixel zero padding) + horizontal flip, the authors'; "
+                        "'none' lets a small model memorise a small set (the claims-cpu regime)")
     p.add_argument("--val-size", type=int, default=1000,
                    help="training images held out for validation (0: train on all; select with --val-npz or "
                         "--select last|energy)")
@@ -477,7 +480,8 @@ def build_training(args, data, rank: int, world: int) -> dict:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     resident = fits_on_device(data.train, args.device)
     # deviation: a final batch of a single image is dropped (BatchNorm cannot train on one image)
-    train_batches = Batches(data.train, args.batch_size, args.device, shuffle=True, augment=True, seed=args.seed,
+    train_batches = Batches(data.train, args.batch_size, args.device, shuffle=True, augment=args.augment == "crop-flip",
+                            seed=args.seed,
                             drop_last=len(data.train) // world % (args.batch_size // world) == 1,
                             rank=rank, world=world, resident=resident, with_index=True)
     evaluation = lambda split, n: Batches(split.take(slice(0, n)), args.batch_size, args.device, rank=rank, world=world)

@@ -201,6 +201,17 @@ def test_piecewise_schedule_drops_tenfold_at_half_and_three_quarters_and_onecycl
     assert min(momenta) == pytest.approx(0.85) and max(momenta) == pytest.approx(0.95)  # not --momentum 0.9
 
 
+@pytest.mark.parametrize("augment", ["crop-flip", "none"])
+def test_augment_none_trains_on_the_images_as_they_are(tmp_path, augment):
+    args = tiny_train_args(tmp_path, "--augment", augment)
+    data = train.load_data(args.dataset, args.data_dir, args.train_npz, args.test_npz, args.val_npz,
+                           args.val_size, args.train_subset, args.seed)
+    batches = train.build_training(args, data, rank=0, world=1)["train_batches"]
+    x, _, index = next(iter(batches))
+    as_stored = torch.equal(x, data.train.images[index].float() / 255)
+    assert as_stored == (augment == "none")
+
+
 def scripted_validation(monkeypatch, accuracies):
     """Make the per-epoch validation return the given PGD accuracies in turn."""
     calls = iter(accuracies)
