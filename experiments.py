@@ -378,14 +378,14 @@ def claims_result(run: Run) -> dict:
     # epochs (the peak) against the mean of the last 5 is the steadier measure of the same fall
     mean = lambda window, key: float(np.mean([r[key] for r in window]))  # noqa: E731
     windows = [tested[i:i + ENERGY_BAND_EPOCHS] for i in range(max(1, len(tested) - ENERGY_BAND_EPOCHS + 1))]
-    peak, end = max(windows, key=lambda window: mean(window, "test_pgd_acc")), windows[-1]
+    peak = max(windows, key=lambda window: mean(window, "test_pgd_acc"))
+    peak_test, end_test = mean(peak, "test_pgd_acc"), mean(windows[-1], "test_pgd_acc")
     val_epoch = train.select_epoch(rows, "best", len(rows))
     energy_epoch = energy_pick(rows)
     return {"method": run.method, "seed": run.seed, "log": os.path.join(run.folder, "log.jsonl"),
             "best_test": best["test_pgd_acc"], "best_epoch": best["epoch"], "last_test": tested[-1]["test_pgd_acc"],
-            "gap": best["test_pgd_acc"] - tested[-1]["test_pgd_acc"], "peak_test": mean(peak, "test_pgd_acc"),
-            "end_test": mean(end, "test_pgd_acc"),
-            "window_gap": mean(peak, "test_pgd_acc") - mean(end, "test_pgd_acc"),
+            "gap": best["test_pgd_acc"] - tested[-1]["test_pgd_acc"], "peak_test": peak_test,
+            "end_test": end_test, "window_gap": peak_test - end_test,
             "train_adv_last": rows[-1]["train_adv_acc"], "peak_epochs": [peak[0]["epoch"], peak[-1]["epoch"]],
             "dE_peak": mean(peak, "delta_E"), "dE_last": rows[-1]["delta_E"],
             "dExy_peak": mean(peak, "delta_Exy"), "dExy_last": rows[-1]["delta_Exy"],

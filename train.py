@@ -480,8 +480,8 @@ def build_training(args, data, rank: int, world: int) -> dict:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     resident = fits_on_device(data.train, args.device)
     # deviation: a final batch of a single image is dropped (BatchNorm cannot train on one image)
-    train_batches = Batches(data.train, args.batch_size, args.device, shuffle=True, augment=args.augment == "crop-flip",
-                            seed=args.seed,
+    train_batches = Batches(data.train, args.batch_size, args.device, shuffle=True,
+                            augment=args.augment == "crop-flip", seed=args.seed,
                             drop_last=len(data.train) // world % (args.batch_size // world) == 1,
                             rank=rank, world=world, resident=resident, with_index=True)
     evaluation = lambda split, n: Batches(split.take(slice(0, n)), args.batch_size, args.device, rank=rank, world=world)
