@@ -1,12 +1,24 @@
-"""Linf attacks on classifiers that take [0, 1] images and return logits.
+"""Attacks on classifiers that take [0, 1] images and return logits.
 
-Every attack returns a perturbed point for every input: one that fools the model (reaches the target)
-where it found one, else the highest-loss point it found. Outputs lie in the eps-ball around x and in
-[0, 1] (checked); gradients are taken with respect to the input only, so no parameter gradient is
-touched; no attack changes the model's train/eval mode. Put the model in eval mode yourself, e.g.
+Gradients are taken with respect to the input only, so no parameter gradient is touched, and no attack
+changes the model's train/eval mode: put the model in eval mode yourself, e.g.
 
     with eval_mode(model):
         x_adv = pgd(model, x, y, eps=8/255, alpha=2/255, steps=20)
+
+What each returns, per point (all lie in [0, 1]; "checked": the eps-ball and box are verified on return):
+
+| attack | returns | in the Linf eps-ball |
+|---|---|---|
+| pgd (default) | the first iterate that fools (reaches `target`), else the highest-objective one | checked |
+| pgd(last_iterate=True) | the last iterate (Madry et al.'s PGD; SAT's training attack) | checked |
+| trades_attack, mart_attack | the last iterate of sign ascent on the KL / CE (training attacks) | checked |
+| apgd, apgd_targeted | the first fooling point, else the highest-loss one (`last_fooled`: the last fooling one, else x) | checked |
+| fab, fab_targeted | the smallest fooling point within eps, else the last iterate projected into the ball | checked |
+| square | the point that fooled, else the lowest-margin query | checked |
+| cw_l2 | the smallest-L2 point that reached the target, else its last iterate | no: an L2 attack |
+
+For robust accuracy (`autoattack`), a point counts as robust only if every attack failed on it.
 """
 import math
 import time
@@ -17,8 +29,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from energy import kl_per_sample
+
 PIXEL = 1 / 255  # command lines give eps and step sizes in pixels: 8 means 8/255
-PGD_LOSSES = ("ce", "cw", "kl")
+PGD_LOSSES = ("ce", "cw", "kl")  # the objective PGD maximises: cross-entropy, CW margin, or KL(p(.|x) || p(.|x'))
 PGD20_STEPS, PGD20_STEP_SIZE = 20, 2 * PIXEL  # PGD-20: 20 steps of 2/255, CE, uniform start (TRADES' evaluation)
 KL_START_STD = 0.001  # TRADES inner maximisation starts at x + 0.001 N(0, I) (Zhang et al. 2019 code)
 BALL_TOLERANCE = 1e-6
@@ -64,37 +78,31 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return others.amax(dim=1) - logits.gather(1, y[:, None]).squeeze(1)
 
 
-def kl_per_sample(logits_nat: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
-    """KL(p(.|x) || p(.|x*)) per row, from logits (the TRADES regulariser and its attack's objective)."""
-    log_p_nat = F.log_softmax(logits_nat, dim=1)
-    log_p_adv = F.log_softmax(logits_adv, dim=1)
-    return (log_p_nat.exp() * (log_p_nat - log_p_adv)).sum(dim=1)
-
-
-def trades_attack(model: nn.Module, x: torch.Tensor, eps: float, alpha: float, steps: int,
+def trades_attack(model: nn.Module, x: torch.Tensor, eps: float, step_size: float, steps: int,
                   start_std: float = KL_START_STD, check: bool = True) -> torch.Tensor:
     """The TRADES inner maximisation (Zhang et al. 2019): x* = argmax_{|x' - x|_inf <= eps} KL(p(.|x) || p(.|x')).
 
     p(.|x) comes from one forward of x without gradients; x' starts at x + 0.001 N(0, I) and takes `steps`
-    sign-gradient steps of size alpha, each projected to the eps-ball and [0, 1]; the last iterate is
+    sign-gradient steps of `step_size`, each projected to the eps-ball and [0, 1]; the last iterate is
     returned. `check=False` leaves the eps-ball check to the caller (the training loop reads it later).
     """
     with torch.no_grad():
         logits_nat = model(x.detach())
-    return sign_ascent(model, x, eps, alpha, steps, lambda logits: kl_per_sample(logits_nat, logits), start_std, check)
+    return sign_ascent(model, x, eps, step_size, steps, lambda logits: kl_per_sample(logits_nat, logits),
+                       start_std, check)
 
 
-def mart_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
+def mart_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_size: float, steps: int,
                 check: bool = True) -> torch.Tensor:
     """MART's inner maximisation (Wang et al. 2020, the authors' code): sign-gradient ascent on CE(f(x'), y)
     from x + 0.001 N(0, I), projected after each step; the last iterate."""
-    return sign_ascent(model, x, eps, alpha, steps, lambda logits: F.cross_entropy(logits, y, reduction="none"),
-                       KL_START_STD, check)
+    return sign_ascent(model, x, eps, step_size, steps,
+                       lambda logits: F.cross_entropy(logits, y, reduction="none"), KL_START_STD, check)
 
 
-def sign_ascent(model: nn.Module, x: torch.Tensor, eps: float, alpha: float, steps: int, objective,
+def sign_ascent(model: nn.Module, x: torch.Tensor, eps: float, step_size: float, steps: int, objective,
                 start_std: float, check: bool = True) -> torch.Tensor:
-    """x' <- P(x' + alpha sign(grad_x' objective(f(x')).sum())) for `steps` steps from x + start_std N(0, I),
+    """x' <- P(x' + step_size sign(grad_x' objective(f(x')).sum())) for `steps` steps from x + start_std N(0, I),
     P the projection to the eps-ball and [0, 1]; returns the last iterate."""
     x = x.detach()
     x_adv = project(x + start_std * torch.randn_like(x) if start_std else x.clone(), x, eps)
@@ -102,15 +110,18 @@ def sign_ascent(model: nn.Module, x: torch.Tensor, eps: float, alpha: float, ste
         x_adv.requires_grad_(True)
         with torch.enable_grad():
             grad = torch.autograd.grad(objective(model(x_adv)).sum(), x_adv)[0]
-        x_adv = project(x_adv.detach() + alpha * grad.sign(), x, eps)
+        x_adv = project(x_adv.detach() + step_size * grad.sign(), x, eps)
     return check_adversarial(x_adv, x, eps) if check else x_adv
 
 
-def pgd_objective(logits, y, loss, target=None):
+def pgd_objective(logits, y, loss, target=None, logits_nat=None):
     """Per-point objective that PGD maximises, and whether each point is already fooled.
 
-    Untargeted: CE(f(x'), y), or the CW margin. Targeted: -CE(f(x'), t), or f_t - max_{j != t} f_j.
+    Untargeted: CE(f(x'), y), the CW margin, or KL(p(.|x) || p(.|x')) (p(.|x) from `logits_nat`).
+    Targeted: -CE(f(x'), t), or f_t - max_{j != t} f_j.
     """
+    if loss == "kl":
+        return kl_per_sample(logits_nat, logits), logits.argmax(1) != y
     if target is not None:
         value = -F.cross_entropy(logits, target, reduction="none") if loss == "ce" else -margin(logits, target)
         return value, logits.argmax(1) == target
@@ -123,37 +134,39 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
         last_iterate: bool = False, check: bool = True) -> torch.Tensor:
     """Projected sign-gradient ascent (Madry et al. 2018) in the Linf ball of radius eps.
 
-    Maximises CE(f(x'), y) or the CW margin ("cw"), or with `target` moves towards class t. Starts
-    uniformly in the ball (if random_start). Returns, per point, the first iterate that fools the model
-    (reaches `target`), else the highest-objective iterate: AutoAttack's rule, right for robust accuracy.
-    `last_iterate=True` returns the last iterate instead: Madry et al.'s PGD, SAT's training attack and
-    what torchattacks' PGD returns. loss="kl" is the TRADES attack (`trades_attack`; y is not used).
-    `check=False` leaves the eps-ball check to the caller.
+    alpha is the step size (Madry et al.'s symbol). Maximises CE(f(x'), y), the CW margin ("cw") or
+    KL(p(.|x) || p(.|x')) ("kl"), or with `target` moves towards class t. Starts uniformly in the ball (if
+    random_start). Returns, per point, the first iterate that fools the model (reaches `target`), else the
+    highest-objective iterate: AutoAttack's rule, right for robust accuracy. `last_iterate=True` returns
+    the last iterate instead: Madry et al.'s PGD, SAT's training attack and what torchattacks' PGD
+    returns. (TRADES' own KL attack starts at x + 0.001 N(0, I) and keeps its last iterate: that is
+    `trades_attack`.) `check=False` leaves the eps-ball check to the caller.
     """
     if loss not in PGD_LOSSES:
         raise ValueError(f"loss must be one of {PGD_LOSSES}, got {loss!r}")
-    if loss == "kl":
-        if target is not None:
-            raise ValueError("the KL attack is untargeted")
-        return trades_attack(model, x, eps, alpha, steps, KL_START_STD if random_start else 0.0, check)
+    if loss == "kl" and target is not None:
+        raise ValueError("the KL objective is untargeted")
     x = x.detach()
+    logits_nat = predict_logits(model, x) if loss == "kl" else None
     x_adv = project(x + torch.empty_like(x).uniform_(-eps, eps) if random_start else x.clone(), x, eps)
     best = BestPoints(x_adv)
-    first_scored = 0 if random_start else min(1, steps)  # never hand back the clean input itself
+    # Without a random start the first iterate is x itself: score from the second, so that the clean
+    # input is never handed back as the attack's point.
+    first_scored_step = 0 if random_start else min(1, steps)
     for step in range(steps):
         x_adv.requires_grad_(True)
         with torch.enable_grad():
-            value, fooled = pgd_objective(model(x_adv), y, loss, target)
+            value, fooled = pgd_objective(model(x_adv), y, loss, target, logits_nat)
             grad = torch.autograd.grad(value.sum(), x_adv)[0]
         x_adv = x_adv.detach()
-        if not last_iterate and step >= first_scored:
+        if not last_iterate and step >= first_scored_step:
             best.update(x_adv, value.detach(), fooled)
         x_adv = project(x_adv + alpha * grad.sign(), x, eps)
     # deviation: for robust accuracy PGD hands back the first fooling iterate, else the best one (AutoAttack's
     # rule, never weaker); Madry et al.'s PGD, used for SAT training, returns the last iterate (last_iterate).
     if not last_iterate:  # one more forward scores the last iterate
         with torch.no_grad():
-            best.update(x_adv, *pgd_objective(model(x_adv), y, loss, target))
+            best.update(x_adv, *pgd_objective(model(x_adv), y, loss, target, logits_nat))
         x_adv = best.x
     return check_adversarial(x_adv, x, eps) if check else x_adv
 
@@ -397,8 +410,8 @@ def _fab_run(model, x, y, target, eps, n_iter):
         d1 = linf_boundary_step(x_i, w, -diff)  # from the current point onto the hyperplane
         d2 = linf_boundary_step(x, w, -(diff + (w * (x - x_i)).flatten(1).sum(1)))  # from x_orig onto it
         n1, n2 = d1.flatten(1).abs().amax(1), d2.flatten(1).abs().amax(1)
-        alpha = (n1 / (n1 + n2).clamp_min(1e-12)).clamp(0, FAB_ALPHA_MAX).view(view)
-        x_i = ((1 - alpha) * (x_i + FAB_ETA * d1) + alpha * (x + FAB_ETA * d2)).clamp(0, 1)
+        to_origin = (n1 / (n1 + n2).clamp_min(1e-12)).clamp(0, FAB_ALPHA_MAX).view(view)  # FAB's alpha
+        x_i = ((1 - to_origin) * (x_i + FAB_ETA * d1) + to_origin * (x + FAB_ETA * d2)).clamp(0, 1)
         with torch.no_grad():  # deviation: a second forward per iteration decides the step back (as the reference code)
             is_adv = model(x_i).argmax(1) != y
         norm = (x_i - x).flatten(1).abs().amax(1)
@@ -585,9 +598,13 @@ class CascadeBar:
         self.bar.close()
 
 
-def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def predict_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return model(x).argmax(1)
+        return model(x)
+
+
+def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return predict_logits(model, x).argmax(1)
 
 
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, attacks=STANDARD_ATTACKS,

@@ -27,7 +27,9 @@ import numpy as np
 
 import evaluate
 import train
-from energy import ENERGY_BAND_EPOCHS, energy_pick, lr_decay_index, plot_curves, read_log
+from analysis import plot_curves, read_log
+from energy import ENERGY_BAND_EPOCHS, energy_pick, lr_decay_index
+from methods import METHODS as METHOD_TABLE
 from models import load_checkpoint, sha256_of
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -42,8 +44,8 @@ PAPER = {
              "weat-adv": (56.40, 49.60)},
     "tinyimagenet": {"trades": (None, 17.24), "mart": (None, 17.79), "weat-adv": (None, 18.45)},
 }
-METHODS = {"sat": ["--loss", "sat"], "trades": [], "mart": ["--loss", "mart"], "mail-tr": ["--loss", "mail-tr"],
-           "weat-nat": ["--weat", "nat"], "weat-adv": ["--weat", "adv"]}
+PAPER_METHODS = ("sat", "trades", "mart", "mail-tr", "weat-nat", "weat-adv")  # the rows of the paper's tables
+METHODS = {name: list(METHOD_TABLE[name].flags) for name in PAPER_METHODS}  # method -> its train.py flags
 ABLATIONS = {  # ablation-weights: TRADES (w = 1), the paper's WEAT-adv, and WEAT-adv taken apart
     "trades": [],
     "weat-adv": ["--weat", "adv"],
@@ -253,7 +255,7 @@ def run_all(runs: list) -> None:
 def run_every_stage(run: Run) -> None:
     """The smoke set's energy analysis and generation, on one finished run."""
     ckpt = os.path.join(run.folder, "best.pt")
-    execute([sys.executable, os.path.join(ROOT, "energy.py"), "attacks", "--ckpt", ckpt, "--n-examples", "50",
+    execute([sys.executable, os.path.join(ROOT, "analysis.py"), "attacks", "--ckpt", ckpt, "--n-examples", "50",
              "--steps", "5", "--attacks", "pgd-ce,trades-pgd,apgd-ce,apgd-t,cw-l2", "--device", "cpu",
              "--out", os.path.join(run.folder, "energy")])
     execute([sys.executable, os.path.join(ROOT, "generate.py"), "--ckpt", ckpt, "--n-per-class", "2", "--steps", "5",

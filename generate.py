@@ -137,34 +137,40 @@ def objective(logits: torch.Tensor, y: torch.Tensor, name: str) -> torch.Tensor:
     raise ValueError(f"unknown objective {name!r}; choose from {', '.join(OBJECTIVES)}")
 
 
-def sgld(model, x0, y, steps: int, eta: float, zeta: float, noise_std: float, alpha: float = None,
+def sgld(model, x0, y, steps: int, eta: float, zeta: float, noise_std: float, noise_scale: float = None,
          objective_name: str = "energy_xy", trace_every: int = 10, seed: int = 0) -> tuple:
     """SGLD with momentum on `objective` (the paper's Eq. 7); returns (samples, trace).
 
-    One forward and one input-gradient backward per step and sample; the model stays as it is (put it in
-    eval mode). trace: every `trace_every` steps, mean E(x, y) and the model's accuracy on the samples
-    (read off the step's own forward).
+        v_{n+1} = zeta v_n - (eta / 2) grad_x objective(x_n, y)
+        x_{n+1} = clamp(x_n + v_{n+1} + noise_scale N(0, noise_std^2 I), 0, 1)
+
+    noise_scale is the paper's alpha (default sqrt(2 eta)). One forward and one input-gradient backward
+    per step and sample; the model stays as it is (put it in eval mode). trace: every `trace_every` steps
+    and after the last, mean E(x, y) and the model's accuracy on the samples (read off the step's forward).
     """
-    alpha = math.sqrt(2 * eta) if alpha is None else alpha
+    noise_scale = math.sqrt(2 * eta) if noise_scale is None else noise_scale
     g = torch.Generator(device=x0.device).manual_seed(seed)
     x, v, trace = x0.detach().clone(), torch.zeros_like(x0), []
-    for step in range(steps + 1):
-        x.requires_grad_(step < steps)
-        with torch.set_grad_enabled(step < steps):
+    for step in range(steps):
+        x.requires_grad_(True)
+        with torch.enable_grad():
             logits = model(x)
-            value = objective(logits, y, objective_name)
-            grad = torch.autograd.grad(value.sum(), x)[0] if step < steps else None
-        if step % trace_every == 0 or step == steps:
-            trace.append({"step": step, "E_xy": energy_xy(logits.detach(), y).mean().item(),
-                          "accuracy": (logits.argmax(1) == y).float().mean().item()})
-        if grad is None:
-            break
+            grad = torch.autograd.grad(objective(logits, y, objective_name).sum(), x)[0]
+        if step % trace_every == 0:
+            trace.append(trace_row(step, logits.detach(), y))
         v = zeta * v - (eta / 2) * grad
         noise = torch.randn(x.shape, generator=g, device=x.device)
-        x = (x.detach() + v + alpha * noise_std * noise).clamp(0, 1)
+        x = (x.detach() + v + noise_scale * noise_std * noise).clamp(0, 1)
         if not torch.isfinite(x).all():
             raise GenerationError(f"SGLD produced non-finite samples at step {step + 1}; lower --eta")
+    with torch.no_grad():
+        trace.append(trace_row(steps, model(x), y))
     return x.detach(), trace
+
+
+def trace_row(step: int, logits: torch.Tensor, y: torch.Tensor) -> dict:
+    """One row of the SGLD trace: mean E(x, y) and accuracy of the samples at `step`."""
+    return {"step": step, "E_xy": energy_xy(logits, y).mean().item(), "accuracy": (logits.argmax(1) == y).float().mean().item()}
 
 
 # ---------------------------------------------------------------------------------------------------

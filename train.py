@@ -1,12 +1,14 @@
-"""Adversarial training: SAT (PGD-AT), TRADES, WEAT-nat and WEAT-adv (the paper's method).
+"""Adversarial training: WEAT-adv and WEAT-nat (the paper's method), and the baselines TRADES, SAT
+(PGD-AT), MART, MAIL-TR and natural training (the methods table: methods.py).
 
     python train.py --weat adv                      # WEAT-adv, ResNet-18, CIFAR-10, the paper's settings
     python train.py --loss sat                      # the PGD-AT baseline
     python train.py --smoke                         # the whole loop on tiny synthetic data, CPU, < 1 min
 
-A run writes to its own folder: args.json, log.jsonl (one JSON object per epoch), last.pt (every epoch)
-and best.pt (best validation PGD-20 accuracy). `--resume` continues from last.pt and ends with the
-same weights as an uninterrupted run.
+A run writes to its own folder: args.json, log.jsonl (one JSON object per epoch), energy-snapshots/,
+last.pt (every epoch) and best.pt (the epoch --select picks: by default the best validation PGD-20 of
+the last 10% of epochs, the authors' rule). `--resume` continues from last.pt and ends with the same
+weights as an uninterrupted run.
 """
 import argparse
 import json
@@ -20,15 +22,13 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-import energy
-from attacks import PGD20_STEP_SIZE, PGD20_STEPS, PIXEL, eval_mode, mart_attack, outside_ball, pgd, trades_attack
+from attacks import PGD20_STEP_SIZE, PGD20_STEPS, PIXEL, eval_mode, outside_ball, pgd
 from data import DATASETS, Batches, DataError, fits_on_device, load_data
-from energy import (WEAT_TERMS, WEIGHT_FNS, energy_x, energy_xy, mail_trades_loss, mail_weights, mart_loss,
-                    trades_loss, weat_weights)
+from energy import WEAT_TERMS, WEIGHT_FNS, energy_pick, energy_x, energy_xy
+from methods import LOSSES, METHODS, method_key, method_name, training_attack
 from models import (MODEL_NAMES, CheckpointError, build_model, first_line, load_checkpoint, model_config,
                     resolve_device, run_command, save_checkpoint)
 
-LOSSES = ("trades", "sat", "mart", "mail-tr", "natural")
 SCHEDULES = ("onecycle", "piecewise")
 SELECTIONS = ("best-late", "best", "last", "energy")
 PCT_START = 0.25  # OneCycleLR warm-up fraction in the authors' code
@@ -38,10 +38,6 @@ LATE_FRACTION = 0.1  # best-late: the best validation PGD-20 among the last 10% 
 # TRADES checkpoint of epoch 55 at epoch 60 (of 100; 70 -> 75 of 120)
 MAIL_BURN_IN = 0.6  # MAIL code: its weights switch on at epoch 60 of 100 (75 of 120); TRADES before
 EPOCHS = {"svhn": 30}  # training epochs where the paper differs from its 100
-# deviation: MART and MAIL-TR train with the WEAT authors' schedule (OneCycle, lr 0.1, weight decay 5e-4), not
-# their own papers' (lr 0.01, weight decay 3.5e-3, 120 epochs); their loss settings are their code's
-BETA = {"trades": 6.0, "weat": 6.0, "mart": 5.0, "mail-tr": 5.0, "sat": 6.0, "natural": 6.0}  # the KL weight (MART: lambda)
-BETA_BY_DATASET = {("weat", "cifar100"): 7.0}  # the paper's WEAT setting on CIFAR-100
 SMOKE = {"dataset": "synthetic", "model": "resnet18", "width": 8, "epochs": 2, "val_size": 100,
          "eval_examples": 100, "batch_size": 64, "steps": 5, "device": "cpu", "train_subset": None}
 RESUME_IGNORES = ("resume", "overwrite", "device", "compile")  # args that may change on --resume
@@ -81,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weat-fn", choices=WEIGHT_FNS, default="energy",
                    help="ablation: the paper's 1/softplus(|E|) weights, or 'uniform' (their batch mean for every sample)")
     p.add_argument("--beta", type=float, default=None,
-                   help="KL weight (default: TRADES 6, WEAT 6 and 7 on cifar100, MART 5, MAIL-TR 5)" + DEFAULT_IN_HELP)
+                   help="KL weight (default: TRADES 6, WEAT 6 and 7 on cifar100, MART 5, MAIL-TR 5; SAT and natural "
+                        "training have none)" + DEFAULT_IN_HELP)
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: 100; 30 for svhn)" + DEFAULT_IN_HELP)
     p.add_argument("--batch-size", type=int, default=128, help="training batch size")
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate")
@@ -128,11 +125,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def method_name(args) -> str:
-    """sat, trades, mart, mail-tr, weat-nat or weat-adv, with the ablations that differ from the paper appended."""
-    return energy.method_name(vars(args))
-
-
 def is_ablation(args) -> bool:
     return args.weat_terms != "both" or args.weat_normalize or args.weat_fn != "energy"
 
@@ -143,9 +135,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         vars(args).update(SMOKE)
     if args.epochs is None:
         args.epochs = EPOCHS.get(args.dataset, 100)
-    family = "weat" if args.weat != "none" else args.loss
     if args.beta is None:
-        args.beta = BETA_BY_DATASET.get((family, args.dataset), BETA[family])
+        args.beta = METHODS[method_key(vars(args))].default_beta(args.dataset)
     if args.mail_burn_in is None:
         args.mail_burn_in = round(MAIL_BURN_IN * args.epochs)
     if args.loss != "trades" and args.weat != "none":
@@ -170,47 +161,30 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.amp == "fp16" and not args.device.startswith("cuda"):
         raise ValueError("--amp fp16 needs CUDA (it relies on a gradient scaler); use --amp bf16 on the CPU")
     if args.out_dir is None:
-        args.out_dir = os.path.join("runs", f"{args.dataset}-{args.model}-{method_name(args)}-{args.seed}")
+        args.out_dir = os.path.join("runs", f"{args.dataset}-{args.model}-{method_name(vars(args))}-{args.seed}")
     return args
 
 
 def attack_for_training(model, x, y, args):
-    """x* for the training loss, with the model in eval mode, as each method's paper does it: the TRADES KL
-    attack (TRADES, WEAT, MAIL-TR), PGD-CE from a uniform start returning its last iterate (SAT, as Madry
-    et al.), CE ascent from x + 0.001 N(0, I) (MART), or x itself (natural training). The eps-ball check
-    is the training loop's (`Faults`), read without a host-device sync per step."""
-    eps, alpha = args.eps * PIXEL, args.step_size * PIXEL
-    if args.loss == "natural":
-        return x  # no attack: x* = x
+    """x* for the training loss: the method's training attack (methods.TRAINING_ATTACKS) with the model in
+    eval mode. The eps-ball check is the training loop's (`Faults`), read without a host-device sync per step."""
     with eval_mode(model):
-        if args.loss == "sat":
-            return pgd(model, x, y, eps, alpha, args.steps, last_iterate=True, check=False)
-        if args.loss == "mart":
-            return mart_attack(model, x, y, eps, alpha, args.steps, check=False)
-        return trades_attack(model, x, eps, alpha, args.steps, check=False)
+        return training_attack(METHODS[method_key(vars(args))].attack, model, x, y, args.eps * PIXEL,
+                               args.step_size * PIXEL, args.steps, check=False)
 
 
 def training_loss(model, x, x_adv, y, args, epoch: int) -> tuple:
-    """The outer objective of one batch, and the sample weights it used (None: unweighted).
+    """The outer objective of one batch (the method's loss), and the sample weights it used (None: unweighted).
 
     `model` runs the forwards the loss is built from (under torchrun the DistributedDataParallel
     wrapper); logits are cast to float32 for the loss.
     """
+    method = METHODS[method_key(vars(args))]
     logits_adv = model(x_adv).float()
-    if args.loss in ("sat", "natural"):  # natural: x_adv is x
-        return torch.nn.functional.cross_entropy(logits_adv, y), None
     # deviation: one natural forward serves the CE and the KL term (TRADES' code runs model(x) twice; the
     # loss and its gradient are the same, BatchNorm statistics see the natural batch once per step).
-    logits_nat = model(x).float()
-    if args.loss == "mart":
-        return mart_loss(logits_nat, logits_adv, y, args.beta), None
-    if args.loss == "mail-tr":
-        weighted = epoch > args.mail_burn_in
-        return (mail_trades_loss(logits_nat, logits_adv, y, args.beta, weighted),
-                mail_weights(logits_adv, y) if weighted else None)
-    weat = None if args.weat == "none" else args.weat
-    loss = trades_loss(logits_nat, logits_adv, y, args.beta, weat, args.weat_terms, args.weat_normalize, args.weat_fn)
-    return loss, (weat_weights(logits_nat) if weat else None)
+    logits_nat = model(x).float() if method.natural_forward else None
+    return method.loss(logits_nat, logits_adv, y, args, epoch)
 
 
 @torch.no_grad()
@@ -431,7 +405,7 @@ def prepare_out_dir(args) -> None:
             json.dump(vars(args), f, indent=2)
 
 
-def resume_state(args, t: dict, write: bool = True) -> list:
+def resume_state(args, training: "Training", write: bool = True) -> list:
     """Load last.pt into the model, optimizer, scheduler and scaler; rewrite log.jsonl from it (if
     `write`); return the history."""
     ckpt = load_checkpoint(os.path.join(args.out_dir, "last.pt"), args.device)
@@ -439,11 +413,11 @@ def resume_state(args, t: dict, write: bool = True) -> list:
     changed = sorted(k for k, v in saved.items() if vars(args).get(k) != v)
     if changed:
         raise TrainingError(f"--resume with different settings than the run in {args.out_dir}: {', '.join(changed)}")
-    t["model"].load_state_dict(ckpt["model"])
-    t["optimizer"].load_state_dict(ckpt["optimizer"])
-    t["scheduler"].load_state_dict(ckpt["scheduler"])
+    training.nets.model.load_state_dict(ckpt["model"])
+    training.optimizer.load_state_dict(ckpt["optimizer"])
+    training.scheduler.load_state_dict(ckpt["scheduler"])
     if "scaler" in ckpt:
-        t["scaler"].load_state_dict(ckpt["scaler"])
+        training.scaler.load_state_dict(ckpt["scaler"])
     if write:
         write_log(args.out_dir, ckpt["history"])  # drops a line written after the last checkpoint, if any
     return ckpt["history"]
@@ -469,7 +443,21 @@ def compile_model(model, example: torch.Tensor):
     return compiled
 
 
-def build_training(args, data, rank: int, world: int) -> dict:
+class Training(NamedTuple):
+    """What a run trains with: built once by `build_training`, then stepped epoch by epoch."""
+    nets: Networks  # the model and the handles that run its forwards
+    config: dict  # the model's configuration (saved in every checkpoint)
+    train_batches: Batches
+    val_batches: Batches  # --eval-examples validation points (selection)
+    test_batches: Batches  # --test-examples test points (figures only)
+    optimizer: torch.optim.Optimizer
+    scheduler: object  # the learning-rate schedule, stepped every batch
+    scaler: torch.amp.GradScaler  # fp16's gradient scaler (disabled otherwise)
+    resident: bool  # the training images live on the device
+    snapshot_labels: np.ndarray  # labels of the --energy-snapshot points
+
+
+def build_training(args, data, rank: int, world: int) -> Training:
     """The model (and what runs its forwards), batches, optimizer, schedule and gradient scaler."""
     torch.manual_seed(args.seed)
     config = model_config(args.model, data.num_classes, args.normalize, args.width)
@@ -489,11 +477,12 @@ def build_training(args, data, rank: int, world: int) -> dict:
     ddp = torch.nn.parallel.DistributedDataParallel(compiled) if world > 1 else compiled
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
-    return {"model": model, "nets": Networks(model, compiled, ddp), "config": config, "train_batches": train_batches,
-            "val_batches": evaluation(data.val, args.eval_examples), "test_batches": evaluation(data.test, args.test_examples),
-            "optimizer": optimizer, "scheduler": build_scheduler(optimizer, args, len(train_batches)),
-            "scaler": torch.amp.GradScaler("cuda", enabled=args.amp == "fp16"), "resident": resident,
-            "snapshot_labels": data.train.labels[:args.energy_snapshot].numpy()}
+    return Training(nets=Networks(model, compiled, ddp), config=config, train_batches=train_batches,
+                    val_batches=evaluation(data.val, args.eval_examples),
+                    test_batches=evaluation(data.test, args.test_examples), optimizer=optimizer,
+                    scheduler=build_scheduler(optimizer, args, len(train_batches)),
+                    scaler=torch.amp.GradScaler("cuda", enabled=args.amp == "fp16"), resident=resident,
+                    snapshot_labels=data.train.labels[:args.energy_snapshot].numpy())
 
 
 def build_scheduler(optimizer, args, steps_per_epoch: int):
@@ -519,13 +508,13 @@ def select_epoch(history: list, rule: str, epochs: int):
     if rule == "last":
         return history[-1]["epoch"]
     if rule == "energy":
-        return energy.energy_pick(history)
+        return energy_pick(history)
     first = epochs - max(1, round(LATE_FRACTION * epochs)) + 1 if rule == "best-late" else 1
     rows = [r for r in history if r["epoch"] >= first and r["val_pgd_acc"] is not None]
     return max(rows, key=lambda r: (r["val_pgd_acc"], -r["epoch"]))["epoch"] if rows else None
 
 
-def save_epoch(args, t: dict, history: list, snapshot: dict = None) -> None:
+def save_epoch(args, training: Training, history: list, snapshot: dict = None) -> None:
     """The epoch's energy snapshot, best.pt (if --select picks this epoch), last.pt, then the log line;
     rank 0 only. Each before the next, so a kill in between replays this epoch."""
     row = history[-1]
@@ -533,14 +522,14 @@ def save_epoch(args, t: dict, history: list, snapshot: dict = None) -> None:
         folder = os.path.join(args.out_dir, SNAPSHOT_DIR)
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, f"epoch-{row['epoch']:04d}.npz")
-        np.savez(path + ".tmp.npz", label=t["snapshot_labels"], **snapshot)
+        np.savez(path + ".tmp.npz", label=training.snapshot_labels, **snapshot)
         os.replace(path + ".tmp.npz", path)
-    state = {"optimizer": t["optimizer"].state_dict(), "scheduler": t["scheduler"].state_dict(),
-             "scaler": t["scaler"].state_dict(), "epoch": row["epoch"], "args": vars(args), "metrics": row,
+    state = {"optimizer": training.optimizer.state_dict(), "scheduler": training.scheduler.state_dict(),
+             "scaler": training.scaler.state_dict(), "epoch": row["epoch"], "args": vars(args), "metrics": row,
              "history": history}
     if select_epoch(history, args.select, args.epochs) == row["epoch"]:
-        save_checkpoint(os.path.join(args.out_dir, "best.pt"), t["model"], t["config"], **state)
-    save_checkpoint(os.path.join(args.out_dir, "last.pt"), t["model"], t["config"], **state)
+        save_checkpoint(os.path.join(args.out_dir, "best.pt"), training.nets.model, training.config, **state)
+    save_checkpoint(os.path.join(args.out_dir, "last.pt"), training.nets.model, training.config, **state)
     with open(os.path.join(args.out_dir, "log.jsonl"), "a") as f:
         f.write(json.dumps(row) + "\n")
 
@@ -555,37 +544,37 @@ def run(args) -> list:
                      args.val_size, args.train_subset, args.seed)
     if rank == 0:
         prepare_out_dir(args)
-    t = build_training(args, data, rank, world)
-    history = resume_state(args, t, write=rank == 0) if args.resume else []
-    say(f"{method_name(args)}: {len(data.train)} train / {len(data.val)} val images, "
-        f"{sum(p.numel() for p in t['model'].parameters()):,} parameters, {args.device} x {world}, amp {args.amp}"
-        + ("" if t["resident"] else ", images in pinned host memory"), flush=True)
+    training = build_training(args, data, rank, world)
+    history = resume_state(args, training, write=rank == 0) if args.resume else []
+    say(f"{method_name(vars(args))}: {len(data.train)} train / {len(data.val)} val images, "
+        f"{sum(p.numel() for p in training.nets.model.parameters()):,} parameters, {args.device} x {world}, amp {args.amp}"
+        + ("" if training.resident else ", images in pinned host memory"), flush=True)
     for epoch in range(len(history) + 1, args.epochs + 1):
-        row, snapshot = run_epoch(args, t, epoch, rank, world)
+        row, snapshot = run_epoch(args, training, epoch, rank, world)
         history.append(row)
         if rank == 0:
-            save_epoch(args, t, history, snapshot)
+            save_epoch(args, training, history, snapshot)
         say(summary_line(history[-1], args.epochs), flush=True)
     if world > 1:
         dist.destroy_process_group()
     return history
 
 
-def run_epoch(args, t: dict, epoch: int, rank: int, world: int) -> tuple:
+def run_epoch(args, training: Training, epoch: int, rank: int, world: int) -> tuple:
     """Train one epoch, then validate (and test, every --test-every epochs); returns its log row and its
     energy snapshot (None without --energy-snapshot)."""
     start = time.time()
     seed_epoch(args.seed * world + rank, epoch)
-    t["train_batches"].set_epoch(epoch)
+    training.train_batches.set_epoch(epoch)
     snapshot = EnergySnapshot(args.energy_snapshot, args.device) if args.energy_snapshot else None
-    row = {"epoch": epoch, **train_epoch(t["nets"], t["train_batches"], t["optimizer"], t["scheduler"], args,
-                                         epoch, t["scaler"], snapshot)}
-    eps, model = args.eps * PIXEL, t["nets"].compiled
-    row["val_nat_acc"], row["val_pgd_acc"] = evaluate_pgd(model, t["val_batches"], eps, PGD20_STEP_SIZE, PGD20_STEPS)
+    row = {"epoch": epoch, **train_epoch(training.nets, training.train_batches, training.optimizer, training.scheduler, args,
+                                         epoch, training.scaler, snapshot)}
+    eps, model = args.eps * PIXEL, training.nets.compiled
+    row["val_nat_acc"], row["val_pgd_acc"] = evaluate_pgd(model, training.val_batches, eps, PGD20_STEP_SIZE, PGD20_STEPS)
     tested = args.test_every and (epoch % args.test_every == 0 or epoch == args.epochs)
     # test accuracy for figures only: never read by select_epoch (after validation, so that its random
     # starts do not move validation's)
-    row["test_nat_acc"], row["test_pgd_acc"] = (evaluate_pgd(model, t["test_batches"], eps, PGD20_STEP_SIZE,
+    row["test_nat_acc"], row["test_pgd_acc"] = (evaluate_pgd(model, training.test_batches, eps, PGD20_STEP_SIZE,
                                                              args.test_steps) if tested else (None, None))
     row["seconds"] = time.time() - start
     return row, (snapshot.arrays() if snapshot is not None else None)

@@ -5,7 +5,8 @@ import torch.nn as nn
 from scipy.optimize import linprog
 
 import attacks as A
-from attacks import eval_mode, margin, pgd
+from attacks import eval_mode, margin, pgd, trades_attack
+from energy import kl_per_sample
 from models import build_model
 
 EPS, ALPHA = 8 / 255, 2 / 255
@@ -54,7 +55,7 @@ def test_pgd_keeps_train_mode_and_bn_stats_when_called_in_train_mode(bn_model):
         bn_model.eval()
 
 
-def test_pgd_returns_a_fooling_point_else_the_best_iterate_and_kl_starts_near_x(bn_model):
+def test_pgd_returns_a_fooling_point_else_the_best_iterate_and_the_trades_attack_starts_near_x(bn_model):
     x = torch.rand(12, 3, 16, 16)
     with torch.no_grad():  # callers may hold no_grad: the attack takes its input gradients anyway
         y = bn_model(x).argmax(1)  # every point starts correctly classified
@@ -65,8 +66,11 @@ def test_pgd_returns_a_fooling_point_else_the_best_iterate_and_kl_starts_near_x(
         assert (fooled | (ce(x_best) >= ce(x_last))).all() and ce(x_best).mean() > ce(x).mean()
         assert ((x_best - x).abs().flatten(1).amax(1) > 0).all()  # never the clean input unchanged
     torch.manual_seed(1)
-    x_kl0 = pgd(bn_model, x, y, EPS, ALPHA, steps=0, loss="kl")
+    x_kl0 = trades_attack(bn_model, x, EPS, ALPHA, steps=0)
     assert 0 < (x_kl0 - x).abs().max() < 0.01  # 0.001 N(0, I) start, as TRADES
+    x_pgd_kl = pgd(bn_model, x, y, EPS, ALPHA, steps=3, loss="kl")  # PGD on the KL: uniform start, best point
+    with torch.no_grad():
+        assert (kl_per_sample(bn_model(x), bn_model(x_pgd_kl)) > 0).all() and (x_pgd_kl - x).abs().max() > 0.01
 
 
 def test_linear_model_worst_case_is_reached():

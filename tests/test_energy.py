@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from energy import energy_x, energy_xy, kl_per_sample, trades_loss, weat_weights
+from energy import ablated_weights, energy_x, energy_xy, kl_per_sample, trades_loss, weat_loss, weat_weights
 
 
 def random_logits(n=16, k=10, scale=3.0, dtype=torch.float64):
@@ -56,15 +56,21 @@ def test_trades_loss_without_weat_is_the_trades_formula():
     torch.testing.assert_close(trades_loss(logits_nat, logits_adv, y, beta=6.0), expected)
 
 
-@pytest.mark.parametrize("weat", ["nat", "adv"])
-def test_weat_loss_weights_both_terms_unnormalised(weat):
+@pytest.mark.parametrize("variant", ["nat", "adv"])
+def test_weat_loss_weights_both_terms_unnormalised(variant):
     logits_nat, logits_adv, y = random_logits(), random_logits(), torch.randint(0, 10, (16,))
     kl = hand_kl(logits_nat, logits_adv)
     e = -torch.logsumexp(logits_nat, 1)
     w = 1 / torch.log(1 + torch.exp(e.abs()))
-    ce = F.cross_entropy(logits_adv if weat == "adv" else logits_nat, y, reduction="none")
+    ce = F.cross_entropy(logits_adv if variant == "adv" else logits_nat, y, reduction="none")
     expected = (w * ce).sum() / 16 + 7.0 * (w * kl).sum() / 16
-    torch.testing.assert_close(trades_loss(logits_nat, logits_adv, y, beta=7.0, weat=weat), expected)
+    torch.testing.assert_close(weat_loss(logits_nat, logits_adv, y, beta=7.0, variant=variant), expected)
+
+
+def test_trades_is_weat_nat_with_unit_weights():
+    logits_nat, logits_adv, y = random_logits(), random_logits(), torch.randint(0, 10, (16,))
+    ones = torch.ones(16, dtype=torch.float64)
+    assert torch.equal(trades_loss(logits_nat, logits_adv, y, 6.0), weat_loss(logits_nat, logits_adv, y, 6.0, "nat", ones))
 
 
 @pytest.mark.parametrize("terms,normalize,weight_fn", [
@@ -80,15 +86,15 @@ def test_weat_ablations_match_their_formulas(terms, normalize, weight_fn):
         w = w / w.mean()
     w_ce, w_kl = (w if terms != "kl" else 1), (w if terms != "ce" else 1)
     expected = (w_ce * ce).sum() / 16 + 6.0 * (w_kl * kl).sum() / 16
-    got = trades_loss(logits_nat, logits_adv, y, 6.0, "adv", terms=terms, normalize=normalize, weight_fn=weight_fn)
+    got = weat_loss(logits_nat, logits_adv, y, 6.0, "adv", ablated_weights(logits_nat, weight_fn, normalize), terms)
     torch.testing.assert_close(got, expected)
 
 
 def test_uniform_weights_keep_the_scale_of_the_energy_weights():
     logits_nat, logits_adv, y = random_logits(), random_logits(), torch.randint(0, 10, (16,))
-    paper = trades_loss(logits_nat, logits_adv, y, 6.0, "adv")
-    uniform = trades_loss(logits_nat, logits_adv, y, 6.0, "adv", weight_fn="uniform")
-    plain = trades_loss(logits_nat, logits_adv, y, 6.0, "adv", normalize=True, weight_fn="uniform")
+    paper = weat_loss(logits_nat, logits_adv, y, 6.0, "adv")
+    uniform = weat_loss(logits_nat, logits_adv, y, 6.0, "adv", ablated_weights(logits_nat, "uniform"))
+    plain = weat_loss(logits_nat, logits_adv, y, 6.0, "adv", ablated_weights(logits_nat, "uniform", normalize=True))
     w_mean = weat_weights(logits_nat).mean()
     # uniform weights are TRADES-adv scaled by the mean weight; normalised uniform weights are TRADES-adv itself
     torch.testing.assert_close(uniform, w_mean * plain)
@@ -110,9 +116,14 @@ def test_kl_per_sample_matches_definition():
     torch.testing.assert_close(kl_per_sample(a, b), (p * (p / q).log()).sum(1))
 
 
-def test_unknown_weat_is_refused():
-    with pytest.raises(ValueError, match="weat"):
-        trades_loss(random_logits(), random_logits(), torch.zeros(16, dtype=torch.long), 6.0, weat="both")
+def test_unknown_weat_variant_terms_or_weight_fn_is_refused():
+    logits, y = random_logits(), torch.zeros(16, dtype=torch.long)
+    with pytest.raises(ValueError, match="variant"):
+        weat_loss(logits, logits, y, 6.0, variant="both")
+    with pytest.raises(ValueError, match="terms"):
+        weat_loss(logits, logits, y, 6.0, terms="all")
+    with pytest.raises(ValueError, match="weight_fn"):
+        ablated_weights(logits, "softmax")
 
 
 # --- MART and MAIL-TR (issue 16): the losses against their formulas written out by hand -----------------

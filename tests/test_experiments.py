@@ -72,7 +72,7 @@ def test_smoke_set_end_to_end_resumes_and_its_table_equals_the_evaluation_files(
 
     del ran[:]
     experiments.main(smoke_argv(tmp_path))  # all finished: nothing but the energy and generation stages runs
-    assert all(cmd[1].endswith(("energy.py", "generate.py")) for cmd in ran)
+    assert all(cmd[1].endswith(("analysis.py", "generate.py")) for cmd in ran)
 
 
 def test_dry_run_prints_every_command_and_an_estimate(capsys):

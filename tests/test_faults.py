@@ -133,17 +133,17 @@ def bad_inputs(d, good_ckpt):
         (*evaluate(good_ckpt, "--batch-size", "0"), "--batch-size must be positive"),
         ("generate", ["--ckpt", str(d / "truncated.pt"), "--out", str(d / "samples")], "cannot load checkpoint"),
         ("generate", ["--ckpt", good_ckpt, "--steps", "0", "--out", str(d / "samples")], "--steps must be at least 1"),
-        ("energy", ["attacks", "--ckpt", str(d / "corrupted.pt"), "--out", str(d / "energy")], "cannot load checkpoint"),
+        ("analysis", ["attacks", "--ckpt", str(d / "corrupted.pt"), "--out", str(d / "energy")], "cannot load checkpoint"),
         ("metrics", [npz(d, "samples.npz"), "--inception-weights", str(d / "other-inception.pth")],
          "not the standard FID Inception weights"),
         (*run("--val-size", "0", "--select", "best"), "--select best needs a validation split"),
         (*run("--lr-schedule", "cosine"), "invalid choice: 'cosine'"),
         (*run("--test-every", "-1"), "--test-every must not be negative"),
         ("evaluate", ["--ckpt", good_ckpt, good_ckpt, "--out", str(d / "one.json")], "--out names the report of one model"),
-        ("energy", ["attacks", "--ckpt", good_ckpt, "--attacks", "pgd-ce,fgsm", "--out", str(d / "energy")],
+        ("analysis", ["attacks", "--ckpt", good_ckpt, "--attacks", "pgd-ce,fgsm", "--out", str(d / "energy")],
          "unknown fgsm"),
-        ("energy", ["attacks", "--ckpt", good_ckpt, "--points", "best", "--out", str(d / "energy")], "invalid choice: 'best'"),
-        ("energy", ["curves", "--log", str(d / "old-run" / "args.json"), "--epochs", "3", "--out", str(d / "energy")],
+        ("analysis", ["attacks", "--ckpt", good_ckpt, "--points", "best", "--out", str(d / "energy")], "invalid choice: 'best'"),
+        ("analysis", ["curves", "--log", str(d / "old-run" / "args.json"), "--epochs", "3", "--out", str(d / "energy")],
          "is not a train.py log.jsonl"),
         ("generate", ["--ckpt", good_ckpt, "--sweep-pca", "0.01", "--sweep-variance", "1.5", "--out", str(d / "samples")],
          "--sweep-variance) must lie in [0, 1]"),
@@ -159,11 +159,11 @@ def snapshot(folder):
 
 
 def test_every_bad_input_gets_a_one_line_error_exit_2_and_writes_nothing(tmp_path, smoke_run, capsys):
-    import energy
+    import analysis
     import evaluate
     import generate
     import metrics
-    mains = {"train": train.main, "evaluate": evaluate.main, "generate": generate.main, "energy": energy.main,
+    mains = {"train": train.main, "evaluate": evaluate.main, "generate": generate.main, "analysis": analysis.main,
              "metrics": metrics.main}
     good = str(tmp_path / "good.pt")
     with open(smoke_run / "best.pt", "rb") as src, open(good, "wb") as dst:

@@ -41,12 +41,12 @@ def cli(script, *args, cwd=ROOT):
 
 def test_energy_evaluate_and_generate_run_offline_on_a_zoo_model(zoo):
     source = ["--robustbench", ZOO_MODEL, "--model-dir", str(zoo / "models")]
-    result = cli("energy.py", "attacks", *source, "--test-npz", str(zoo / "test.npz"), "--n-examples", "8",
+    result = cli("analysis.py", "attacks", *source, "--test-npz", str(zoo / "test.npz"), "--n-examples", "8",
                  "--steps", "2", "--attacks", "pgd-ce,apgd-ce", "--out", str(zoo / "energy"))
     assert result.returncode == 0, result.stderr
     report = json.loads((zoo / "energy" / "energy_attacks.json").read_text())
     assert report["model"] == f"robustbench:cifar10/Linf/{ZOO_MODEL}" and report["n"] == 8
-    result = cli("energy.py", "zoo", ZOO_MODEL, "--model-dir", str(zoo / "models"), "--test-npz", str(zoo / "test.npz"),
+    result = cli("analysis.py", "zoo", ZOO_MODEL, "--model-dir", str(zoo / "models"), "--test-npz", str(zoo / "test.npz"),
                  "--n-examples", "8", "--out", str(zoo / "zoo"))
     assert result.returncode == 0, result.stderr
     rows = json.loads((zoo / "zoo" / "energy_zoo.json").read_text())["models"]
@@ -63,7 +63,7 @@ def test_energy_evaluate_and_generate_run_offline_on_a_zoo_model(zoo):
 
 
 def test_a_missing_model_or_package_is_one_line_and_exit_2(zoo, tmp_path):
-    result = cli("energy.py", "attacks", "--robustbench", "Wong2020Fast", "--model-dir", str(tmp_path / "empty"),
+    result = cli("analysis.py", "attacks", "--robustbench", "Wong2020Fast", "--model-dir", str(tmp_path / "empty"),
                  "--test-npz", str(zoo / "test.npz"), "--out", str(tmp_path / "out"))
     lines = [line for line in result.stderr.splitlines() if "error:" in line]
     assert result.returncode == 2 and len(lines) == 1 and "cannot load RobustBench model Wong2020Fast" in lines[0]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import methods
 import train
 from conftest import ROOT, TINY_RUN, tiny_train_args
 from models import load_checkpoint, load_model
@@ -91,7 +92,7 @@ def test_resume_after_an_interruption_gives_the_same_weights_and_log(tmp_path, m
 
 
 def test_non_finite_loss_stops_with_the_epoch_and_step_and_keeps_last_pt(tmp_path, monkeypatch):
-    real_loss = train.trades_loss
+    real_loss = methods.trades_loss
     calls = {"n": 0}
 
     def nan_in_epoch_2(*args, **kwargs):
@@ -99,7 +100,7 @@ def test_non_finite_loss_stops_with_the_epoch_and_step_and_keeps_last_pt(tmp_pat
         loss = real_loss(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 6 else loss  # 500 images / batch 100: call 6 is epoch 2, step 0
 
-    monkeypatch.setattr(train, "trades_loss", nan_in_epoch_2)
+    monkeypatch.setattr(methods, "trades_loss", nan_in_epoch_2)
     args = tiny_train_args(tmp_path)
     with pytest.raises(train.TrainingError, match="epoch 2, step 0"):
         train.run(args)

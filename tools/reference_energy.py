@@ -6,7 +6,7 @@ torchattacks comparison needs `pip install torchattacks` (a development check, n
 
     python tools/reference_energy.py --test-npz /tmp/cifar10/cifar10_test.npz --out runs/reference
 
-Writes energy_attacks-<model>.json / .png per model (the tables of `energy.py attacks`) and prints:
+Writes energy_attacks-<model>.json / .png per model (the tables of `analysis.py attacks`) and prints:
 1. for PGD-CE and APGD-CE, mean E(x) and the share of points whose E(x) went down under both rules
    (`--points final`, the paper's, and `first-adversarial`, the robust-accuracy rule);
 2. every attack of the paper's Fig. 2 with the paper's points;
@@ -19,7 +19,7 @@ import torch
 
 from common import classifier, first_points, tool_parser  # first: it puts the repo on sys.path
 from attacks import PGD20_STEP_SIZE, eval_mode
-from energy import ANALYSIS_STEPS, attack_energies, attacks_table, plot_attack_panels, point_energies
+from analysis import ANALYSIS_STEPS, attack_energies, attacks_table, plot_attack_panels, point_energies
 
 
 def torchattacks_means(model, x, y, eps: float, steps: int) -> dict:
@@ -30,7 +30,7 @@ def torchattacks_means(model, x, y, eps: float, steps: int) -> dict:
         return {}
     means = {}
     for name, attack in (("pgd-ce", torchattacks.PGD), ("trades-pgd", torchattacks.TPGD)):
-        torch.manual_seed(0)  # the global generator, seeded as energy.attack_points seeds it
+        torch.manual_seed(0)  # the global generator, seeded as analysis.attack_points seeds it
         with eval_mode(model):
             x_adv = attack(model, eps=eps, alpha=PGD20_STEP_SIZE, steps=steps)(x, y)
         means[name] = point_energies(model, x_adv, y)["E_x"].mean().item()

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import attacks as A
+import analysis
 import energy
 from conftest import ROOT
 from energy import energy_x, energy_xy
@@ -16,7 +17,7 @@ from models import load_model
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "energy.py"), *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, os.path.join(ROOT, "analysis.py"), *args], capture_output=True, text=True,
                           timeout=600)
 
 
@@ -35,7 +36,7 @@ def test_proposition_1_kl_as_energies():
 def test_weight_analysis_shares_and_weights():
     logits = torch.tensor([[5.0, 0.0], [0.0, 5.0], [0.1, 0.0], [0.0, 0.1]])
     y = torch.tensor([0, 0, 0, 0])
-    out = energy.weight_analysis(logits, y)
+    out = analysis.weight_analysis(logits, y)
     torch.testing.assert_close(out["weight"], energy.weat_weights(logits))
     # points 0, 1 have low energy (confident); 2, 3 high; correct = {0, 2}, wrong = {1, 3}
     assert out["correct"] == {"n": 2, "high_energy": 0.5, "low_energy": 0.5}
@@ -52,14 +53,14 @@ def test_attacks_mode_end_to_end(smoke_run, tmp_path):
     assert report["attacks"]["cw-l2"]["threat"].startswith("L2, unbounded") and "pgd-ce" in result.stdout
     model, ckpt = load_model(str(smoke_run / "best.pt"))
     model.eval()
-    x, y = energy.load_points(argparse.Namespace(ckpt=str(smoke_run / "best.pt"), robustbench=None, n_examples=40,
+    x, y = analysis.load_points(argparse.Namespace(ckpt=str(smoke_run / "best.pt"), robustbench=None, n_examples=40,
                                                  data_dir=None, test_npz=None), "cpu")[1:3]
     with torch.no_grad():
         logits = model(x)
     clean = report["attacks"]["clean"]
     assert clean["E_x"]["mean"] == pytest.approx(energy_x(logits).mean().item(), rel=1e-5)
     assert clean["E_xy"]["median"] == pytest.approx(energy_xy(logits, y).median().item(), rel=1e-5)
-    direct = energy.attack_energies(model, x, y, "pgd-ce", 8 / 255, steps=3, seed=0)
+    direct = analysis.attack_energies(model, x, y, "pgd-ce", 8 / 255, steps=3, seed=0)
     row = report["attacks"]["pgd-ce"]
     assert row["E_x"]["mean"] == pytest.approx(direct["E_x"].mean().item(), rel=1e-5)
     assert row["frac_E_x_down"] == pytest.approx((direct["E_x"] < energy_x(logits)).double().mean().item())
@@ -72,11 +73,11 @@ def test_the_paper_points_are_what_its_tools_return(trained_model):
     x, y, eps = x[:60], y[:60], 16 / 255
     torch.manual_seed(0)
     last = A.pgd(model, x, y, eps, 2 / 255, 5, last_iterate=True)
-    final, _ = energy.attack_points(model, x, y, "pgd-ce", eps, steps=5, points="final", seed=0)
-    first, _ = energy.attack_points(model, x, y, "pgd-ce", eps, steps=5, points="first-adversarial", seed=0)
+    final, _ = analysis.attack_points(model, x, y, "pgd-ce", eps, steps=5, points="final", seed=0)
+    first, _ = analysis.attack_points(model, x, y, "pgd-ce", eps, steps=5, points="first-adversarial", seed=0)
     assert torch.equal(final, last) and not torch.equal(final, first)  # PGD: the last iterate
     for attack in ("apgd-ce", "square", "fab"):  # x itself where the attack failed, a fooling point where not
-        x_adv, _ = energy.attack_points(model, x, y, attack, eps, steps=5, points="final", seed=0)
+        x_adv, _ = analysis.attack_points(model, x, y, attack, eps, steps=5, points="final", seed=0)
         fooled = A.predict(model, x_adv) != y
         unchanged = (x_adv == x).flatten(1).all(1)
         assert 0 < fooled.sum() < len(y) and (fooled | unchanged).all()
@@ -88,9 +89,9 @@ def test_divergence_weights_and_curves_modes_end_to_end(smoke_run, tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "energy_divergence.json").read_text())
     model, ckpt = load_model(str(smoke_run / "best.pt"))
-    x, y = energy.load_points(argparse.Namespace(ckpt=str(smoke_run / "best.pt"), robustbench=None, n_examples=30,
+    x, y = analysis.load_points(argparse.Namespace(ckpt=str(smoke_run / "best.pt"), robustbench=None, n_examples=30,
                                                  data_dir=None, test_npz=None), "cpu")[1:3]
-    direct = energy.divergence(model.eval(), x, y, energy.training_attack(ckpt), seed=0)
+    direct = analysis.divergence(model.eval(), x, y, analysis.checkpoint_attack(ckpt), seed=0)
     assert report["attack"] == "trades-kl" and report["steps"] == 2
     assert report["dE"]["mean"] == pytest.approx(direct["dE"].double().mean().item(), rel=1e-6, abs=1e-9)
     assert report["dExy"]["mean"] == pytest.approx(direct["dExy"].double().mean().item(), rel=1e-6, abs=1e-9)

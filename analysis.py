@@ -1,0 +1,505 @@
+"""The energy analysis of Section 3 of the paper, as a command: how attacks move E(x) and E(x, y), the
+natural-adversarial energy gap of a checkpoint, its WEAT weights, energies over training, and
+RobustBench models. The equations themselves are in energy.py.
+
+    python analysis.py attacks --ckpt runs/A/best.pt --n-examples 1000     # how attacks move E(x), E(x,y) (Fig. 2)
+    python analysis.py divergence --ckpt runs/A/best.pt                    # dE, dE(x,y) per point
+    python analysis.py weights --ckpt runs/A/best.pt                       # WEAT weight against E(x)
+    python analysis.py curves --log runs/A/log.jsonl --epochs 1,50,100     # dE over epochs; Fig. 1 b-d
+    python analysis.py zoo Wong2020Fast Engstrom2019Robustness --test-npz cifar10_test.npz   # RobustBench models
+"""
+import argparse
+import json
+import os
+
+import numpy as np
+import torch
+
+import attacks as A
+from attacks import PIXEL
+from data import DataError, split_of_run
+from energy import energy_x, energy_xy, weat_weights
+from methods import METHODS, method_key, method_name, training_attack
+from models import CheckpointError, add_classifier_flags, add_zoo_flags, load_classifier, resolve_device, run_command
+
+# ---------------------------------------------------------------------------------------------------
+# Energy analysis (Section 3): library functions that apply to any classifier
+
+UNTARGETED = ("pgd-ce", "trades-pgd", "apgd-ce", "apgd-dlr", "fab", "square")
+TARGETED = ("apgd-t", "cw-l2", "pgd-target", "cw-target")
+RANDOM_TARGET = ("cw-l2", "pgd-target", "cw-target")  # towards a class drawn uniformly among the others
+POINT_RULES = ("final", "first-adversarial")
+ANALYSIS_STEPS = 10  # the notebook's K: PGD, TPGD, APGD, FAB and CW run K iterations (step 2/255)
+SQUARE_QUERIES = 1000  # the notebook's Square budget
+CW_C, CW_KAPPA, CW_LR = 1.0, 0.0, 0.01  # the notebook's torchattacks.CW(c=1, kappa=0, lr=0.01)
+# Which point each attack hands back. "final": what the paper's tool (torchattacks, as the authors'
+# Energy_analysis_sec_3.ipynb calls it) returns; "first-adversarial": the robust-accuracy rule of
+# attacks.py (the first fooling point, else the highest-loss one).
+POINTS = {
+    "pgd-ce": ("last iterate", "first fooling iterate, else the highest-CE one"),
+    "trades-pgd": ("last iterate", "last iterate (KL ascent has no fooling point)"),
+    "apgd-ce": ("last misclassified iterate, x itself if none", "first fooling iterate, else the highest-loss one"),
+    "apgd-dlr": ("last misclassified iterate, x itself if none", "first fooling iterate, else the highest-loss one"),
+    "apgd-t": ("last misclassified iterate, x itself if none", "first fooling iterate, else the highest-loss one"),
+    "fab": ("smallest adversarial point within eps, x itself if none", "the same, else its last iterate"),
+    "square": ("the query point that fooled, x itself if none", "the same, else the lowest-margin point"),
+    "cw-l2": ("smallest-L2 point reaching the target, x itself if none", "the same, else its last iterate"),
+    "pgd-target": ("last iterate", "first iterate reaching the target, else the highest-objective one"),
+    "cw-target": ("last iterate", "first iterate reaching the target, else the highest-objective one"),
+}
+
+
+def attack_points(model, x, y, attack: str, eps: float, steps: int = ANALYSIS_STEPS, points: str = "final",
+                  seed: int = 0) -> tuple:
+    """x* of a named attack (see POINTS for which point each rule hands back) and its random target
+    class (None for attacks without one). The notebook's settings: step 2/255, `steps` iterations, Square
+    1000 queries, CW c = 1, kappa 0, Adam lr 0.01. cw-l2 is an L2 attack: its x* is not in the eps-ball."""
+    if attack not in POINTS or points not in POINT_RULES:
+        raise ValueError(f"attack in {', '.join(POINTS)} and points in {POINT_RULES}; got {attack!r}, {points!r}")
+    torch.manual_seed(seed)  # PGD's random starts
+    final, step_size = points == "final", A.PGD20_STEP_SIZE
+    with A.eval_mode(model):
+        target = random_targets(model, x, y, seed) if attack in RANDOM_TARGET else None
+        x_adv = {
+            "pgd-ce": lambda: A.pgd(model, x, y, eps, step_size, steps, last_iterate=final),
+            "trades-pgd": lambda: A.trades_attack(model, x, eps, step_size, steps),
+            "apgd-ce": lambda: A.apgd(model, x, y, eps, steps, "ce", seed=seed, last_fooled=final),
+            "apgd-dlr": lambda: A.apgd(model, x, y, eps, steps, "dlr", seed=seed, last_fooled=final),
+            "apgd-t": lambda: A.apgd_targeted(model, x, y, eps, steps, seed=seed, last_fooled=final),
+            "fab": lambda: A.fab(model, x, y, eps, steps),
+            "square": lambda: A.square(model, x, y, eps, SQUARE_QUERIES, seed=seed),
+            "cw-l2": lambda: A.cw_l2(model, x, y, CW_C, CW_KAPPA, steps, CW_LR, target),
+            "pgd-target": lambda: A.pgd(model, x, y, eps, step_size, steps, target=target, last_iterate=final),
+            "cw-target": lambda: A.pgd(model, x, y, eps, step_size, steps, loss="cw", target=target, last_iterate=final),
+        }[attack]()
+        if final and attack in ("fab", "square", "cw-l2"):  # torchattacks hands back x where it failed
+            reached = A.predict(model, x_adv) == target if target is not None else A.predict(model, x_adv) != y
+            x_adv = torch.where(reached.view(-1, *[1] * (x.dim() - 1)), x_adv, x)
+    return x_adv, target
+
+
+@torch.no_grad()
+def random_targets(model, x, y, seed: int) -> torch.Tensor:
+    """A class other than y for each point, drawn uniformly with `seed` (model in eval mode)."""
+    num_classes = model(x[:1]).shape[1]
+    offset = torch.randint(1, num_classes, (len(y),), generator=torch.Generator().manual_seed(seed))
+    return (y + offset.to(y.device)) % num_classes
+
+
+@torch.no_grad()
+def point_energies(model, x, y, batch_size: int = 500) -> dict:
+    """E(x), E(x, y) and the prediction of each point, as CPU tensors (model in eval mode)."""
+    with A.eval_mode(model):
+        logits = torch.cat([model(xb) for xb in x.split(batch_size)])
+    return {"E_x": energy_x(logits).cpu(), "E_xy": energy_xy(logits, y).cpu(), "pred": logits.argmax(1).cpu()}
+
+
+def attack_energies(model, x, y, attack: str, eps: float, steps: int = ANALYSIS_STEPS, points: str = "final",
+                    seed: int = 0) -> dict:
+    """Per-point energies of x* = attack(x), whether the attack succeeded on each point (cw-l2,
+    pgd-target, cw-target: reached its target; otherwise: misclassified) and how far x* moved."""
+    x_adv, target = attack_points(model, x, y, attack, eps, steps, points, seed)
+    out = point_energies(model, x_adv, y)
+    out["success"] = out["pred"] == target.cpu() if target is not None else out["pred"] != y.cpu()
+    out["linf"] = (x_adv - x).flatten(1).abs().amax(1).cpu()
+    out["l2"] = (x_adv - x).flatten(1).norm(dim=1).cpu()
+    return out
+
+
+def summary(values: torch.Tensor) -> dict:
+    v = values.double()
+    return {"mean": v.mean().item(), "std": v.std().item() if len(v) > 1 else 0.0, "median": v.median().item()}
+
+
+def attacks_table(model, x, y, eps: float, attacks=UNTARGETED + TARGETED, steps: int = ANALYSIS_STEPS,
+                  points: str = "final", seed: int = 0) -> tuple:
+    """Per-attack energy statistics (the JSON of `analysis.py attacks`) and the per-point energies."""
+    clean = point_energies(model, x, y)
+    per_point, table = {"clean": clean}, {"clean": {"kind": "clean", "E_x": summary(clean["E_x"]),
+                                                    "E_xy": summary(clean["E_xy"])}}
+    for name in attacks:
+        out = per_point[name] = attack_energies(model, x, y, name, eps, steps, points, seed)
+        table[name] = {"kind": "untargeted" if name in UNTARGETED else "targeted", "point": POINTS[name][points == "first-adversarial"],
+                       "threat": "L2, unbounded (not in the Linf ball)" if name == "cw-l2" else f"Linf, eps {eps * 255:g}/255",
+                       "E_x": summary(out["E_x"]), "E_xy": summary(out["E_xy"]),
+                       "frac_E_x_down": (out["E_x"] < clean["E_x"]).double().mean().item(),
+                       "frac_E_xy_down": (out["E_xy"] < clean["E_xy"]).double().mean().item(),
+                       "success_rate": out["success"].double().mean().item(),
+                       "mean_linf": out["linf"].double().mean().item(), "mean_l2": out["l2"].double().mean().item()}
+    return table, per_point
+
+
+def divergence(model, x, y, attack: tuple, seed: int = 0) -> dict:
+    """dE = E(x) - E(x*) and dE(x, y) = E(x, y) - E(x*, y) per point, x* from `attack` = (name, eps, steps,
+    step size), a methods.TRAINING_ATTACKS name: a checkpoint's own training attack (`checkpoint_attack`),
+    last iterate as during training."""
+    name, eps, steps, step_size = attack
+    torch.manual_seed(seed)
+    with A.eval_mode(model):
+        x_adv = training_attack(name, model, x, y, eps, step_size, steps)
+    clean, adv = point_energies(model, x, y), point_energies(model, x_adv, y)
+    return {"attack": name, "eps": eps, "steps": steps, "step_size": step_size, "dE": clean["E_x"] - adv["E_x"],
+            "dExy": clean["E_xy"] - adv["E_xy"], "E_x": clean["E_x"], "E_x_adv": adv["E_x"],
+            "E_xy": clean["E_xy"], "E_xy_adv": adv["E_xy"]}
+
+
+def checkpoint_attack(info: dict) -> tuple:
+    """The attack a train.py checkpoint was trained with, (name, eps, steps, step size), from its stored
+    args and the methods table; for a model without them (RobustBench) the TRADES attack at eps 8/255,
+    K = 10, step 2/255."""
+    a = info["args"]
+    if "loss" not in a:
+        return "trades-kl", 8 * PIXEL, ANALYSIS_STEPS, A.PGD20_STEP_SIZE
+    return METHODS[method_key(a)].attack, a["eps"] * PIXEL, a["steps"], a["step_size"] * PIXEL
+
+
+def weight_analysis(logits: torch.Tensor, y: torch.Tensor) -> dict:
+    """WEAT weight against E(x) for a set of points, and the share of high- and low-energy points
+    (E(x) above / at or below the set's median) among the correctly and wrongly classified ones."""
+    e, w = energy_x(logits.detach()), weat_weights(logits)
+    high = e > e.median()
+    correct = logits.argmax(1) == y
+    share = lambda mask: {"n": int(mask.sum()), "high_energy": (high & mask).sum().item() / max(int(mask.sum()), 1),  # noqa: E731
+                          "low_energy": (~high & mask).sum().item() / max(int(mask.sum()), 1)}
+    return {"E_x": e.cpu(), "weight": w.cpu(), "correct_mask": correct.cpu(), "median_E_x": e.median().item(),
+            "correct": share(correct), "wrong": share(~correct)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Figures
+
+CLEAN_COLOR, ATTACK_COLOR = "lightblue", "red"  # the paper's Fig. 2 colours
+LABELS = {"E_x": "E(x)", "E_xy": "E(x, y)", "dE": "dE = E(x) - E(x*)", "dExy": "dE(x,y) = E(x,y) - E(x*,y)"}
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (imported only where a figure is drawn)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_attack_panels(per_point: dict, path: str, title: str) -> None:
+    """The paper's Fig. 2: one column per attack, E(x) on top and E(x, y) below, clean and attacked points
+    as overlaid histograms on shared bins."""
+    plt = pyplot()
+    attacks = [name for name in per_point if name != "clean"]
+    fig, axes = plt.subplots(2, len(attacks), figsize=(2.6 * len(attacks), 5), squeeze=False)
+    for row, key in enumerate(("E_x", "E_xy")):
+        values = torch.cat([v[key] for v in per_point.values()]).double().numpy()
+        bins = np.linspace(*np.percentile(values, [0.5, 99.5]), 40) if len(values) > 1 else 10
+        for col, name in enumerate(attacks):
+            ax = axes[row, col]
+            ax.hist(per_point["clean"][key].double().numpy(), bins=bins, color=CLEAN_COLOR, alpha=0.9, label="clean")
+            ax.hist(per_point[name][key].double().numpy(), bins=bins, color=ATTACK_COLOR, alpha=0.55, label="attacked")
+            ax.set_xlabel(LABELS[key], fontsize=8)
+            ax.tick_params(labelsize=7)
+            if row == 0:
+                ax.set_title(name, fontsize=9)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_histograms(per_point: dict, keys: tuple, path: str, title: str) -> None:
+    """One panel per key (dE, dExy, E_x ...), one step histogram per entry."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        values = torch.cat([v[key] for v in per_point.values()]).double().numpy()
+        bins = np.linspace(*np.percentile(values, [0.5, 99.5]), 50) if len(values) > 1 else 10
+        for name, out in per_point.items():
+            ax.hist(out[key].double().numpy(), bins=bins, histtype="step", linewidth=1.6, label=name)
+        ax.axvline(0, color="grey", linewidth=0.8)
+        ax.set(xlabel=LABELS.get(key, key), ylabel="points")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def read_log(path: str) -> tuple:
+    """(label, rows) of a train.py log.jsonl; the label is the run's method from args.json beside it."""
+    not_a_log = DataError(f"{path} is not a train.py log.jsonl (each line a JSON object with epoch, lr, delta_E, ...)")
+    with open(path) as f:
+        try:
+            rows = [json.loads(line) for line in f if line.strip()]
+        except json.JSONDecodeError:
+            raise not_a_log from None
+    if not rows:
+        raise DataError(f"{path} holds no epochs")
+    if not all(isinstance(row, dict) and {"epoch", "lr", "delta_E"} <= set(row) for row in rows):
+        raise not_a_log
+    folder = os.path.dirname(os.path.abspath(path))
+    label = os.path.basename(folder)
+    if os.path.isfile(os.path.join(folder, "args.json")):
+        with open(os.path.join(folder, "args.json")) as f:
+            label = f"{method_name(json.load(f))} ({label})"
+    return label, rows
+
+
+def plot_curves(runs: list, path: str) -> None:
+    """Left: dE (solid) and dE(x,y) (dotted) per epoch, validation PGD-20 accuracy (dashed) on a second
+    axis. Right: E_nat (solid) and E_adv (dashed) per epoch. One colour per run."""
+    plt = pyplot()
+    import matplotlib.ticker
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    acc_axis = left.twinx()
+    for i, (label, rows) in enumerate(runs):
+        color, epochs = f"C{i}", [r["epoch"] for r in rows]
+        left.plot(epochs, [r["delta_E"] for r in rows], color=color, marker="o", ms=3, label=label)
+        if all("delta_Exy" in r for r in rows):
+            left.plot(epochs, [r["delta_Exy"] for r in rows], color=color, linestyle=":")
+        acc_axis.plot(epochs, [100 * r["val_pgd_acc"] if r["val_pgd_acc"] is not None else np.nan for r in rows],
+                      color=color, linestyle="--")
+        right.plot(epochs, [r["E_nat"] for r in rows], color=color, label=f"{label}: E(x)")
+        right.plot(epochs, [r["E_adv"] for r in rows], color=color, linestyle="--", label=f"{label}: E(x*)")
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    left.set(xlabel="epoch", ylabel="dE = E(x) - E(x*) (solid), dE(x,y) (dotted)", title="energy divergence")
+    acc_axis.set_ylabel("validation PGD-20 accuracy % (dashed)")
+    right.set(xlabel="epoch", ylabel="mean energy", title="natural (solid) and adversarial (dashed) energy")
+    left.legend(fontsize=8, loc="upper left")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def read_snapshot(log_path: str, epoch: int) -> dict:
+    """The energy snapshot (train.py --energy-snapshot) of one epoch of the run beside log_path."""
+    path = os.path.join(os.path.dirname(os.path.abspath(log_path)), "energy-snapshots", f"epoch-{epoch:04d}.npz")
+    if not os.path.isfile(path):
+        raise DataError(f"no energy snapshot of epoch {epoch}: {path} (train with --energy-snapshot N)")
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def plot_snapshots(runs: list, epochs: list, path: str) -> None:
+    """The paper's Fig. 1 b-d: E(x, y) against E(x) of the snapshot's training points at chosen epochs (a
+    row per run, a column per epoch); natural points in blue, their attack points in red."""
+    plt = pyplot()
+    fig, axes = plt.subplots(len(runs), len(epochs), figsize=(3.6 * len(epochs), 3.4 * len(runs)), squeeze=False)
+    for row, (label, log_path) in enumerate(runs):
+        for col, epoch in enumerate(epochs):
+            snap, ax = read_snapshot(log_path, epoch), axes[row, col]
+            ax.scatter(snap["E_x"], snap["E_xy"], s=4, color="C0", alpha=0.5, label="x")
+            ax.scatter(snap["E_x_adv"], snap["E_xy_adv"], s=4, color="C3", alpha=0.5, label="x*")
+            ax.set_title(f"{label}, epoch {epoch}", fontsize=8)
+            ax.set_xlabel("E(x)", fontsize=8)
+            ax.set_ylabel("E(x, y)", fontsize=8)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_weights(analyses: dict, path: str) -> None:
+    """Left: WEAT weight against E(x) (correct points blue, wrong ones red), one marker per split. Right:
+    the share of high-energy points among correct and wrong ones, per split."""
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for (split, a), marker in zip(analyses.items(), ("o", "x")):
+        ok = a["correct_mask"]
+        left.scatter(a["E_x"][ok], a["weight"][ok], s=5, marker=marker, color="C0", alpha=0.4, label=f"{split}, correct")
+        left.scatter(a["E_x"][~ok], a["weight"][~ok], s=5, marker=marker, color="C3", alpha=0.4, label=f"{split}, wrong")
+    left.set(xlabel="E(x)", ylabel="WEAT weight 1 / log(1 + exp(|E(x)|))", title="weight against energy")
+    left.legend(fontsize=7)
+    names = [f"{split}\n{kind}" for split in analyses for kind in ("correct", "wrong")]
+    shares = [100 * analyses[split][kind]["high_energy"] for split in analyses for kind in ("correct", "wrong")]
+    right.bar(names, shares, color=["C0", "C3"] * len(analyses))
+    right.axhline(50, color="grey", linestyle=":")
+    right.set(ylabel="% with E(x) above the split's median", title="high-energy points among correct / wrong")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_zoo(rows: list, path: str) -> None:
+    """The zoo figure: mean dE(x) and dE(x, y) of each model against its robust accuracy."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key in zip(axes, ("dE", "dExy")):
+        for r in rows:
+            ax.scatter(100 * r["robust_accuracy"], r[key]["mean"], s=25)
+            ax.annotate(r["model"], (100 * r["robust_accuracy"], r[key]["mean"]), fontsize=7)
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.set(xlabel="robust accuracy % (PGD-20, eps 8/255)", ylabel=f"mean {LABELS[key]}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The command
+
+
+def load_points(args, device: str, train: bool = False) -> tuple:
+    """(model, x, y, info): the classifier of --ckpt / --robustbench and the first --n-examples points of
+    its data set's test split (training split with `train`), x in [0, 1] on `device`."""
+    model, info = load_classifier(args, device)
+    split = split_of_run(info["args"], train, args.data_dir, args.test_npz if not train else args.train_npz,
+                         info["model_config"]["num_classes"])
+    n = min(args.n_examples, len(split))
+    return model, split.images[:n].to(device).float() / 255, split.labels[:n].to(device), info
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Energy analysis of robust classifiers (Section 3 of the paper).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = p.add_subparsers(dest="mode", required=True)
+    points = argparse.ArgumentParser(add_help=False)
+    points.add_argument("--n-examples", type=int, default=1000, help="first n test points")
+    points.add_argument("--seed", type=int, default=0, help="seeds the attacks")
+    points.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    points.add_argument("--data-dir", default=None, help="default: the one stored in the checkpoint")
+    points.add_argument("--test-npz", default=None, help="test points from this npz instead of the data set's")
+    points.add_argument("--out", default=None, help="output folder (default: the checkpoint's folder)")
+    one_model = argparse.ArgumentParser(add_help=False, parents=[points])
+    add_classifier_flags(one_model)
+    kind = lambda name, text, parent=one_model: sub.add_parser(  # noqa: E731
+        name, parents=[parent], help=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = kind("attacks", "E(x) and E(x,y) of clean points and of untargeted / targeted attacks (the paper's Fig. 2)")
+    a.add_argument("--eps", type=float, default=8.0, help="Linf radius in pixels")
+    a.add_argument("--steps", type=int, default=ANALYSIS_STEPS, help="iterations K of every iterative attack")
+    a.add_argument("--points", choices=POINT_RULES, default="final",
+                   help="final: the point the paper's tool (torchattacks) returns; first-adversarial: the "
+                        "robust-accuracy rule (see analysis.POINTS)")
+    a.add_argument("--attacks", default=",".join(UNTARGETED + TARGETED), help="comma-separated, from " + ", ".join(POINTS))
+    kind("divergence", "dE and dE(x,y) per test point, x* from the checkpoint's training attack")
+    w = kind("weights", "WEAT weight against E(x), high- and low-energy points among correct and wrong, train and test")
+    w.add_argument("--train-npz", default=None, help="training points from this npz instead of the data set's")
+    z = kind("zoo", "dE(x), dE(x,y) of several RobustBench models against their robust accuracy", points)
+    z.add_argument("names", nargs="+", help="RobustBench model names")
+    add_zoo_flags(z)
+    c = sub.add_parser("curves", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       help="dE and mean energies over epochs from train.py logs; energy snapshots at --epochs")
+    c.add_argument("--log", nargs="+", required=True, help="log.jsonl files of train.py runs")
+    c.add_argument("--epochs", default=None, help="comma-separated epochs: E(x,y) against E(x) of the runs' snapshots")
+    c.add_argument("--out", default=None, help="output folder (default: the first log's folder)")
+    return p
+
+
+def write_json(path: str, obj) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
+
+
+def run_attacks(args, device) -> dict:
+    model, x, y, info = load_points(args, device)
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    table, per_point = attacks_table(model, x, y, args.eps * PIXEL, attacks, args.steps, args.points, args.seed)
+    report = {"model": info["source"], "n": len(y), "eps_pixels": args.eps, "steps": args.steps,
+              "step_size": A.PGD20_STEP_SIZE, "points": args.points, "seed": args.seed, "attacks": table}
+    write_json(os.path.join(args.out, "energy_attacks.json"), report)
+    plot_attack_panels({k: per_point[k] for k in ["clean"] + attacks}, os.path.join(args.out, "energy_attacks.png"),
+                       f"clean (blue) and attacked (red) energies, eps {args.eps:g}/255, K = {args.steps}, "
+                       f"points: {args.points}, {len(y)} test points")
+    print(f"{'attack':<11}{'kind':>11}{'mean E(x)':>11}{'median':>9}{'E(x) down':>11}{'mean E(x,y)':>13}{'success':>9}")
+    for name, row in table.items():
+        down, success = (f"{100 * row[k]:.1f}%" if k in row else "" for k in ("frac_E_x_down", "success_rate"))
+        print(f"{name:<11}{row['kind']:>11}{row['E_x']['mean']:>11.3f}{row['E_x']['median']:>9.3f}{down:>11}"
+              f"{row['E_xy']['mean']:>13.3f}{success:>9}")
+    return report
+
+
+def run_divergence(args, device) -> dict:
+    model, x, y, info = load_points(args, device)
+    out = divergence(model, x, y, checkpoint_attack(info), args.seed)
+    quantiles = lambda v: dict(zip(("q05", "q25", "q75", "q95"), v.double().quantile(  # noqa: E731
+        torch.tensor([.05, .25, .75, .95], dtype=torch.float64)).tolist()))
+    report = {"model": info["source"], "n": len(y), "attack": out["attack"], "eps": out["eps"], "steps": out["steps"],
+              "step_size": out["step_size"], "seed": args.seed, "dE": summary(out["dE"]), "dE_quantiles": quantiles(out["dE"]),
+              "dExy": summary(out["dExy"]), "dExy_quantiles": quantiles(out["dExy"]),
+              **{k: summary(out[k]) for k in ("E_x", "E_x_adv", "E_xy", "E_xy_adv")},
+              "per_point": {k: out[k].tolist() for k in ("dE", "dExy")}}
+    write_json(os.path.join(args.out, "energy_divergence.json"), report)
+    plot_histograms({out["attack"]: out}, ("dE", "dExy"), os.path.join(args.out, "energy_divergence.png"),
+                    f"energy gaps under the training attack ({out['attack']}), {len(y)} test points")
+    print(f"under {report['attack']} ({report['n']} points): dE = E(x) - E(x*) mean {report['dE']['mean']:.4f} "
+          f"median {report['dE']['median']:.4f}; dE(x,y) mean {report['dExy']['mean']:.4f} median {report['dExy']['median']:.4f}")
+    return report
+
+
+def run_weights(args, device) -> dict:
+    analyses = {}
+    for split in ("train", "test"):
+        model, x, y, info = load_points(args, device, train=split == "train")
+        with torch.no_grad():
+            logits = torch.cat([model(xb) for xb in x.split(500)])
+        analyses[split] = weight_analysis(logits, y)
+    report = {"model": info["source"], **{split: {k: a[k] for k in ("median_E_x", "correct", "wrong")} | {
+        "weight": summary(a["weight"]), "E_x": summary(a["E_x"])} for split, a in analyses.items()}}
+    write_json(os.path.join(args.out, "energy_weights.json"), report)
+    plot_weights(analyses, os.path.join(args.out, "energy_weights.png"))
+    for split in analyses:
+        r = report[split]
+        print(f"{split}: mean weight {r['weight']['mean']:.3f}; E(x) above the median for "
+              f"{100 * r['correct']['high_energy']:.1f}% of {r['correct']['n']} correct and "
+              f"{100 * r['wrong']['high_energy']:.1f}% of {r['wrong']['n']} wrong points")
+    return report
+
+
+def run_zoo(args, device) -> dict:
+    rows = []
+    for name in args.names:
+        args.robustbench, args.ckpt = name, None
+        model, x, y, info = load_points(args, device)
+        out = divergence(model, x, y, ("pgd-ce", 8 * PIXEL, ANALYSIS_STEPS, A.PGD20_STEP_SIZE), args.seed)
+        with A.eval_mode(model):
+            x_adv = A.pgd(model, x, y, 8 * PIXEL, A.PGD20_STEP_SIZE, A.PGD20_STEPS)
+        rows.append({"model": name, "robust_accuracy": (A.predict(model, x_adv) == y).double().mean().item(),
+                     "dE": summary(out["dE"]), "dExy": summary(out["dExy"])})
+        print(f"{name}: PGD-20 {100 * rows[-1]['robust_accuracy']:.1f}%, mean dE {rows[-1]['dE']['mean']:.4f}, "
+              f"mean dE(x,y) {rows[-1]['dExy']['mean']:.4f}", flush=True)
+    report = {"n": len(y), "attack": "PGD-CE, last iterate, eps 8/255, K = 10, step 2/255", "models": rows}
+    write_json(os.path.join(args.out, "energy_zoo.json"), report)
+    plot_zoo(rows, os.path.join(args.out, "energy_zoo.png"))
+    return report
+
+
+def run_curves(args) -> dict:
+    runs = [read_log(path) for path in args.log]
+    keys = ("epoch", "delta_E", "delta_Exy", "E_nat", "E_adv", "val_pgd_acc", "test_pgd_acc")
+    report = {label: [{k: r.get(k) for k in keys} for r in rows] for label, rows in runs}
+    write_json(os.path.join(args.out, "energy_curves.json"), report)
+    plot_curves(runs, os.path.join(args.out, "energy_curves.png"))
+    if args.epochs:
+        epochs = [int(e) for e in args.epochs.split(",")]
+        plot_snapshots([(label, path) for (label, _), path in zip(runs, args.log)], epochs,
+                       os.path.join(args.out, "energy_snapshots.png"))
+    return report
+
+
+def check_args(args) -> None:
+    """Defaults that depend on the mode, and values checked before any work (ValueError on bad input)."""
+    if args.out is None:
+        source = args.log[0] if args.mode == "curves" else (getattr(args, "ckpt", None) or os.path.join("runs", "energy", "x"))
+        args.out = os.path.dirname(os.path.abspath(source))
+    for key in ("n_examples", "steps", "eps"):
+        if getattr(args, key, 1) <= 0:
+            raise ValueError(f"--{key.replace('_', '-')} must be positive, got {getattr(args, key)}")
+    unknown = set(getattr(args, "attacks", "").split(",")) - set(POINTS) - {""}
+    if unknown:
+        raise ValueError(f"--attacks: unknown {', '.join(sorted(unknown))}; choose from {', '.join(POINTS)}")
+
+
+def run(args) -> dict:
+    os.makedirs(args.out, exist_ok=True)
+    device = resolve_device(getattr(args, "device", "auto"))
+    modes = {"attacks": run_attacks, "divergence": run_divergence, "weights": run_weights, "zoo": run_zoo}
+    report = run_curves(args) if args.mode == "curves" else modes[args.mode](args, device)
+    print(f"written to {args.out}")
+    return report
+
+
+def main(argv=None) -> None:
+    run_command("analysis.py", build_parser(), argv, check_args, run, (CheckpointError, DataError, OSError))
+
+
+if __name__ == "__main__":
+    main()
