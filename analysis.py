@@ -136,7 +136,7 @@ def divergence(model, x, y, attack: tuple, seed: int = 0) -> dict:
     name, eps, steps, step_size = attack
     torch.manual_seed(seed)
     with A.eval_mode(model):
-        x_adv = training_attack(name, model, x, y, eps, step_size, steps)
+        x_adv, _ = training_attack(name, model, x, y, eps, step_size, steps)
     clean, adv = point_energies(model, x, y), point_energies(model, x_adv, y)
     return {"attack": name, "eps": eps, "steps": steps, "step_size": step_size, "dE": clean["E_x"] - adv["E_x"],
             "dExy": clean["E_xy"] - adv["E_xy"], "E_x": clean["E_x"], "E_x_adv": adv["E_x"],

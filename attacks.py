@@ -79,15 +79,16 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def trades_attack(model: nn.Module, x: torch.Tensor, eps: float, step_size: float, steps: int,
-                  start_std: float = KL_START_STD, check: bool = True) -> torch.Tensor:
+                  start_std: float = KL_START_STD, check: bool = True, logits_nat: torch.Tensor = None) -> torch.Tensor:
     """The TRADES inner maximisation (Zhang et al. 2019): x* = argmax_{|x' - x|_inf <= eps} KL(p(.|x) || p(.|x')).
 
-    p(.|x) comes from one forward of x without gradients; x' starts at x + 0.001 N(0, I) and takes `steps`
-    sign-gradient steps of `step_size`, each projected to the eps-ball and [0, 1]; the last iterate is
-    returned. `check=False` leaves the eps-ball check to the caller (the training loop reads it later).
+    p(.|x) comes from one forward of x without gradients (or from `logits_nat`, that forward done by the
+    caller); x' starts at x + 0.001 N(0, I) and takes `steps` sign-gradient steps of `step_size`, each
+    projected to the eps-ball and [0, 1]; the last iterate is returned. `check=False` leaves the eps-ball
+    check to the caller (the training loop reads it later).
     """
-    with torch.no_grad():
-        logits_nat = model(x.detach())
+    if logits_nat is None:
+        logits_nat = predict_logits(model, x.detach())
     return sign_ascent(model, x, eps, step_size, steps, lambda logits: kl_per_sample(logits_nat, logits),
                        start_std, check)
 
@@ -550,7 +551,8 @@ SQUARE_GAIN_FLAG = 0.002  # Square beating the white-box attacks by more than 0.
 def attack_by_name(name: str, n_iter: int = 100, n_queries: int = 5000, n_target_classes: int = 9,
                    n_restarts: int = 1):
     """A function (model, x, y, eps, seed, on_run=None) -> x_adv for a cascade entry; settings of
-    AutoAttack "standard". Its `runs` attribute: the runs (restarts, target classes) of one call."""
+    AutoAttack "standard". Its `runs` attribute: the runs (restarts, target classes) of one call. A name
+    means the same attack as in analysis.py (fab: untargeted FAB, fab-t: targeted; pgd-ce = pgd-20)."""
     attacks = {
         "apgd-ce": (lambda m, x, y, eps, seed, on_run=None: apgd(m, x, y, eps, n_iter, "ce", n_restarts, seed, on_run),
                     n_restarts),
@@ -561,8 +563,10 @@ def attack_by_name(name: str, n_iter: int = 100, n_queries: int = 5000, n_target
         "fab-t": (lambda m, x, y, eps, seed, on_run=None: fab_targeted(m, x, y, eps, n_iter, n_target_classes, seed,
                                                                        on_run), n_target_classes),
         "square": (lambda m, x, y, eps, seed, on_run=None: square(m, x, y, eps, n_queries, seed=seed), 1),
+        "fab": (lambda m, x, y, eps, seed, on_run=None: fab(m, x, y, eps, n_iter, seed), 1),
         "pgd-20": (lambda m, x, y, eps, seed, on_run=None: pgd(m, x, y, eps, PGD20_STEP_SIZE, PGD20_STEPS), 1),
     }
+    attacks["pgd-ce"] = attacks["pgd-20"]  # the analysis' name of the same attack (PGD on the CE; here 20 steps)
     if name not in attacks:
         raise ValueError(f"unknown attack {name!r}; choose from {', '.join(attacks)}")
     fn, fn.runs = attacks[name]

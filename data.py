@@ -271,7 +271,7 @@ class Batches:
         self.batch_size, self.n = batch_size // world, len(split.labels) // world
         self.shuffle, self.augment, self.seed, self.drop_last = shuffle, augment, seed, drop_last
         self.rank, self.world, self.resident, self.epoch = rank, world, resident, 0
-        self.with_index = with_index  # also yield each image's index in the split
+        self.with_index = with_index  # also yield each image's index in the split (a CPU tensor)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -302,7 +302,7 @@ class Batches:
             else:
                 x = images[where]
             x = torch.div(x, 255)  # uint8 -> float32 in [0, 1], one pass
-            yield (x, self.labels[index], index) if self.with_index else (x, self.labels[index])
+            yield (x, self.labels[index], order[batch]) if self.with_index else (x, self.labels[index])
 
 
 def fits_on_device(split: Split, device) -> bool:

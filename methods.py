@@ -6,7 +6,7 @@ its run sets from it. Adding a method is one `Method` entry here, plus its loss 
 for the paper's equations) and its attack, if new.
 
     method = METHODS[method_key(args)]                     # args: train.py's settings
-    x_adv = training_attack(method.attack, model, x, y, eps, step_size, steps)
+    x_adv, _ = training_attack(method.attack, model, x, y, eps, step_size, steps)
     loss, weights = method.loss(logits_nat, logits_adv, y, args, epoch)
 """
 from dataclasses import dataclass
@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from attacks import mart_attack, pgd, trades_attack
+from attacks import mart_attack, pgd, predict_logits, trades_attack
 from energy import ablated_weights, mail_trades_loss, mail_weights, mart_loss, trades_loss, weat_loss, weat_weights
 
 
@@ -104,15 +104,17 @@ TRAINING_ATTACKS = {
 
 
 def training_attack(name: str, model, x: torch.Tensor, y: torch.Tensor, eps: float, step_size: float, steps: int,
-                    check: bool = True) -> torch.Tensor:
-    """x* of a training attack (see TRAINING_ATTACKS) with the model as it is (put it in eval mode first).
+                    check: bool = True) -> tuple:
+    """(x*, logits of x or None) of a training attack (see TRAINING_ATTACKS) with the model as it is (put it
+    in eval mode first); the logits of x where the attack computed them (the TRADES attack's KL target).
     `check=False` leaves the eps-ball check to the caller (the training loop reads it without a sync)."""
     if name == "none":
-        return x
+        return x, None
     if name == "pgd-ce":
-        return pgd(model, x, y, eps, step_size, steps, last_iterate=True, check=check)
+        return pgd(model, x, y, eps, step_size, steps, last_iterate=True, check=check), None
     if name == "mart-ce":
-        return mart_attack(model, x, y, eps, step_size, steps, check=check)
+        return mart_attack(model, x, y, eps, step_size, steps, check=check), None
     if name == "trades-kl":
-        return trades_attack(model, x, eps, step_size, steps, check=check)
+        logits_nat = predict_logits(model, x)
+        return trades_attack(model, x, eps, step_size, steps, check=check, logits_nat=logits_nat), logits_nat
     raise ValueError(f"unknown training attack {name!r}; choose from {', '.join(TRAINING_ATTACKS)}")

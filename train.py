@@ -42,6 +42,9 @@ SMOKE = {"dataset": "synthetic", "model": "resnet18", "width": 8, "epochs": 2, "
          "eval_examples": 100, "batch_size": 64, "steps": 5, "device": "cpu", "train_subset": None}
 RESUME_IGNORES = ("resume", "overwrite", "device", "compile")  # args that may change on --resume
 SNAPSHOT_DIR = "energy-snapshots"  # in the run folder: epoch-0001.npz, ... (--energy-snapshot)
+# The log's training accuracies and energies are means over every 4th step (and the last), an unbiased sample
+# of the epoch's shuffled batches: their eval-mode forward of x* costs 1 of a step's ~30 forward-equivalents
+LOG_EVERY = 4
 FAULT_CHECK_EVERY = 20  # deviation: faults are read every 20 steps, not every step; steps between the host reads of the non-finite / eps-ball flag (one sync each)
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_IN_HELP = "%(default).0s"  # tells ArgumentDefaultsHelpFormatter the help text states the default
@@ -110,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-steps", type=int, default=PGD20_STEPS, help="PGD steps of --test-every (step 2/255)")
     p.add_argument("--energy-snapshot", type=int, default=500,
                    help="energies of the first N training images (as trained on) saved every epoch (0: none)")
+    p.add_argument("--log-every", type=int, default=LOG_EVERY,
+                   help="the logged training accuracies and energies come from an extra eval-mode forward on every "
+                        "N-th step and the epoch's last (1: every step; the loss is logged on every step)")
     p.add_argument("--out-dir", default=None, help="run folder (default: runs/<dataset>-<model>-<method>-<seed>)" + DEFAULT_IN_HELP)
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir from last.pt")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out-dir")
@@ -121,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--sync-bn", action="store_true", help="under torchrun: BatchNorm statistics over all ranks")
     p.add_argument("--smoke", action="store_true",
-                   help="2 epochs of a width-8 ResNet-18 on synthetic data on the CPU (overrides those flags)")
+                   help="2 epochs of a width-8 ResNet-18 on synthetic data on the CPU (flags given explicitly win)")
     return p
 
 
@@ -131,8 +137,9 @@ def is_ablation(args) -> bool:
 
 def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     """Fill in smoke and per-dataset defaults, check values; raises ValueError on bad input."""
-    if args.smoke:
-        vars(args).update(SMOKE)
+    if args.smoke:  # the smoke settings, except where a flag was given (a value other than its default)
+        defaults = build_parser()
+        vars(args).update({k: v for k, v in SMOKE.items() if getattr(args, k) == defaults.get_default(k)})
     if args.epochs is None:
         args.epochs = EPOCHS.get(args.dataset, 100)
     if args.beta is None:
@@ -146,7 +153,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
                          "(or --select last|energy)")
     if args.weat == "none" and is_ablation(args):
         raise ValueError("--weat-terms, --weat-normalize and --weat-fn change the WEAT weights; they need --weat nat|adv")
-    for key in ("epochs", "batch_size", "steps", "width", "eval_examples", "test_examples", "test_steps"):
+    for key in ("epochs", "batch_size", "steps", "width", "eval_examples", "test_examples", "test_steps", "log_every"):
         if getattr(args, key) < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}")
     for key in ("eps", "step_size", "lr"):
@@ -165,9 +172,11 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def attack_for_training(model, x, y, args):
-    """x* for the training loss: the method's training attack (methods.TRAINING_ATTACKS) with the model in
-    eval mode. The eps-ball check is the training loop's (`Faults`), read without a host-device sync per step."""
+def attack_for_training(model, x, y, args) -> tuple:
+    """(x*, eval-mode logits of x or None) for the training loss: the method's training attack
+    (methods.TRAINING_ATTACKS) with the model in eval mode; the logits of x where the attack computed them
+    (the TRADES attack's KL target). The eps-ball check is the training loop's (`Faults`), read without a
+    host-device sync per step."""
     with eval_mode(model):
         return training_attack(METHODS[method_key(vars(args))].attack, model, x, y, args.eps * PIXEL,
                                args.step_size * PIXEL, args.steps, check=False)
@@ -188,13 +197,25 @@ def training_loss(model, x, x_adv, y, args, epoch: int) -> tuple:
 
 
 @torch.no_grad()
-def logging_logits(model, x, x_adv) -> tuple:  # deviation: an extra eval-mode forward, for the log only
-    """Eval-mode logits of x and x* (one forward of both, no gradient), taken before the loss's train-mode
-    forwards move the BatchNorm statistics: the model the attack saw. Every method's logged energies and
-    training accuracies come from this one kind of forward, so that their curves compare."""
+def logging_logits(model, x, x_adv, logits_nat=None) -> tuple:  # deviation: an extra eval-mode forward, for the log
+    """Eval-mode logits of x and x* (no gradient), taken before the loss's train-mode forwards move the
+    BatchNorm statistics: the model the attack saw. Every method's logged energies and training
+    accuracies come from this one kind of forward, so that their curves compare. `logits_nat`: the
+    attack's own eval-mode logits of x (TRADES' KL target), reused instead of a second forward of x."""
     with eval_mode(model):
+        if logits_nat is not None:
+            return logits_nat.float(), model(x_adv).float()
         logits = model(torch.cat([x, x_adv])).float()
     return logits[:len(x)], logits[len(x):]
+
+
+def logged_rows(step: int, steps: int, index: torch.Tensor, args) -> torch.Tensor:
+    """Which rows of a batch get the logging forward (`logging_logits`): every row on every --log-every-th
+    step and the epoch's last (None), else only the --energy-snapshot points among them (row numbers,
+    from the batch's indices on the host: no device sync)."""
+    if step % args.log_every == 0 or step == steps - 1:
+        return None
+    return (index < args.energy_snapshot).nonzero().squeeze(1)
 
 
 def autocast(args):
@@ -226,18 +247,30 @@ def train_epoch(nets: Networks, batches, optimizer, scheduler, args, epoch: int,
                                               disable=not is_main())):
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        rows = logged_rows(step, len(batches), index, args)
         with autocast(args):
-            x_adv = attack_for_training(nets.compiled, x, y, args)
-            logits_nat, logits_adv = logging_logits(nets.compiled, x, x_adv)  # the model the attack saw
+            x_adv, logits_nat = attack_for_training(nets.compiled, x, y, args)
+            if rows is None or len(rows):  # the model the attack saw
+                logits_nat, logits_adv = logging_logits(nets.compiled, *select_rows(rows, x, x_adv, logits_nat))
             loss, weights = training_loss(nets.ddp, x, x_adv, y, args, epoch)
         grad_max = optimizer_step(loss, nets.model, optimizer, scheduler, scaler)
         faults.record(step, loss, grad_max, x_adv, x, args.eps * PIXEL, overflow_skipped=scaler.is_enabled())
         if step % FAULT_CHECK_EVERY == 0 or step == len(batches) - 1:
             faults.raise_if_any(epoch)
-        stats.add(loss, logits_nat, logits_adv, y, weights)
-        if snapshot is not None:
-            snapshot.add(index, logits_nat, logits_adv, y)
+        stats.add_loss(loss, len(y), weights)
+        if rows is None:
+            stats.add_logits(logits_nat, logits_adv, y)
+        if snapshot is not None and (rows is None or len(rows)):
+            snapshot.add(*select_rows(rows, index.to(y.device), y), logits_nat, logits_adv)
     return {"lr": scheduler.get_last_lr()[0], **stats.summary()}
+
+
+def select_rows(rows, *tensors) -> tuple:
+    """The rows `rows` (a row-number tensor; None: all) of each tensor (None stays None)."""
+    if rows is None:
+        return tensors
+    rows = rows.to(tensors[0].device)
+    return tuple(None if t is None else t[rows] for t in tensors)
 
 
 def optimizer_step(loss, model, optimizer, scheduler, scaler) -> torch.Tensor:
@@ -275,31 +308,37 @@ class Faults:
 
 
 class EpochStatistics:
-    """Sums over an epoch's training batches (kept on the device), and their means. The accuracies and
-    energies come from the eval-mode logits of x and x* (`logging_logits`)."""
+    """Sums over an epoch's training batches (kept on the device), and their means. The loss and the
+    sample weights count every step; the accuracies and energies come from the eval-mode logits of x and
+    x* (`logging_logits`) of the logged steps (every --log-every-th step and the last)."""
 
-    SUMS = ("n", "loss", "nat_correct", "adv_correct", "E_nat", "E_adv", "Exy_nat", "Exy_adv", "weight")
+    SUMS = ("n", "loss", "weight", "n_logged", "nat_correct", "adv_correct", "E_nat", "E_adv", "Exy_nat", "Exy_adv")
 
     def __init__(self, device):
         self.sums = torch.zeros(len(self.SUMS), device=device)
 
     @torch.no_grad()
-    def add(self, loss, logits_nat, logits_adv, y, weights=None) -> None:
-        """weights: the loss's sample weights of the batch (None: unweighted, counted as 1)."""
-        n = torch.ones_like(loss) * len(y)
-        self.sums += torch.stack([n, loss.detach() * n, (logits_nat.argmax(1) == y).sum().float(),
-                                  (logits_adv.argmax(1) == y).sum().float(), energy_x(logits_nat).sum(),
-                                  energy_x(logits_adv).sum(), energy_xy(logits_nat, y).sum(),
-                                  energy_xy(logits_adv, y).sum(), n if weights is None else weights.sum()])
+    def add_loss(self, loss, n: int, weights=None) -> None:
+        """A step's loss over n points; weights: the loss's sample weights (None: unweighted, counted as 1)."""
+        n = torch.ones_like(loss) * n
+        self.sums[:3] += torch.stack([n, loss.detach() * n, n if weights is None else weights.sum()])
+
+    @torch.no_grad()
+    def add_logits(self, logits_nat, logits_adv, y) -> None:
+        """A logged step's accuracies and energies."""
+        self.sums[3:] += torch.stack([torch.tensor(len(y), device=y.device), (logits_nat.argmax(1) == y).sum(),
+                                      (logits_adv.argmax(1) == y).sum(), energy_x(logits_nat).sum(),
+                                      energy_x(logits_adv).sum(), energy_xy(logits_nat, y).sum(),
+                                      energy_xy(logits_adv, y).sum()]).float()
 
     def summary(self) -> dict:
         """The log's training entries, summed over all ranks under torchrun."""
         sums = dict(zip(self.SUMS, all_reduce(self.sums).tolist()))
-        s = {k: v / sums["n"] for k, v in sums.items()}
+        s = {k: v / (sums["n"] if k in ("loss", "weight") else sums["n_logged"]) for k, v in sums.items()}
         return {"train_loss": s["loss"], "train_nat_acc": s["nat_correct"], "train_adv_acc": s["adv_correct"],
                 "E_nat": s["E_nat"], "E_adv": s["E_adv"], "delta_E": s["E_nat"] - s["E_adv"],
                 "Exy_nat": s["Exy_nat"], "Exy_adv": s["Exy_adv"], "delta_Exy": s["Exy_nat"] - s["Exy_adv"],
-                "weight_mean": s["weight"]}
+                "weight_mean": s["weight"], "logged_points": int(sums["n_logged"])}
 
 
 class EnergySnapshot:
@@ -313,7 +352,8 @@ class EnergySnapshot:
         self.seen = torch.zeros(n, device=device)
 
     @torch.no_grad()
-    def add(self, index, logits_nat, logits_adv, y) -> None:
+    def add(self, index, y, logits_nat, logits_adv) -> None:
+        """Energies of a batch's points (or some of its rows): index, their indices in the training split."""
         mine = index < len(self.seen)
         values = torch.stack([energy_x(logits_nat), energy_xy(logits_nat, y), energy_x(logits_adv),
                               energy_xy(logits_adv, y)], 1)
@@ -488,9 +528,14 @@ def build_training(args, data, rank: int, world: int) -> Training:
 def build_scheduler(optimizer, args, steps_per_epoch: int):
     """The learning-rate schedule, stepped every batch: OneCycleLR (the authors', 25% warm-up, momentum
     cycled 0.95 -> 0.85 -> 0.95) or piecewise constant, x0.1 at 50% and 75% of the epochs."""
+    total = args.epochs * steps_per_epoch
+    if args.lr_schedule == "onecycle" and PCT_START * total == 1:  # OneCycleLR divides by pct_start * total - 1
+        raise TrainingError(f"--lr-schedule onecycle cannot run exactly {total} optimizer steps ({args.epochs} epochs "
+                            f"x {steps_per_epoch} batches): its warm-up would be 0 steps long; change --epochs, "
+                            "--batch-size or --train-subset, or use --lr-schedule piecewise")
     if args.lr_schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, pct_start=PCT_START,
-                                                   total_steps=args.epochs * steps_per_epoch)
+                                                   total_steps=total)
     milestones = [int(fraction * args.epochs) * steps_per_epoch for fraction in PIECEWISE_DROPS]
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: PIECEWISE_FACTOR ** sum(step >= m for m in milestones))
@@ -542,9 +587,9 @@ def run(args) -> list:
     say("settings: " + " ".join(f"{k}={v}" for k, v in vars(args).items()), flush=True)
     data = load_data(args.dataset, args.data_dir, args.train_npz, args.test_npz, args.val_npz,
                      args.val_size, args.train_subset, args.seed)
+    training = build_training(args, data, rank, world)  # before any file is written: it checks the schedule
     if rank == 0:
         prepare_out_dir(args)
-    training = build_training(args, data, rank, world)
     history = resume_state(args, training, write=rank == 0) if args.resume else []
     say(f"{method_name(vars(args))}: {len(data.train)} train / {len(data.val)} val images, "
         f"{sum(p.numel() for p in training.nets.model.parameters()):,} parameters, {args.device} x {world}, amp {args.amp}"

@@ -32,6 +32,12 @@ def cli(*args, cwd=ROOT):
                           capture_output=True, text=True, timeout=300)
 
 
+def test_smoke_settings_yield_to_flags_given_explicitly(tmp_path):
+    args = train.resolve_args(train.build_parser().parse_args(["--smoke", "--epochs", "3", "--width", "4",
+                                                               "--out-dir", str(tmp_path)]))
+    assert (args.epochs, args.width, args.dataset, args.batch_size) == (3, 4, "synthetic", train.SMOKE["batch_size"])
+
+
 def test_smoke_cli_end_to_end(tmp_path):
     result = cli("--smoke", "--out-dir", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr
@@ -65,10 +71,21 @@ def test_each_method_trains_and_logs_sensible_numbers(tmp_path, method):
 
 
 def test_method_names_spell_out_the_ablations(tmp_path):
-    assert train.method_name(tiny_train_args(tmp_path, "--weat", "adv")) == "weat-adv"
-    args = tiny_train_args(tmp_path, "--weat", "adv", "--weat-terms", "kl", "--weat-normalize", "--weat-fn", "uniform")
-    assert train.method_name(args) == "weat-adv-kl-only-normalized-uniform"
-    assert train.method_name(tiny_train_args(tmp_path, "--loss", "sat")) == "sat"
+    name = lambda *flags: methods.method_name(vars(tiny_train_args(tmp_path, *flags)))  # noqa: E731
+    assert name("--weat", "adv") == "weat-adv"
+    assert name("--weat", "adv", "--weat-terms", "kl", "--weat-normalize", "--weat-fn", "uniform") == \
+        "weat-adv-kl-only-normalized-uniform"
+    assert name("--loss", "sat") == "sat"
+
+
+def test_every_method_of_the_table_has_a_train_py_spelling_its_attack_and_beta(tmp_path):
+    for key, method in methods.METHODS.items():
+        args = tiny_train_args(tmp_path, *method.flags)
+        assert methods.method_key(vars(args)) == key and method.attack in methods.TRAINING_ATTACKS
+        assert args.beta == method.default_beta("synthetic")
+    assert tiny_train_args(tmp_path, "--loss", "sat").beta is None  # SAT's loss has no beta
+    cifar100 = train.resolve_args(train.build_parser().parse_args(["--weat", "adv", "--dataset", "cifar100"]))
+    assert cifar100.beta == 7.0  # the paper's WEAT setting on CIFAR-100
 
 
 def test_resume_after_an_interruption_gives_the_same_weights_and_log(tmp_path, monkeypatch):
@@ -114,6 +131,7 @@ def test_non_finite_loss_stops_with_the_epoch_and_step_and_keeps_last_pt(tmp_pat
     (["--loss", "sat", "--weat", "adv"], "cannot be used with --loss sat"),
     (["--eps", "0"], "--eps must be positive"),
     (["--weat-terms", "kl"], "need --weat nat|adv"),
+    (["--train-subset", "400", "--epochs", "1"], "cannot run exactly 4 optimizer steps (1 epochs x 4 batches)"),
 ])
 def test_bad_input_gets_a_one_line_error_and_writes_nothing(tmp_path, flags, message):
     out = tmp_path / "run"
@@ -237,7 +255,7 @@ def test_select_energy_keeps_the_epoch_of_the_energy_rule(tmp_path):
 def test_training_on_every_image_test_every_and_energy_snapshots(tmp_path):
     rows = train.run(tiny_train_args(tmp_path, "--val-size", "0", "--select", "last", "--epochs", "3",
                                      "--test-every", "2", "--test-examples", "40", "--test-steps", "3",
-                                     "--energy-snapshot", "600"))
+                                     "--energy-snapshot", "600", "--log-every", "1"))
     assert all(r["val_pgd_acc"] is None and r["val_nat_acc"] is None for r in rows)
     assert [r["test_pgd_acc"] is not None for r in rows] == [False, True, True]  # every 2nd epoch and the last
     assert 0 <= rows[1]["test_pgd_acc"] <= rows[1]["test_nat_acc"] <= 1
@@ -277,3 +295,34 @@ def test_logging_logits_are_an_eval_mode_forward_that_leaves_batchnorm_alone():
     with torch.no_grad():
         torch.testing.assert_close(logits_nat, model(x), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(logits_adv, model(x_adv), rtol=1e-5, atol=1e-5)
+
+
+LOGGED = ("train_nat_acc", "train_adv_acc", "E_nat", "E_adv", "delta_E", "Exy_nat", "Exy_adv", "delta_Exy")
+
+
+def test_logging_every_step_with_the_attacks_logits_equals_a_fresh_forward_of_x_and_x_adv(tmp_path, monkeypatch):
+    """--log-every 1: TRADES' logged means, with its attack's eval-mode logits of x reused, are those of a
+    fresh eval-mode forward of x and x* on every step (the logging of earlier versions); training is untouched."""
+    reused = train.run(tiny_train_args(tmp_path / "reused", "--log-every", "1"))
+    real = train.logging_logits
+    monkeypatch.setattr(train, "logging_logits", lambda model, x, x_adv, logits_nat=None: real(model, x, x_adv))
+    fresh = train.run(tiny_train_args(tmp_path / "fresh", "--log-every", "1"))
+    for a, b in zip(reused, fresh):
+        assert a["logged_points"] == b["logged_points"] == 500 and a["train_loss"] == b["train_loss"]
+        assert {k: a[k] for k in LOGGED} == pytest.approx({k: b[k] for k in LOGGED}, rel=1e-5, abs=1e-6)
+    a, b = (load_checkpoint(str(tmp_path / d / "last.pt"))["model"] for d in ("reused", "fresh"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_log_every_samples_steps_while_the_loss_and_the_snapshots_see_every_step(tmp_path):
+    every = train.run(tiny_train_args(tmp_path / "every", "--log-every", "1", "--energy-snapshot", "300"))
+    sampled = train.run(tiny_train_args(tmp_path / "sampled", "--log-every", "2", "--energy-snapshot", "300"))
+    for a, b in zip(every, sampled):
+        assert (a["logged_points"], b["logged_points"]) == (500, 300)  # 5 steps of 100: steps 0, 2 and 4 logged
+        assert a["train_loss"] == b["train_loss"] and a["weight_mean"] == b["weight_mean"]
+        for key in LOGGED:  # a sample of the same epoch's batches: close, not equal
+            assert b[key] == pytest.approx(a[key], abs=0.25) and b[key] != a[key]
+        snaps = [np.load(tmp_path / d / "energy-snapshots" / f"epoch-{a['epoch']:04d}.npz") for d in ("every", "sampled")]
+        for key in ("E_x", "E_xy", "E_x_adv", "E_xy_adv"):  # every snapshot point, logged step or not
+            assert np.isfinite(snaps[1][key]).all()
+            np.testing.assert_allclose(snaps[1][key], snaps[0][key], rtol=1e-5, atol=1e-5)
