@@ -10,6 +10,10 @@ sys.path.insert(0, ROOT)
 
 import train  # noqa: E402
 
+# Subprocesses get this long before a test gives up on them: a guard against a hang, never a speed check (the
+# suite times nothing; under load a smoke run took 300 s where it takes 30 s on a quiet machine).
+HANG_TIMEOUT = 3600
+
 # A training run small enough for a unit test: width-4 ResNet-18, 2 epochs, K = 2, synthetic data.
 TINY_RUN = ["--dataset", "synthetic", "--width", "4", "--epochs", "2", "--steps", "2", "--batch-size", "100",
             "--val-size", "100", "--eval-examples", "50", "--device", "cpu"]

@@ -11,14 +11,14 @@ import torch.nn.functional as F
 import attacks as A
 import analysis
 import energy
-from conftest import ROOT
+from conftest import HANG_TIMEOUT, ROOT
 from energy import energy_x, energy_xy
 from models import load_model
 
 
 def cli(*args):
     return subprocess.run([sys.executable, os.path.join(ROOT, "analysis.py"), *args], capture_output=True, text=True,
-                          timeout=600)
+                          timeout=HANG_TIMEOUT)
 
 
 def test_proposition_1_kl_as_energies():

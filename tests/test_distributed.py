@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, TINY_RUN
+from conftest import HANG_TIMEOUT, ROOT, TINY_RUN
 from models import load_checkpoint
 from test_train import read_log, without_seconds
 
@@ -30,7 +30,7 @@ def torchrun(out_dir, *extra):
 
 def test_torchrun_two_processes_train_write_once_and_resume_exactly(tmp_path):
     straight = torchrun(tmp_path / "straight")
-    output = straight.communicate(timeout=300)[0]
+    output = straight.communicate(timeout=HANG_TIMEOUT)[0]
     assert straight.returncode == 0, output
     assert "cpu x 2" in output and output.count("epoch 2/2") == 1  # rank 0 alone reports
     rows = read_log(tmp_path / "straight")
@@ -47,7 +47,7 @@ def test_torchrun_two_processes_train_write_once_and_resume_exactly(tmp_path):
     os.killpg(cut.pid, signal.SIGKILL)
     cut.wait()
     resumed = torchrun(tmp_path / "cut", "--resume")
-    output = resumed.communicate(timeout=300)[0]
+    output = resumed.communicate(timeout=HANG_TIMEOUT)[0]
     assert resumed.returncode == 0, output
     a = load_checkpoint(str(tmp_path / "straight" / "last.pt"))["model"]
     b = load_checkpoint(str(tmp_path / "cut" / "last.pt"))["model"]

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 import evaluate
-from conftest import ROOT
+from conftest import HANG_TIMEOUT, ROOT
 
 
 def cli(*args):
     return subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), *args], capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=HANG_TIMEOUT)
 
 
 def test_cli_end_to_end_on_a_smoke_checkpoint(smoke_run, tmp_path):

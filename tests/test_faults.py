@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import train
-from conftest import ROOT, TINY_RUN, tiny_train_args
+from conftest import HANG_TIMEOUT, ROOT, TINY_RUN, tiny_train_args
 from models import load_checkpoint
 from test_train import read_log, without_seconds
 
@@ -21,7 +21,7 @@ THREE_EPOCHS = TINY_RUN + ["--epochs", "3"]
 def killed_run(out_dir, point, epoch, *extra):
     return subprocess.run([sys.executable, os.path.join(ROOT, "tests", "kill_at.py"), point, str(epoch),
                            *THREE_EPOCHS, "--out-dir", str(out_dir), *extra], capture_output=True, text=True,
-                          timeout=300)  # same thread count as the straight run: CPU sums depend on it
+                          timeout=HANG_TIMEOUT)  # same thread count as the straight run: CPU sums depend on it
 
 
 def test_sigkill_mid_epoch_in_evaluation_and_in_a_checkpoint_write_then_resume_equals_a_straight_run(tmp_path):
@@ -35,7 +35,7 @@ def test_sigkill_mid_epoch_in_evaluation_and_in_a_checkpoint_write_then_resume_e
         assert [r["epoch"] for r in read_log(out)] == list(range(1, epoch)), point
     assert any(name.startswith(".tmp-") for name in os.listdir(out))  # the killed write's temporary file
     done = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *THREE_EPOCHS, "--out-dir", str(out),
-                           "--resume"], capture_output=True, text=True, timeout=300)
+                           "--resume"], capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(os.listdir(out)) == ["args.json", "best.pt", "energy-snapshots", "last.pt", "log.jsonl"]  # no temporary file
     a, b = (load_checkpoint(str(d / "last.pt"))["model"] for d in (tmp_path / "straight", out))

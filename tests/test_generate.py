@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 import generate as G
-from conftest import ROOT
+from conftest import HANG_TIMEOUT, ROOT
 from energy import energy_xy
 
 
@@ -87,7 +87,7 @@ def test_cli_end_to_end_on_a_smoke_checkpoint(smoke_run, tmp_path):
     run = lambda *extra: subprocess.run(
         [sys.executable, os.path.join(ROOT, "generate.py"), "--ckpt", str(smoke_run / "best.pt"), "--n-per-class", "3",
          "--steps", "4", "--trace-every", "2", "--cache-dir", str(tmp_path / "cache"), *extra],
-        capture_output=True, text=True, timeout=600)
+        capture_output=True, text=True, timeout=HANG_TIMEOUT)
     result = run("--out", str(tmp_path / "gen"))
     assert result.returncode == 0, result.stderr
     out = tmp_path / "gen"
@@ -109,7 +109,7 @@ def test_cli_end_to_end_on_a_smoke_checkpoint(smoke_run, tmp_path):
 def test_presets_set_the_authors_settings_and_explicit_flags_win(smoke_run, tmp_path):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "generate.py"), "--ckpt", str(smoke_run / "best.pt"),
                              "--preset", "paper", "--n-per-class", "2", "--cache-dir", str(tmp_path / "cache"),
-                             "--out", str(tmp_path / "paper")], capture_output=True, text=True, timeout=600)
+                             "--out", str(tmp_path / "paper")], capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert result.returncode == 0, result.stderr
     stored = json.loads((tmp_path / "paper" / "args.json").read_text())
     assert {k: stored[k] for k in G.PRESETS["paper"]} == {**G.PRESETS["paper"], "n_per_class": 2}
@@ -132,7 +132,7 @@ def test_compare_samplers_and_the_pca_sweep_end_to_end(smoke_run, tmp_path):
     run = lambda *extra: subprocess.run(  # noqa: E731
         [sys.executable, os.path.join(ROOT, "generate.py"), "--ckpt", str(smoke_run / "best.pt"), "--n-per-class", "3",
          "--steps", "3", "--cache-dir", str(tmp_path / "cache"), "--lpips-backbone", "random", *extra],
-        capture_output=True, text=True, timeout=600)
+        capture_output=True, text=True, timeout=HANG_TIMEOUT)
     result = run("--compare-samplers", "--zeta", "0", "--out", str(tmp_path / "samplers"))
     assert result.returncode == 0, result.stderr
     table = json.loads((tmp_path / "samplers" / "compare_samplers.json").read_text())["runs"]

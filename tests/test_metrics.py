@@ -10,7 +10,7 @@ import torch
 import torchvision
 
 import metrics
-from conftest import ROOT
+from conftest import HANG_TIMEOUT, ROOT
 from metrics import FIDInceptionV3, frechet_distance, inception_score, kid
 
 
@@ -161,7 +161,7 @@ def test_cli_end_to_end_with_random_weights(tmp_path):
                  label=np.arange(40) % 10)
     result = subprocess.run([sys.executable, os.path.join(ROOT, "metrics.py"), str(tmp_path / "samples.npz"),
                              "--ref", "npz", "--ref-npz", str(tmp_path / "ref.npz"), "--inception-weights", "random",
-                             "--batch-size", "50"], capture_output=True, text=True, timeout=600)
+                             "--batch-size", "50"], capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "metrics.json").read_text())
     assert report["n_samples"] == 40 and report["n_ref"] == 40 and report["inception_weights_sha256"] == "random"
@@ -265,7 +265,7 @@ def test_cli_lpips_with_random_weights(tmp_path):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "metrics.py"), str(tmp_path / "samples.npz"),
                              "--metrics", "lpips", "--ref", "npz", "--ref-npz", str(tmp_path / "ref.npz"),
                              "--lpips-backbone", "random", "--lpips-linear", "random"], capture_output=True, text=True,
-                            timeout=600)
+                            timeout=HANG_TIMEOUT)
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "metrics.json").read_text())
     assert report["lpips_diversity"] > 0 and report["lpips_diversity_ref"] > 0 and report["pixel_l2_diversity"] > 0

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import models
-from conftest import ROOT
+from conftest import HANG_TIMEOUT, ROOT
 
 ZOO_MODEL = "Ding2020MMA"  # the smallest CIFAR-10 Linf architecture of the zoo (WRN-28-4, 5.8M parameters)
 
@@ -36,7 +36,7 @@ def zoo(tmp_path_factory):
 
 def cli(script, *args, cwd=ROOT):
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
-                          timeout=900, cwd=cwd)
+                          timeout=HANG_TIMEOUT, cwd=cwd)
 
 
 def test_energy_evaluate_and_generate_run_offline_on_a_zoo_model(zoo):
@@ -70,6 +70,6 @@ def test_a_missing_model_or_package_is_one_line_and_exit_2(zoo, tmp_path):
     assert "Wong2020Fast.pt" in lines[0]  # where to put the file offline
     hide = "import sys; sys.modules['robustbench'] = None; sys.modules['pyautoattack'] = None; import evaluate; evaluate.main()"
     result = subprocess.run([sys.executable, "-c", hide, "--robustbench", ZOO_MODEL, "--out", str(tmp_path / "e.json")],
-                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+                            capture_output=True, text=True, timeout=HANG_TIMEOUT, cwd=ROOT)
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and "pip install robustbench" in lines[0]

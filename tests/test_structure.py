@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import HANG_TIMEOUT, ROOT
 
 # Each module may import only modules of a lower layer (imports at any depth of the file count).
 # metrics.py's library part imports nothing of ours; its command-line part reads data through data and models.
@@ -56,12 +56,12 @@ def test_energy_py_copied_alone_computes_the_weat_loss(tmp_path):
             "print('ok', float(energy.weat_loss(ln, la, y, 6.0)))\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+                            timeout=HANG_TIMEOUT)
     assert result.returncode == 0 and result.stdout.startswith("ok"), result.stderr
 
 
 def test_energy_py_as_a_command_names_the_analysis_script():
     result = subprocess.run([sys.executable, os.path.join(ROOT, "energy.py"), "attacks", "--ckpt", "x.pt"],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "python analysis.py attacks --ckpt x.pt" in result.stderr

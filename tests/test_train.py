@@ -9,7 +9,7 @@ import torch
 
 import methods
 import train
-from conftest import ROOT, TINY_RUN, tiny_train_args
+from conftest import HANG_TIMEOUT, ROOT, TINY_RUN, tiny_train_args
 from models import load_checkpoint, load_model
 
 LOG_KEYS = {"epoch", "lr", "train_loss", "train_nat_acc", "train_adv_acc", "val_nat_acc", "val_pgd_acc",
@@ -29,7 +29,7 @@ def without_seconds(rows):
 
 def cli(*args, cwd=ROOT):
     return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=HANG_TIMEOUT)
 
 
 def test_smoke_settings_yield_to_flags_given_explicitly(tmp_path):
