@@ -5,7 +5,7 @@ train.py trains with it, analysis.py reruns a checkpoint's training attack from 
 its run sets from it. Adding a method is one `Method` entry here, plus its loss function (energy.py
 for the paper's equations) and its attack, if new.
 
-    method = METHODS[method_key(args)]                     # args: train.py's settings
+    method = METHODS[method_key(vars(args))]               # args: train.py's settings
     x_adv, _ = training_attack(method.attack, model, x, y, eps, step_size, steps)
     loss, weights = method.loss(logits_nat, logits_adv, y, args, epoch)
 """
@@ -73,7 +73,8 @@ METHODS = {  # the key is the run folder's name (runs/<dataset>-<model>-<key>-<s
     "weat-nat": Method("WEAT-nat", ("--weat", "nat"), "trades-kl", weat, {"*": 6.0, "cifar100": 7.0}),
     "weat-adv": Method("WEAT-adv", ("--weat", "adv"), "trades-kl", weat, {"*": 6.0, "cifar100": 7.0}),
 }
-LOSSES = ("trades", "sat", "mart", "mail-tr", "natural")  # train.py --loss; --weat nat|adv picks WEAT (with trades)
+# train.py --loss: every method selected by --loss, and TRADES (no flag); --weat nat|adv picks WEAT (with trades)
+LOSSES = ("trades",) + tuple(m.flags[1] for m in METHODS.values() if m.flags[:1] == ("--loss",))
 
 
 def method_key(settings: dict) -> str:

@@ -248,9 +248,10 @@ def train_epoch(nets: Networks, batches, optimizer, scheduler, args, epoch: int,
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         rows = logged_rows(step, len(batches), index, args)
+        some_rows = rows is None or len(rows) > 0
         with autocast(args):
             x_adv, logits_nat = attack_for_training(nets.compiled, x, y, args)
-            if rows is None or len(rows):  # the model the attack saw
+            if some_rows:  # the model the attack saw
                 logits_nat, logits_adv = logging_logits(nets.compiled, *select_rows(rows, x, x_adv, logits_nat))
             loss, weights = training_loss(nets.ddp, x, x_adv, y, args, epoch)
         grad_max = optimizer_step(loss, nets.model, optimizer, scheduler, scaler)
@@ -260,7 +261,7 @@ def train_epoch(nets: Networks, batches, optimizer, scheduler, args, epoch: int,
         stats.add_loss(loss, len(y), weights)
         if rows is None:
             stats.add_logits(logits_nat, logits_adv, y)
-        if snapshot is not None and (rows is None or len(rows)):
+        if snapshot is not None and some_rows:
             snapshot.add(*select_rows(rows, index.to(y.device), y), logits_nat, logits_adv)
     return {"lr": scheduler.get_last_lr()[0], **stats.summary()}
 
