@@ -303,10 +303,10 @@ LOGGED = ("train_nat_acc", "train_adv_acc", "E_nat", "E_adv", "delta_E", "Exy_na
 def test_logging_every_step_with_the_attacks_logits_equals_a_fresh_forward_of_x_and_x_adv(tmp_path, monkeypatch):
     """--log-every 1: TRADES' logged means, with its attack's eval-mode logits of x reused, are those of a
     fresh eval-mode forward of x and x* on every step (the logging of earlier versions); training is untouched."""
-    reused = train.run(tiny_train_args(tmp_path / "reused", "--log-every", "1"))
+    reused = train.run(tiny_train_args(tmp_path / "reused", "--log-every", "1", "--epochs", "1"))
     real = train.logging_logits
     monkeypatch.setattr(train, "logging_logits", lambda model, x, x_adv, logits_nat=None: real(model, x, x_adv))
-    fresh = train.run(tiny_train_args(tmp_path / "fresh", "--log-every", "1"))
+    fresh = train.run(tiny_train_args(tmp_path / "fresh", "--log-every", "1", "--epochs", "1"))
     for a, b in zip(reused, fresh):
         assert a["logged_points"] == b["logged_points"] == 500 and a["train_loss"] == b["train_loss"]
         assert {k: a[k] for k in LOGGED} == pytest.approx({k: b[k] for k in LOGGED}, rel=1e-5, abs=1e-6)
@@ -315,8 +315,8 @@ def test_logging_every_step_with_the_attacks_logits_equals_a_fresh_forward_of_x_
 
 
 def test_log_every_samples_steps_while_the_loss_and_the_snapshots_see_every_step(tmp_path):
-    every = train.run(tiny_train_args(tmp_path / "every", "--log-every", "1", "--energy-snapshot", "300"))
-    sampled = train.run(tiny_train_args(tmp_path / "sampled", "--log-every", "2", "--energy-snapshot", "300"))
+    every = train.run(tiny_train_args(tmp_path / "every", "--log-every", "1", "--energy-snapshot", "300", "--epochs", "1"))
+    sampled = train.run(tiny_train_args(tmp_path / "sampled", "--log-every", "2", "--energy-snapshot", "300", "--epochs", "1"))
     for a, b in zip(every, sampled):
         assert (a["logged_points"], b["logged_points"]) == (500, 300)  # 5 steps of 100: steps 0, 2 and 4 logged
         assert a["train_loss"] == b["train_loss"] and a["weight_mean"] == b["weight_mean"]
