@@ -23,7 +23,7 @@ def free_port():
 
 def torchrun(out_dir, *extra):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-           os.path.join(ROOT, "train.py"), *TINY_RUN, "--out-dir", str(out_dir), *extra]
+           os.path.join(ROOT, "train.py"), *TINY_RUN, "--log-every", "1", "--out-dir", str(out_dir), *extra]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
@@ -36,7 +36,8 @@ def test_torchrun_two_processes_train_write_once_and_resume_exactly(tmp_path):
     rows = read_log(tmp_path / "straight")
     assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["train_loss"] < rows[0]["train_loss"] + 0.5
     assert sorted(os.listdir(tmp_path / "straight")) == ["args.json", "best.pt", "energy-snapshots", "last.pt", "log.jsonl"]
-    with np.load(tmp_path / "straight" / "energy-snapshots" / "epoch-0002.npz") as f:  # the two ranks' halves, summed
+    # the two ranks' halves of the snapshot, summed; every step logged (--log-every 1): its mean is the log's
+    with np.load(tmp_path / "straight" / "energy-snapshots" / "epoch-0002.npz") as f:
         assert np.isfinite(f["E_x"]).all() and f["E_x"].mean() == pytest.approx(rows[1]["E_nat"], rel=1e-4)
 
     cut = torchrun(tmp_path / "cut")  # killed (the whole process group) once epoch 1 is logged
