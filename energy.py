@@ -92,6 +92,8 @@ def ablated_weights(logits_nat: torch.Tensor, weight_fn: str = "energy", normali
 MART_BOOST_ONE = 1.0001  # MART code: -log(1.0001 - max_{k != y} p_k(x*)) (Wang et al. 2020)
 MART_TRUE_ONE = 1.0000001  # MART code: the KL term's weight 1.0000001 - p_y(x)
 MAIL_BIAS, MAIL_SLOPE, MAIL_SCALE = -1.5, 1.0, 3.0  # MAIL code defaults (Wang et al. 2021): 3 sigmoid(PM - 1.5)
+
+
 def mart_loss(logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
     """MART (Wang et al. 2020), averaged over the batch size B, as the authors' code computes it:
 
