@@ -225,7 +225,7 @@ def test_augment_none_trains_on_the_images_as_they_are(tmp_path, augment):
     args = tiny_train_args(tmp_path, "--augment", augment)
     data = train.load_data(args.dataset, args.data_dir, args.train_npz, args.test_npz, args.val_npz,
                            args.val_size, args.train_subset, args.seed)
-    batches = train.build_training(args, data, rank=0, world=1)["train_batches"]
+    batches = train.build_training(args, data, rank=0, world=1).train_batches
     x, _, index = next(iter(batches))
     as_stored = torch.equal(x, data.train.images[index].float() / 255)
     assert as_stored == (augment == "none")
