@@ -20,7 +20,8 @@ from attacks import PIXEL
 from data import DataError, split_of_run
 from energy import energy_x, energy_xy, weat_weights
 from methods import METHODS, method_key, method_name, training_attack
-from models import CheckpointError, add_classifier_flags, add_zoo_flags, load_classifier, resolve_device, run_command
+from models import (CheckpointError, add_classifier_flags, add_zoo_flags, load_classifier, provenance, resolve_device,
+                    run_command, write_json)
 
 # ---------------------------------------------------------------------------------------------------
 # Energy analysis (Section 3): library functions that apply to any classifier
@@ -111,6 +112,19 @@ def summary(values: torch.Tensor) -> dict:
     return {"mean": v.mean().item(), "std": v.std().item() if len(v) > 1 else 0.0, "median": v.median().item()}
 
 
+BOOTSTRAP_DRAWS = 2000
+
+
+def mean_shift(clean: torch.Tensor, attacked: torch.Tensor, draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> dict:
+    """Mean of attacked - clean over points, with its 95% bootstrap interval (percentile, resampling
+    points with replacement, a fixed seed): a shift counts as a move only if the interval excludes 0."""
+    d = (attacked.double() - clean.double()).cpu()
+    g = torch.Generator().manual_seed(seed)
+    means = d[torch.randint(len(d), (draws, len(d)), generator=g)].mean(1)
+    lo, hi = means.quantile(torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return {"mean": d.mean().item(), "lo": lo, "hi": hi}
+
+
 def attacks_table(model, x, y, eps: float, attacks=UNTARGETED + TARGETED, steps: int = ANALYSIS_STEPS,
                   points: str = "final", seed: int = 0) -> tuple:
     """Per-attack energy statistics (the JSON of `analysis.py attacks`) and the per-point energies."""
@@ -122,6 +136,7 @@ def attacks_table(model, x, y, eps: float, attacks=UNTARGETED + TARGETED, steps:
         table[name] = {"kind": "untargeted" if name in UNTARGETED else "targeted", "point": POINTS[name][points == "first-adversarial"],
                        "threat": "L2, unbounded (not in the Linf ball)" if name == "cw-l2" else f"Linf, eps {eps * 255:g}/255",
                        "E_x": summary(out["E_x"]), "E_xy": summary(out["E_xy"]),
+                       "E_x_shift": mean_shift(clean["E_x"], out["E_x"]), "E_xy_shift": mean_shift(clean["E_xy"], out["E_xy"]),
                        "frac_E_x_down": (out["E_x"] < clean["E_x"]).double().mean().item(),
                        "frac_E_xy_down": (out["E_xy"] < clean["E_xy"]).double().mean().item(),
                        "success_rate": out["success"].double().mean().item(),
@@ -180,27 +195,41 @@ def pyplot():
     return plt
 
 
+PANELS_PER_ROW = 5
+
+
 def plot_attack_panels(per_point: dict, path: str, title: str) -> None:
-    """The paper's Fig. 2: one column per attack, E(x) on top and E(x, y) below, clean and attacked points
-    as overlaid histograms on shared bins."""
+    """The paper's Fig. 2: one panel per attack, clean and attacked points as overlaid histograms on
+    shared bins, their means as lines, the mean shift with its 95% bootstrap interval in the title; the
+    E(x) panels first, then the E(x, y) panels, at most PANELS_PER_ROW a row."""
     plt = pyplot()
     attacks = [name for name in per_point if name != "clean"]
-    fig, axes = plt.subplots(2, len(attacks), figsize=(2.6 * len(attacks), 5), squeeze=False)
-    for row, key in enumerate(("E_x", "E_xy")):
+    cols = min(PANELS_PER_ROW, len(attacks))
+    rows_per_key = -(-len(attacks) // cols)
+    fig, axes = plt.subplots(2 * rows_per_key, cols, figsize=(3.1 * cols, 2.5 * 2 * rows_per_key), squeeze=False)
+    for k, key in enumerate(("E_x", "E_xy")):
         values = torch.cat([v[key] for v in per_point.values()]).double().numpy()
         bins = np.linspace(*np.percentile(values, [0.5, 99.5]), 40) if len(values) > 1 else 10
-        for col, name in enumerate(attacks):
-            ax = axes[row, col]
-            ax.hist(per_point["clean"][key].double().numpy(), bins=bins, color=CLEAN_COLOR, alpha=0.9, label="clean")
-            ax.hist(per_point[name][key].double().numpy(), bins=bins, color=ATTACK_COLOR, alpha=0.55, label="attacked")
+        clean = per_point["clean"][key].double()
+        for i, ax in enumerate(axes[k * rows_per_key:(k + 1) * rows_per_key].flat):
+            if i >= len(attacks):
+                ax.axis("off")
+                continue
+            name, attacked = attacks[i], per_point[attacks[i]][key].double()
+            ax.hist(clean.numpy(), bins=bins, color=CLEAN_COLOR, alpha=0.9, label="clean")
+            ax.hist(attacked.numpy(), bins=bins, color=ATTACK_COLOR, alpha=0.55, label="attacked")
+            ax.axvline(clean.mean().item(), color="tab:blue", lw=1.2, label="clean mean")
+            ax.axvline(attacked.mean().item(), color="darkred", lw=1.2, ls="--", label="attacked mean")
+            shift = mean_shift(clean, attacked)
+            ax.set_title(f"{name}: shift {shift['mean']:+.3f}\n95% CI [{shift['lo']:+.3f}, {shift['hi']:+.3f}]", fontsize=8.5)
             ax.set_xlabel(LABELS[key], fontsize=8)
             ax.tick_params(labelsize=7)
-            if row == 0:
-                ax.set_title(name, fontsize=9)
-    axes[0, 0].legend(fontsize=7)
+            if i % cols == 0:
+                ax.set_ylabel("points", fontsize=8)
+    axes[0, 0].legend(fontsize=6.5)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -382,11 +411,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--epochs", default=None, help="comma-separated epochs: E(x,y) against E(x) of the runs' snapshots")
     c.add_argument("--out", default=None, help="output folder (default: the first log's folder)")
     return p
-
-
-def write_json(path: str, obj) -> None:
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2)
 
 
 def run_attacks(args, device) -> dict:

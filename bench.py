@@ -3,6 +3,7 @@
     python bench.py                  # CPU: the three ratios (a few minutes)
     python bench.py --quick          # the same, smaller, in under a minute
     python bench.py --device cuda    # adds epoch throughput for float32 / bf16 / channels-last / compile
+    python bench.py --results results/speed-cpu.json   # also write the figures, with their provenance
 
 Each ratio divides a measured time by the cost of the primitives it cannot avoid, timed alike in the
 same process, so that machine noise cancels. Times are medians over repeats; per-step and per-iteration
@@ -18,7 +19,7 @@ import torch
 import train
 from attacks import PGD20_STEP_SIZE, PGD20_STEPS, PIXEL, apgd, eval_mode
 from data import Batches, Split
-from models import build_model, resolve_device
+from models import build_model, provenance, resolve_device, write_json
 
 GOALS = {"step": 1.10, "pipeline": 10.0, "apgd": 1.10}  # our speed goals: step/floor <= 1.10, pipeline >= 10x, APGD <= 1.10
 
@@ -32,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128, help="batch of the training step and APGD")
     p.add_argument("--repeats", type=int, default=5, help="timing repeats (median)")
     p.add_argument("--models", default="resnet18,wrn34_10", help="networks of the CUDA epoch throughput")
+    p.add_argument("--results", default=None, help="also write the figures to this JSON file, with the command, "
+                                                   "commit and machine (the tables of docs/speed.md read it)")
     return p
 
 
@@ -244,6 +247,9 @@ def main(argv=None) -> None:
     if torch.device(device).type == "cuda":
         results["cuda"] = bench_cuda_epochs(device, args.models.split(","), args.batch_size, repeats, args.quick)
     print_table(results)
+    if args.results:
+        settings = {"width": args.width, "batch_size": batch, "repeats": repeats, "quick": args.quick}
+        write_json(args.results, {"provenance": provenance(device=device), "settings": settings, "goals": GOALS, **results})
 
 
 if __name__ == "__main__":

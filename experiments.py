@@ -30,7 +30,7 @@ import train
 from analysis import plot_curves, read_log
 from energy import ENERGY_BAND_EPOCHS, energy_pick, lr_decay_index
 from methods import METHODS as METHOD_TABLE
-from models import load_checkpoint, sha256_of
+from models import load_checkpoint, provenance, sha256_of, write_json
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 PAPER_TABLE = "Mirza et al. 2024 (ResNet-18; PGD-20 / AutoAttack, via ../shared/DESIGN.md's summary)"
@@ -331,12 +331,6 @@ def markdown(name: str, runset: RunSet, rows: list, runs: list, attacks: list, f
     lines += ["", "Commands (run from the repo root):", "", "```"]
     lines += [shown(cmd) for run in runs for cmd in (run.train_cmd, *run.eval_cmds.values())]
     return "\n".join(lines + ["```", ""])
-
-
-def write_json(path: str, obj) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(path + ".tmp", path)
 
 
 def write_results(args, runs: list) -> str:

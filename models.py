@@ -9,9 +9,14 @@ for, is the first module of the network, so attacks and energies always see [0, 
     model, ckpt = load_model("runs/x/last.pt")
 """
 import hashlib
+import json
 import os
+import platform
+import shlex
+import subprocess
 import sys
 import tempfile
+import time
 
 import torch
 import torch.nn as nn
@@ -197,6 +202,39 @@ def sha256_of(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def provenance(data_files=(), device: str = "cpu") -> dict:
+    """Where a measurement comes from, for the files under results/: the command that made it, the code's
+    commit (with "-dirty" when tracked files differed from it), the data files read (name and sha256)
+    and the machine."""
+    def git(*cmd):
+        try:
+            return subprocess.run(["git", *cmd], cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True,
+                                  text=True, timeout=60).stdout.strip()
+        except OSError:
+            return ""
+    commit = git("rev-parse", "HEAD") or "unknown"
+    if commit != "unknown" and git("status", "--porcelain", "--untracked-files=no"):
+        commit += "-dirty"
+    accelerator = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else None
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), os.path.dirname(os.path.abspath(__file__)))
+    return {"command": shlex.join(["python", script, *sys.argv[1:]]),
+            "commit": commit,
+            "data": [{"name": os.path.basename(p), "sha256": sha256_of(p)} for p in data_files if p],
+            "machine": {"system": platform.platform(terse=True), "processor": platform.machine(),
+                        "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                        "torch": torch.__version__, "device": accelerator or "cpu"},
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def write_json(path: str, obj) -> None:
+    """Write obj as indented JSON, atomically (a file that exists is whole)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
 
 
 def first_line(error: BaseException) -> str:

@@ -602,6 +602,7 @@ def run(args) -> list:
             save_epoch(args, training, history, snapshot)
         say(summary_line(history[-1], args.epochs), flush=True)
     if world > 1:
+        dist.barrier()  # every rank done with its collectives (and rank 0 with its files) before any tears down
         dist.destroy_process_group()
     return history
 

@@ -1,25 +1,26 @@
 """Developer check: how attacks move E(x) and E(x, y), on reference models and on our own checkpoints,
 with the paper's attack points and with the robust-accuracy points side by side.
 
-Needs the developers' ../shared folder (not shipped with the repo) and the decoded CIFAR-10 copy; the
-torchattacks comparison needs `pip install torchattacks` (a development check, not a dependency):
+Needs the developers' reference models (not shipped with the repo; a train.py checkpoint path works
+too) and the decoded CIFAR-10 copy; the torchattacks comparison needs `pip install torchattacks` (a
+development check, not a dependency):
 
-    python tools/reference_energy.py --test-npz /tmp/cifar10/cifar10_test.npz --out runs/reference
+    python tools/reference_energy.py --test-npz data/cifar10/cifar10_test.npz --results results/energy-attacks-reference.json
 
-Writes energy_attacks-<model>.json / .png per model (the tables of `analysis.py attacks`) and prints:
-1. for PGD-CE and APGD-CE, mean E(x) and the share of points whose E(x) went down under both rules
-   (`--points final`, the paper's, and `first-adversarial`, the robust-accuracy rule);
-2. every attack of the paper's Fig. 2 with the paper's points;
-3. with torchattacks installed: mean E(x) of torchattacks' PGD and TPGD on the same points, beside ours.
+Writes energy_attacks-<model>.json / .png per model under --out (the tables and figure of `analysis.py
+attacks`) and, with --results, one file for docs/ (tools/report.py renders it): per model every attack
+of the paper's Fig. 2 with the paper's points, the mean shift of E(x) with its 95% bootstrap interval,
+PGD-CE and APGD-CE under both point rules (`final`, the paper's, and `first-adversarial`, the
+robust-accuracy rule) and, with torchattacks installed, the mean E(x) of its PGD and TPGD points.
 """
-import json
 import os
 
 import torch
 
 from common import classifier, first_points, tool_parser  # first: it puts the repo on sys.path
 from attacks import PGD20_STEP_SIZE, eval_mode
-from analysis import ANALYSIS_STEPS, attack_energies, attacks_table, plot_attack_panels, point_energies
+from analysis import ANALYSIS_STEPS, POINT_RULES, attack_energies, attacks_table, plot_attack_panels, point_energies
+from models import provenance, write_json
 
 
 def torchattacks_means(model, x, y, eps: float, steps: int) -> dict:
@@ -45,40 +46,30 @@ def main():
     p.add_argument("--eps", type=float, default=8.0, help="Linf radius in pixels")
     p.add_argument("--steps", type=int, default=ANALYSIS_STEPS, help="iterations of every attack")
     p.add_argument("--n-examples", type=int, default=500, help="first n test points")
+    p.add_argument("--results", default=None, help="also write every model's tables here, with provenance")
     args = p.parse_args()
     x, y = first_points(args.test_npz, args.n_examples)
     eps = args.eps / 255
     os.makedirs(args.out, exist_ok=True)
-    rules, tables = [], []
+    models = {}
     for name in args.models.split(","):
         model, tag = classifier(name, args.shared)
         clean = point_energies(model, x, y)["E_x"]
-        for attack in ("pgd-ce", "apgd-ce"):
-            both = {rule: attack_energies(model, x, y, attack, eps, args.steps, rule) for rule in ("final", "first-adversarial")}
-            rules.append(f"| {tag} | {attack} | {clean.mean():.3f} | " + " | ".join(
-                f"{out['E_x'].mean():.3f} | {100 * (out['E_x'] < clean).double().mean():.1f}%" for out in both.values()) + " |")
+        rules = {attack: {rule: {"mean_E_x": out["E_x"].mean().item(), "frac_E_x_down": (out["E_x"] < clean).double().mean().item()}
+                          for rule, out in ((r, attack_energies(model, x, y, attack, eps, args.steps, r)) for r in POINT_RULES)}
+                 for attack in ("pgd-ce", "apgd-ce")}
         table, per_point = attacks_table(model, x, y, eps, steps=args.steps)
-        ta = torchattacks_means(model, x, y, eps, args.steps)
-        with open(os.path.join(args.out, f"energy_attacks-{tag}.json"), "w") as f:
-            json.dump({"model": name, "n": len(y), "eps_pixels": args.eps, "steps": args.steps, "points": "final",
-                       "attacks": table, "torchattacks_mean_E_x": ta}, f, indent=2)
+        models[tag] = {"model": name, "attacks": table, "point_rules": rules,
+                       "torchattacks_mean_E_x": torchattacks_means(model, x, y, eps, args.steps)}
+        write_json(os.path.join(args.out, f"energy_attacks-{tag}.json"), models[tag])
         plot_attack_panels(per_point, os.path.join(args.out, f"energy_attacks-{tag}.png"),
-                           f"{tag}: clean (blue) and attacked (red), eps {args.eps:g}/255, K = {args.steps}, "
-                           f"{len(y)} test points, the paper's attack points")
-        for attack, row in table.items():
-            check = f"{ta[attack]:.3f}" if attack in ta else ""
-            tables.append(f"| {tag} | {attack} | {row['kind']} | {row['E_x']['mean']:.3f} | {row['E_x']['median']:.3f} | "
-                          f"{row['E_xy']['mean']:.3f} | " + (f"{100 * row['frac_E_x_down']:.1f}% | "
-                          f"{100 * row['success_rate']:.1f}% | " if attack != "clean" else "| | ") + f"{check} |")
-        print(f"{tag} done", flush=True)
-    print(f"\n{args.n_examples} points, eps {args.eps:g}/255, K = {args.steps}: E(x) under both point rules\n")
-    print("| model | attack | clean mean E(x) | final (paper): mean E(x) | E(x) down | first-adversarial: mean E(x) | E(x) down |")
-    print("|---|---|---|---|---|---|---|")
-    print("\n".join(rules))
-    print("\nEvery attack of Fig. 2, the paper's points (torchattacks' mean E(x) where it has the attack)\n")
-    print("| model | attack | kind | mean E(x) | median E(x) | mean E(x,y) | E(x) down | success | torchattacks mean E(x) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print("\n".join(tables))
+                           f"{tag}: clean and attacked energies, eps {args.eps:g}/255, K = {args.steps}, "
+                           f"first {len(y)} test points, the paper's attack points")
+        print(f"{tag} done: " + ", ".join(f"{a} {row['E_x_shift']['mean']:+.3f}" for a, row in table.items() if a != "clean"),
+              flush=True)
+    if args.results:
+        settings = {"n": len(y), "eps_pixels": args.eps, "steps": args.steps, "step_size": PGD20_STEP_SIZE, "points": "final"}
+        write_json(args.results, {"provenance": provenance([args.test_npz]), "settings": settings, "models": models})
 
 
 if __name__ == "__main__":

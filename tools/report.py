@@ -1,0 +1,164 @@
+"""The tables of README.md and docs/*.md, generated from the files under results/.
+
+    python tools/report.py            # rewrite every generated block from results/
+    python tools/report.py --check    # change nothing; exit 1 and name each block that differs
+
+A generated block is everything between a line `<!-- results: NAME -->` and the next `<!-- /results -->`.
+NAME picks one of the RENDERERS below, which reads results/NAME.json (written, with its provenance, by
+the command that measured it) and returns the block's Markdown: the table, the sentences that quote
+its numbers, and a line saying where they come from. Edit the results file's command, not the block.
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BLOCK = re.compile(r"(<!-- results: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+
+
+class ReportError(ValueError):
+    """A block that names no renderer or a results file that is missing or malformed."""
+
+
+def load(root: str, name: str) -> dict:
+    path = os.path.join(root, "results", f"{name}.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ReportError(f"results/{name}.json: {e}") from e
+
+
+def source_line(name: str, result: dict, depth: int) -> str:
+    """Where a block's numbers come from: the file, the command that wrote it, the commit, data, machine."""
+    p = result["provenance"]
+    m = p["machine"]
+    data = ", ".join(f"{d['name']} (sha256 {d['sha256'][:12]})" for d in p["data"]) or "no data files"
+    link = "../" * depth + f"results/{name}.json"
+    return (f"*From [`results/{name}.json`]({link}), written by `{p['command']}` on {p['date']}; commit "
+            f"{p['commit'][:12]}{'-dirty' if p['commit'].endswith('-dirty') else ''}; data: {data}; "
+            f"{m['system']}, {m['cpu_cores']} cores, {m['torch_threads']} torch threads, torch {m['torch']}, {m['device']}.*")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Renderers: results file -> Markdown
+
+
+def speed_cpu(r: dict) -> str:
+    s, p, a, goals = r["step"], r["pipeline"], r["apgd"], r["goals"]
+    return "\n".join([
+        "| measure | figure | goal |",
+        "|---|---|---|",
+        f"| 1. TRADES step / its floor | {s['ratio']:.3f} ({1e3 * s['step_s']:.0f} ms vs {1e3 * s['floor_s']:.0f} ms) "
+        f"| at most {goals['step']:.2f} |",
+        f"| 2. our pipeline / DataLoader + PIL | {p['ratio']:.1f}x ({p['ours_images_per_s']:,.0f} vs "
+        f"{p['dataloader_images_per_s']:,.0f} images/s) | at least {goals['pipeline']:.0f}x |",
+        f"| 3. APGD iteration / forward + input gradient | {a['ratio']:.3f} ({1e3 * a['iteration_s']:.1f} ms vs "
+        f"{1e3 * a['forward_backward_s']:.1f} ms) | at most {goals['apgd']:.2f} |",
+    ])
+
+
+def speed_vs_official_trades(r: dict) -> str:
+    rounds = r["rounds"]
+    ratios = [x["ours_s"] / x["official_s"] for x in rounds]
+    lines = ["| round | official TRADES machinery (s) | `train.py` (s) | ours / official |", "|---|---|---|---|"]
+    lines += [f"| {x['round']} | {x['official_s']:.1f} | {x['ours_s']:.1f} | {q:.3f} |" for x, q in zip(rounds, ratios)]
+    lines += ["", f"Median ratio over the {len(rounds)} rounds: **{statistics.median(ratios):.3f}** (the goal: at most "
+                  f"{r['goal']:.2f}). Both sides trained {r['settings']['train_images']:,} images for one epoch "
+                  f"(K = {r['settings']['steps']}, batch {r['settings']['batch_size']}, width-{r['settings']['width']} "
+                  f"ResNet-18), then PGD-20 on {r['settings']['val_images']} validation images."]
+    return "\n".join(lines)
+
+
+def energy_attacks_reference(r: dict) -> str:
+    lines = ["| model | attack | kind | mean E(x) | shift of the mean E(x), 95% interval | mean E(x,y) | E(x) went down | success |",
+             "|---|---|---|---|---|---|---|---|"]
+    for tag, model in r["models"].items():
+        for i, (attack, row) in enumerate(model["attacks"].items()):
+            first = tag if i == 0 else ""
+            if attack == "clean":
+                lines.append(f"| {first} | clean | | {row['E_x']['mean']:.3f} | | {row['E_xy']['mean']:.3f} | | |")
+                continue
+            sh = row["E_x_shift"]
+            lines.append(f"| {first} | {attack} | {row['kind']} | {row['E_x']['mean']:.3f} | {sh['mean']:+.3f} "
+                         f"[{sh['lo']:+.3f}, {sh['hi']:+.3f}] | {row['E_xy']['mean']:.3f} | {100 * row['frac_E_x_down']:.1f}% "
+                         f"| {100 * row['success_rate']:.1f}% |")
+    return "\n".join(lines)
+
+
+def energy_point_rules(r: dict) -> str:
+    lines = ["| model | attack | clean mean E(x) | final (the paper's): mean E(x) | E(x) went down | first adversarial: mean E(x) "
+             "| E(x) went down |", "|---|---|---|---|---|---|---|"]
+    for tag, model in r["models"].items():
+        for attack, rules in model["point_rules"].items():
+            f, a = rules["final"], rules["first-adversarial"]
+            lines.append(f"| {tag} | {attack} | {model['attacks']['clean']['E_x']['mean']:.3f} | {f['mean_E_x']:.3f} | "
+                         f"{100 * f['frac_E_x_down']:.1f}% | {a['mean_E_x']:.3f} | {100 * a['frac_E_x_down']:.1f}% |")
+    return "\n".join(lines)
+
+
+# block name -> (results file, renderer)
+RENDERERS = {
+    "speed-cpu": ("speed-cpu", speed_cpu),
+    "speed-vs-official-trades": ("speed-vs-official-trades", speed_vs_official_trades),
+    "energy-attacks-reference": ("energy-attacks-reference", energy_attacks_reference),
+    "energy-point-rules-reference": ("energy-attacks-reference", energy_point_rules),
+}
+
+
+def render(root: str, name: str, depth: int) -> str:
+    if name not in RENDERERS:
+        raise ReportError(f"no renderer for the block '{name}' (known: {', '.join(RENDERERS)})")
+    file, renderer = RENDERERS[name]
+    result = load(root, file)
+    return renderer(result) + "\n\n" + source_line(file, result, depth) + "\n"
+
+
+def pages(root: str) -> list:
+    return [os.path.join(root, "README.md")] + sorted(glob.glob(os.path.join(root, "docs", "*.md")))
+
+
+def regenerate(root: str = ROOT, write: bool = True) -> list:
+    """Render every block of every page; returns the (page, block) pairs whose text changed, writing the
+    new text only when `write`."""
+    changed = []
+    for page in pages(root):
+        with open(page) as f:
+            text = f.read()
+        depth = os.path.relpath(page, root).count(os.sep)
+
+        def fill(m):
+            body = render(root, m["name"], depth)
+            if body != m["body"]:
+                changed.append((os.path.relpath(page, root), m["name"]))
+            return m.group(1) + body + m.group(4)
+
+        new = BLOCK.sub(fill, text)
+        if write and new != text:
+            with open(page + ".tmp", "w") as f:
+                f.write(new)
+            os.replace(page + ".tmp", page)
+    return changed
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block differs from results/")
+    p.add_argument("--root", default=ROOT, help="the repository to work on")
+    args = p.parse_args(argv)
+    try:
+        changed = regenerate(args.root, write=not args.check)
+    except ReportError as e:
+        print(f"report.py: error: {e}", file=sys.stderr)
+        return 2
+    for page, name in changed:
+        print(f"{page}: block '{name}' {'differs from' if args.check else 'regenerated from'} results/")
+    return 1 if changed and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
