@@ -114,10 +114,12 @@ def bench_step(device, width: int, batch_size: int, repeats: int, quick: bool) -
     """Ratio 1: a TRADES step (K = 10) over its floor, ResNet-18 at `width` (no energy snapshot; the log's
     forward of x* counted as the 1 / LOG_EVERY of it that a step carries on average)."""
     torch.manual_seed(0)
-    model = build_model("resnet18", 10, width=width).to(device)
     args, long = training_args(device, batch_size, energy_snapshot=0), 3 if quick else 5
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format  # train.py's default layout
+    model = build_model("resnet18", 10, width=width).to(device, memory_format=layout)
+    x = torch.rand(batch_size, 3, 32, 32, device=device).contiguous(memory_format=layout)
     t = timed({"long": epoch_of(model, args, long), "short": epoch_of(model, args, 1),
-               **floor_parts(model, torch.rand(batch_size, 3, 32, 32, device=device), args.steps)}, device, repeats)
+               **floor_parts(model, x, args.steps)}, device, repeats)
     step = (t["long"] - t["short"]) / (long - 1)
     parts = {"attack": t["attack"], "target": t["target"], "log": t["log"] / train.LOG_EVERY, "outer": t["outer"]}
     floor = sum(parts.values())

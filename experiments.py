@@ -22,6 +22,7 @@ import os
 import shlex
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 
@@ -393,30 +394,43 @@ def claims_result(run: Run) -> dict:
             "decay_epoch": decay, "rows": rows}
 
 
-def plot_claims(results: list, path: str) -> None:
-    """Per method (columns): test PGD and training robust accuracy, dE and dE(x, y) over epochs, one line per
-    seed; dotted lines at the learning-rate drops, a triangle at the validation pick, a star at the energy pick."""
+def claims_setup(run: Run) -> str:
+    """The training setup of a claims run, in words, from its args.json (the claims figure's title; "" if
+    the run has none)."""
+    path = os.path.join(run.folder, "args.json")
+    if not os.path.isfile(path):
+        return ""
+    with open(path) as f:
+        a = json.load(f)
+    images = f"{a['train_subset']:,} training images" if a["train_subset"] else "the full training set"
+    return (f"{a['dataset']}: {images}, {a['model']} width {a['width']}, augmentation {a['augment']}, batch "
+            f"{a['batch_size']}, lr {a['lr']:g} ({a['lr_schedule']}), {a['epochs']} epochs, K = {a['steps']}; "
+            f"test PGD-{a['test_steps']} on {a['test_examples']} test points")
+
+
+def plot_claims(results: list, path: str, setup: str = "") -> None:
+    """Per method (columns): test PGD, training robust accuracy, dE and dE(x, y) over epochs (rows), one line
+    per seed; dotted lines at the learning-rate drops, a triangle at the validation pick, a star at the
+    energy pick. Each row has its own y range, shared across methods."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     methods = list(dict.fromkeys(r["method"] for r in results))
-    fig, axes = plt.subplots(3, len(methods), figsize=(4.2 * len(methods), 9), sharex=True, sharey="row", squeeze=False)
-    settled = {ax: [] for ax in axes[1:].flat}  # the energy axes show the epochs after the first quarter
+    fig, axes = plt.subplots(4, len(methods), figsize=(4.2 * len(methods), 11), sharex=True, sharey="row", squeeze=False)
+    settled = {ax: [] for ax in axes[2:].flat}  # the energy axes show the epochs after the first quarter
     for col, method in enumerate(methods):
         for r in (r for r in results if r["method"] == method):
             epochs, color = [row["epoch"] for row in r["rows"]], f"C{r['seed']}"
             at = {row["epoch"]: row for row in r["rows"]}
-            top = axes[0, col]
-            top.plot(epochs, [100 * (row["test_pgd_acc"] or np.nan) for row in r["rows"]], color=color,
-                     label=f"test PGD, seed {r['seed']}")
-            top.plot(epochs, [100 * row["train_adv_acc"] for row in r["rows"]], color=color, linestyle="--",
-                     label=f"training robust, seed {r['seed']}")
+            axes[0, col].plot(epochs, [100 * (row["test_pgd_acc"] or np.nan) for row in r["rows"]], color=color,
+                              label=f"seed {r['seed']}")
+            axes[1, col].plot(epochs, [100 * row["train_adv_acc"] for row in r["rows"]], color=color)
             for epoch, marker in ((r["val_epoch"], "^"), (r["energy_epoch"], "*")):
                 if at[epoch]["test_pgd_acc"] is not None:
-                    top.plot(epoch, 100 * at[epoch]["test_pgd_acc"], marker=marker, color=color, ms=10, ls="none")
-            axes[1, col].plot(epochs, [row["delta_E"] for row in r["rows"]], color=color)
-            axes[2, col].plot(epochs, [row["delta_Exy"] for row in r["rows"]], color=color)
-            for ax, key in ((axes[1, col], "delta_E"), (axes[2, col], "delta_Exy")):
+                    axes[0, col].plot(epoch, 100 * at[epoch]["test_pgd_acc"], marker=marker, color=color, ms=10, ls="none")
+            axes[2, col].plot(epochs, [row["delta_E"] for row in r["rows"]], color=color)
+            axes[3, col].plot(epochs, [row["delta_Exy"] for row in r["rows"]], color=color)
+            for ax, key in ((axes[2, col], "delta_E"), (axes[3, col], "delta_Exy")):
                 settled[ax].extend(row[key] for row in r["rows"][len(r["rows"]) // 4:])
         drops = sorted({row["epoch"] for r in results if r["method"] == method
                         for prev, row in zip(r["rows"], r["rows"][1:]) if row["lr"] < 0.5 * prev["lr"]})
@@ -425,21 +439,22 @@ def plot_claims(results: list, path: str) -> None:
                 ax.axvline(epoch, color="grey", linestyle=":", linewidth=1)
         axes[0, col].set_title(method)
         axes[0, col].legend(fontsize=7)
-    for row in (1, 2):  # one y range per row (shared), fitted to the settled epochs: early spikes may leave it
+    for row in (2, 3):  # one y range per row (shared), fitted to the settled epochs: early spikes may leave it
         values = [v for ax in axes[row] for v in settled[ax]]
         low, high = min(values), max(values)
         pad = 0.15 * (high - low) + 1e-3
         axes[row, 0].set_ylim(low - pad, high + pad)
-    axes[0, 0].set_ylabel("accuracy %")
-    fig.suptitle("test PGD (solid) and training robust accuracy (dashed); triangle: validation pick, star: energy "
-                 "pick; dotted: learning-rate drops\nenergy rows: y range fitted to the last three quarters of the "
-                 "epochs (earlier values may leave it)", fontsize=9)
-    axes[1, 0].set_ylabel("dE = E(x) - E(x*), training batches")
-    axes[2, 0].set_ylabel("dE(x,y) = E(x,y) - E(x*,y)")
-    for ax in axes[2]:
+    for row, label in enumerate(("test PGD accuracy %", "training robust accuracy %", "dE = E(x) - E(x*)",
+                                 "dE(x,y) = E(x,y) - E(x*,y)")):
+        axes[row, 0].set_ylabel(label)
+    legend = ("triangle: validation pick, star: energy pick; dotted: learning-rate drops; energies on the training "
+              "batches, their y range fitted to the last three quarters of the epochs")
+    fig.suptitle("\n".join(textwrap.wrap(setup, 22 * len(methods) + 30) + textwrap.wrap(legend, 22 * len(methods) + 30)),
+                 fontsize=9)
+    for ax in axes[3]:
         ax.set_xlabel("epoch")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -480,7 +495,7 @@ def write_claims(base: str, name: str, runs: list, shrunk: list, dataset: str) -
     """SET.md, SET.json and SET.png of the claims set; returns the .md path."""
     results = [claims_result(run) for run in runs]
     rows = table_rows(results, CLAIMS_KEYS)
-    plot_claims(results, base + ".png")
+    plot_claims(results, base + ".png", claims_setup(runs[0]))
     write_json(base + ".json", {"runset": name, "rows": rows, "shrunk_by": shrunk, "figure": base + ".png",
                                 "runs": [{k: v for k, v in r.items() if k != "rows"} for r in results]})
     with open(base + ".md", "w") as f:

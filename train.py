@@ -11,6 +11,7 @@ the last 10% of epochs, the authors' rule). `--resume` continues from last.pt an
 weights as an uninterrupted run.
 """
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -123,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (under torchrun: each rank's GPU)")
     p.add_argument("--amp", choices=AMP_DTYPES, default="none",
                    help="mixed precision of the training step and its attack (fp16: CUDA only, with a gradient scaler)")
-    p.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster convolutions on GPUs)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory format: the same network, faster convolutions (default: on for the CPU, "
+                        "where a TRADES step takes about 0.75 of its NCHW time, off elsewhere)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--sync-bn", action="store_true", help="under torchrun: BatchNorm statistics over all ranks")
     p.add_argument("--smoke", action="store_true",
@@ -165,6 +168,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         if getattr(args, key) < 0:
             raise ValueError(f"--{key.replace('_', '-')} must not be negative, got {getattr(args, key)}")
     args.device = resolve_device(args.device)
+    if args.channels_last is None:
+        args.channels_last = args.device == "cpu"
     if args.amp == "fp16" and not args.device.startswith("cuda"):
         raise ValueError("--amp fp16 needs CUDA (it relies on a gradient scaler); use --amp bf16 on the CPU")
     if args.out_dir is None:
@@ -601,8 +606,10 @@ def run(args) -> list:
         if rank == 0:
             save_epoch(args, training, history, snapshot)
         say(summary_line(history[-1], args.epochs), flush=True)
-    if world > 1:
-        dist.barrier()  # every rank done with its collectives (and rank 0 with its files) before any tears down
+    if world > 1:  # every rank done with its collectives (and rank 0 with its files) before any tears down;
+        dist.barrier()  # then DistributedDataParallel, which holds the process group, goes before the group
+        del training
+        gc.collect()
         dist.destroy_process_group()
     return history
 

@@ -106,17 +106,26 @@ def test_cli_end_to_end_on_a_smoke_checkpoint(smoke_run, tmp_path):
     assert "pca" in result.stdout and "uniform" in result.stdout
 
 
-def test_presets_set_the_authors_settings_and_explicit_flags_win(smoke_run, tmp_path):
+def test_the_defaults_are_the_authors_settings_presets_change_them_and_explicit_flags_win(smoke_run, tmp_path):
+    # the authors' image_generation/eval.py: 20 steps of size 1, no momentum, noise 0.001, sigma_pca 0.005, E(x, y)
+    paper = {"steps": 20, "eta": 1.0, "zeta": 0.0, "noise_std": 0.001, "sigma_pca": 0.005, "retained_variance": 0.95,
+             "objective": "energy_xy", "init": "pca", "n_per_class": 1000}
     result = subprocess.run([sys.executable, os.path.join(ROOT, "generate.py"), "--ckpt", str(smoke_run / "best.pt"),
-                             "--preset", "paper", "--n-per-class", "2", "--cache-dir", str(tmp_path / "cache"),
+                             "--n-per-class", "2", "--cache-dir", str(tmp_path / "cache"),
                              "--out", str(tmp_path / "paper")], capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert result.returncode == 0, result.stderr
     stored = json.loads((tmp_path / "paper" / "args.json").read_text())
-    assert {k: stored[k] for k in G.PRESETS["paper"]} == {**G.PRESETS["paper"], "n_per_class": 2}
+    assert {k: stored[k] for k in paper} == {**paper, "n_per_class": 2} and stored["preset"] == "paper"
     assert "preset=paper steps=20 eta=1.0 zeta=0.0 noise_std=0.001 sigma_pca=0.005" in result.stdout
-    parser = G.build_parser()
-    G.apply_preset(parser, ["--ckpt", "x", "--out", "y", "--preset", "paper-momentum"])
-    assert parser.parse_args(["--ckpt", "x", "--out", "y", "--preset", "paper-momentum"]).zeta == 0.5
+
+    def parsed(*argv):
+        parser = G.build_parser()
+        G.apply_preset(parser, ["--ckpt", "x", "--out", "y", *argv])
+        return parser.parse_args(["--ckpt", "x", "--out", "y", *argv])
+    assert parsed("--preset", "paper-momentum").zeta == 0.5 and parsed("--preset", "paper-momentum").steps == 20
+    ours = parsed("--preset", "ours")
+    assert (ours.steps, ours.zeta, ours.noise_std, ours.sigma_pca, ours.n_per_class) == (60, 0.5, 0.01, 0.015, 100)
+    assert parsed("--preset", "ours", "--steps", "7").steps == 7
 
 
 def test_retained_variance_zero_starts_at_the_class_mean():

@@ -190,6 +190,12 @@ def test_channels_last_gives_the_float32_logits_and_trains(tmp_path):
                                    model.to(memory_format=torch.contiguous_format)(x), rtol=1e-4, atol=1e-5)
 
 
+def test_channels_last_is_the_cpu_default_and_can_be_turned_off(tmp_path):
+    assert tiny_train_args(tmp_path).channels_last is True  # the tiny runs are on the CPU
+    assert tiny_train_args(tmp_path, "--no-channels-last").channels_last is False
+    assert tiny_train_args(tmp_path, "--channels-last").channels_last is True
+
+
 def test_compile_failure_is_a_clear_training_error(tmp_path, monkeypatch):
     class NoCompiler(torch.nn.Module):  # what torch.compile hands back where the first call fails
         def forward(self, x):

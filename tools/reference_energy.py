@@ -38,6 +38,14 @@ def torchattacks_means(model, x, y, eps: float, steps: int) -> dict:
     return means
 
 
+def torchattacks_version():
+    try:
+        import torchattacks
+    except ImportError:
+        return None
+    return torchattacks.__version__
+
+
 def main():
     p = tool_parser()
     p.add_argument("--test-npz", required=True, help="decoded CIFAR-10 test set")
@@ -68,7 +76,8 @@ def main():
         print(f"{tag} done: " + ", ".join(f"{a} {row['E_x_shift']['mean']:+.3f}" for a, row in table.items() if a != "clean"),
               flush=True)
     if args.results:
-        settings = {"n": len(y), "eps_pixels": args.eps, "steps": args.steps, "step_size": PGD20_STEP_SIZE, "points": "final"}
+        settings = {"n": len(y), "eps_pixels": args.eps, "steps": args.steps, "step_size": PGD20_STEP_SIZE, "points": "final",
+                    "torchattacks": torchattacks_version()}
         write_json(args.results, {"provenance": provenance([args.test_npz]), "settings": settings, "models": models})
 
 

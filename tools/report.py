@@ -75,7 +75,9 @@ def speed_vs_official_trades(r: dict) -> str:
 
 
 def energy_attacks_reference(r: dict) -> str:
-    lines = ["| model | attack | kind | mean E(x) | shift of the mean E(x), 95% interval | mean E(x,y) | E(x) went down | success |",
+    s = r["settings"]
+    lines = [f"First {s['n']} test points, eps {s['eps_pixels']:g}/255, K = {s['steps']} iterations, the paper's attack "
+             "points; the interval is a 95% bootstrap interval over points (2,000 draws).", "","| model | attack | kind | mean E(x) | shift of the mean E(x), 95% interval | mean E(x,y) | E(x) went down | success |",
              "|---|---|---|---|---|---|---|---|"]
     for tag, model in r["models"].items():
         for i, (attack, row) in enumerate(model["attacks"].items()):
@@ -87,6 +89,13 @@ def energy_attacks_reference(r: dict) -> str:
             lines.append(f"| {first} | {attack} | {row['kind']} | {row['E_x']['mean']:.3f} | {sh['mean']:+.3f} "
                          f"[{sh['lo']:+.3f}, {sh['hi']:+.3f}] | {row['E_xy']['mean']:.3f} | {100 * row['frac_E_x_down']:.1f}% "
                          f"| {100 * row['success_rate']:.1f}% |")
+    version = r["settings"].get("torchattacks")
+    if version:
+        checks = [f"{tag}: PGD {m['torchattacks_mean_E_x']['pgd-ce']:.3f} (ours {m['attacks']['pgd-ce']['E_x']['mean']:.3f}), "
+                  f"TPGD {m['torchattacks_mean_E_x']['trades-pgd']:.3f} (ours {m['attacks']['trades-pgd']['E_x']['mean']:.3f})"
+                  for tag, m in r["models"].items() if m["torchattacks_mean_E_x"]]
+        lines += ["", f"The same check against torchattacks {version}, its PGD and TPGD points on the same inputs with the "
+                      "global generator seeded alike, mean E(x): " + "; ".join(checks) + "."]
     return "\n".join(lines)
 
 
@@ -101,12 +110,51 @@ def energy_point_rules(r: dict) -> str:
     return "\n".join(lines)
 
 
+def generation_runs(r: dict) -> str:
+    """One row per generate.py run of a reference_generation.py call (a preset, --compare-samplers ...)."""
+    lines = [f"| run ({r['model']} generates, {r['judge']} judges) | samples | own accuracy | judge's accuracy | pixel L2 diversity |",
+             "|---|---|---|---|---|"]
+    for run in r["runs"]:
+        s = run["settings"]
+        label = run["run"] if run["run"] != "." else (
+            f"`--preset {s['preset']}`: {s['steps']} steps, zeta {s['zeta']:g}, noise {s['noise_std']:g}, "
+            f"sigma_pca {s['sigma_pca']:g}, retained variance {s['retained_variance']:g}")
+        lines.append(f"| {label} | {run['samples']:,} | {100 * run['own_accuracy']:.1f}% | {100 * run['judge_accuracy']:.1f}% "
+                     f"| {run['pixel_l2_diversity']:.2f} |")
+    lines += ["", f"(Pixel L2 diversity of the training images: {r['pixel_l2_diversity_training_images']:.2f}.)"]
+    return "\n".join(lines)
+
+
+def generation_sweep(r: dict) -> str:
+    """The sigma_pca x retained-variance grid of a --sweep-pca call: own / judge accuracy / diversity per cell."""
+    cells = {}
+    for run in r["runs"]:
+        m = re.fullmatch(r"sigma_pca_([\d.e-]+)-variance_([\d.e-]+)", run["run"])
+        cells[float(m[1]), float(m[2])] = run
+    sigmas, variances = sorted({s for s, _ in cells}), sorted({v for _, v in cells})
+    lines = ["| sigma_pca \\ retained variance | " + " | ".join(f"{v:g}" for v in variances) + " |",
+             "|---|" + "---|" * len(variances)]
+    for s in sigmas:
+        lines.append(f"| {s:g}: own / judge / diversity | " + " | ".join(
+            f"{100 * c['own_accuracy']:.1f} / {100 * c['judge_accuracy']:.1f} / {c['pixel_l2_diversity']:.2f}"
+            for c in (cells[s, v] for v in variances)) + " |")
+    run = r["runs"][0]
+    lines += ["", f"({run['samples'] // 10} samples per class per cell; {r['model']} generates, {r['judge']} judges; "
+                  f"pixel L2 diversity of the training images: {r['pixel_l2_diversity_training_images']:.2f}.)"]
+    return "\n".join(lines)
+
+
 # block name -> (results file, renderer)
 RENDERERS = {
     "speed-cpu": ("speed-cpu", speed_cpu),
     "speed-vs-official-trades": ("speed-vs-official-trades", speed_vs_official_trades),
     "energy-attacks-reference": ("energy-attacks-reference", energy_attacks_reference),
     "energy-point-rules-reference": ("energy-attacks-reference", energy_point_rules),
+    "generation-resnet4b-paper": ("generation-resnet4b-paper", generation_runs),
+    "generation-resnet4b-collapsed": ("generation-resnet4b-collapsed", generation_runs),
+    "generation-resnet4b-ours": ("generation-resnet4b-ours", generation_runs),
+    "generation-resnet4b-samplers": ("generation-resnet4b-samplers", generation_runs),
+    "generation-resnet4b-sweep": ("generation-resnet4b-sweep", generation_sweep),
 }
 
 
