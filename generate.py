@@ -180,7 +180,8 @@ def trace_row(step: int, logits: torch.Tensor, y: torch.Tensor) -> dict:
 
 def save_grid(images: torch.Tensor, labels: torch.Tensor, path: str, columns: int, class_names=None,
               row_labels=None) -> None:
-    """A grid with one row per class (or per entry of row_labels), up to `columns` images per row."""
+    """A grid with one row per class (or per entry of row_labels, one image per class in each row, the
+    class names above the columns), up to `columns` images per row."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -194,6 +195,10 @@ def save_grid(images: torch.Tensor, labels: torch.Tensor, path: str, columns: in
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    if row_labels is not None and class_names is not None:  # a comparison: its columns are the classes
+        size = images[0].shape[-1]
+        axes[0, 0].set_xticks([size * (i + 0.5) for i in range(width)], list(class_names)[:width], fontsize=8)
+        axes[0, 0].xaxis.tick_top()
     fig.tight_layout(pad=0.3)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -394,16 +399,16 @@ def run(args) -> dict:
                 json.dump(table[label]["metrics"], f, indent=2)
         first_per_class.append(torch.stack([samples[y == c][0] for c in y.unique()]))
     if len(runs) > 1:
-        write_comparison(args, table, first_per_class)
+        write_comparison(args, table, first_per_class, names)
     print_table(table)
     print(f"written to {args.out}")
     return table
 
 
-def write_comparison(args, table: dict, first_per_class: list) -> None:
+def write_comparison(args, table: dict, first_per_class: list, class_names=None) -> None:
     """NAME.png (one row of samples per run, one per class) and NAME.json (the table) of a comparison."""
     name = "compare_inits" if args.compare_inits else "compare_samplers" if args.compare_samplers else "sweep_pca"
-    save_grid(first_per_class, None, os.path.join(args.out, f"{name}.png"), len(first_per_class[0]),
+    save_grid(first_per_class, None, os.path.join(args.out, f"{name}.png"), len(first_per_class[0]), class_names,
               row_labels=list(table))
     with open(os.path.join(args.out, f"{name}.json"), "w") as f:
         json.dump({"diversity": "lpips_diversity: mean LPIPS of same-class pairs (only where its weights were at "

@@ -1,0 +1,60 @@
+"""The tables in README.md and docs/ are generated from results/: regenerating changes nothing, a changed
+number in a results file shows, and every results file says where it comes from."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import report  # noqa: E402
+
+
+def copy_of_repo_pages(tmp_path):
+    for folder in ("docs", "results"):
+        shutil.copytree(os.path.join(ROOT, folder), tmp_path / folder)
+    shutil.copy(os.path.join(ROOT, "README.md"), tmp_path / "README.md")
+    return tmp_path
+
+
+def test_the_committed_pages_are_what_results_give():
+    assert report.regenerate(ROOT, write=False) == []
+
+
+def test_every_results_file_is_read_by_a_block_and_says_where_it_comes_from():
+    pages = "".join(open(p).read() for p in report.pages(ROOT))
+    used = {report.RENDERERS[m["name"]][0] for m in report.BLOCK.finditer(pages)}
+    tracked = subprocess.run(["git", "ls-files", "results"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    files = {os.path.basename(p)[:-5] for p in tracked if p.endswith(".json")}
+    assert files and files == used
+    for name in files:
+        with open(os.path.join(ROOT, "results", f"{name}.json")) as f:
+            p = json.load(f)["provenance"]
+        assert p["command"].startswith("python ") and len(p["commit"]) >= 40 and p["machine"]["cpu_cores"] >= 1
+
+
+def test_a_changed_number_in_a_results_file_fails_the_check(tmp_path):
+    root = copy_of_repo_pages(tmp_path)
+    path = root / "results" / "speed-cpu.json"
+    result = json.loads(path.read_text())
+    result["step"]["ratio"] += 0.1
+    path.write_text(json.dumps(result))
+    assert report.main(["--check", "--root", str(root)]) == 1
+    assert report.main(["--root", str(root)]) == 0  # regenerating writes the new number in
+    assert f"{result['step']['ratio']:.3f}" in (root / "docs" / "speed.md").read_text()
+    assert report.main(["--check", "--root", str(root)]) == 0
+
+
+def test_a_block_without_a_renderer_or_a_results_file_is_a_one_line_error(tmp_path, capsys):
+    root = copy_of_repo_pages(tmp_path)
+    with open(root / "docs" / "speed.md", "a") as f:
+        f.write("\n<!-- results: no-such-table -->\n<!-- /results -->\n")
+    assert report.main(["--check", "--root", str(root)]) == 2
+    assert "no renderer for the block 'no-such-table'" in capsys.readouterr().err
+    os.remove(root / "results" / "speed-cpu.json")
+    with pytest.raises(report.ReportError, match="results/speed-cpu.json"):
+        report.render(str(root), "speed-cpu", 1)
