@@ -20,8 +20,8 @@ from attacks import PIXEL
 from data import DataError, split_of_run
 from energy import energy_x, energy_xy, weat_weights
 from methods import METHODS, method_key, method_name, training_attack
-from models import (CheckpointError, add_classifier_flags, add_zoo_flags, load_classifier, provenance, resolve_device,
-                    run_command, write_json)
+from models import (CheckpointError, add_classifier_flags, add_zoo_flags, load_classifier, resolve_device, run_command,
+                    write_json)
 
 # ---------------------------------------------------------------------------------------------------
 # Energy analysis (Section 3): library functions that apply to any classifier

@@ -175,8 +175,6 @@ def energy_pick(history: list) -> int:
     return history[pick]["epoch"]
 
 
-
-
 if __name__ == "__main__":  # the Section 3 command moved to analysis.py: say so in one line, change nothing
     import sys
     print("energy.py: error: the energy analysis command is now analysis.py, with the same modes and flags: "

@@ -25,6 +25,7 @@ import sys
 import textwrap
 
 import numpy as np
+import scipy.stats
 
 import evaluate
 import train
@@ -290,14 +291,28 @@ def mean_std(values: list) -> tuple:
     return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
 
 
-def table_rows(results: list, keys: tuple) -> list:
-    """One row per method: mean and std over its seeds of each key."""
+def mean_interval(values: list) -> tuple:
+    """Mean and the half-width of its 95% t-interval (Student's t, n - 1 degrees of freedom; None for a
+    single value)."""
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), None
+    return float(v.mean()), float(scipy.stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+
+
+def table_rows(results: list, keys: tuple, spread=mean_std, suffix: str = "std") -> list:
+    """One row per method: over its seeds, the mean of each key and its spread (`spread` returns (mean,
+    spread), stored as KEY_SUFFIX: the std by default, the 95% t-interval's half-width with mean_interval)."""
     rows = []
     for method in dict.fromkeys(r["method"] for r in results):
         mine = [r for r in results if r["method"] == method]
         row = {"method": method, "seeds": [r["seed"] for r in mine]}
         for key in keys:
-            row[key], row[f"{key}_std"] = mean_std([r[key] for r in mine])
+            values = [r[key] for r in mine]
+            if any(v is None for v in values):
+                row[key], row[f"{key}_{suffix}"] = None, None
+            else:
+                row[key], row[f"{key}_{suffix}"] = spread(values)
         rows.append(row)
     return rows
 
@@ -340,8 +355,9 @@ def write_results(args, runs: list) -> str:
     os.makedirs(args.results_dir, exist_ok=True)
     base, shrunk = os.path.join(args.results_dir, name), passed_on(args, TRAIN_OVERRIDES + EVAL_OVERRIDES)
     dataset = f"{args.train_npz} (in place of {runset.dataset})" if args.train_npz else runset.dataset
+    origin = provenance([args.train_npz, args.test_npz])
     if runset.claims:
-        return write_claims(base, name, runs, shrunk, dataset)
+        return write_claims(base, name, runs, shrunk, dataset, origin)
     results = [run_result(run) for run in runs]
     figure = ""
     if runset.plot_energies:
@@ -349,7 +365,7 @@ def write_results(args, runs: list) -> str:
         plot_curves([(f"{r.method} (seed {r.seed})", read_log(os.path.join(r.folder, "log.jsonl"))[1])
                      for r in runs if r.seed == 0], figure)
     rows = table_rows(results, ROBUST_KEYS)
-    write_json(base + ".json", {"runset": name, "dataset": runset.dataset, "rows": rows, "runs": results,
+    write_json(base + ".json", {"provenance": origin, "runset": name, "dataset": runset.dataset, "rows": rows, "runs": results,
                                 "shrunk_by": shrunk, "paper": PAPER.get(runset.dataset, {}), "energy_figure": figure or None})
     with open(base + ".md", "w") as f:
         f.write(markdown(name, runset, rows, runs, results[0]["attacks"], figure, shrunk, dataset))
@@ -361,7 +377,56 @@ def write_results(args, runs: list) -> str:
 
 CLAIMS_KEYS = ("best_test", "best_epoch", "last_test", "gap", "peak_test", "end_test", "window_gap", "train_adv_last",
                "dE_peak", "dE_last", "dExy_peak", "dExy_last", "val_epoch", "val_test", "energy_epoch", "energy_test",
-               "pick_gap")
+               "pick_gap", "peak_epoch", "half_fall_epoch", "dE_leaves_epoch", "dExy_leaves_epoch", "dE_lag", "dExy_lag")
+
+
+# When, not only whether: a rule fixed before the runs it reads. Test PGD is read through a centred 3-epoch
+# running mean (one epoch's figure has a standard error of about 1.7 points on 500 test points); an energy
+# gap "leaves its band" when it is more than 3 std (at least 0.001) from its mean over the 5 epochs that
+# follow the peak of test PGD.
+LAG_SMOOTHING, LAG_BAND_EPOCHS, LAG_BAND_WIDTH, LAG_BAND_FLOOR = 3, 5, 3.0, 0.001
+
+
+def running_mean(values: list, width: int = LAG_SMOOTHING) -> list:
+    """Centred running mean (over fewer values at the ends)."""
+    half = width // 2
+    return [float(np.mean(values[max(0, i - half):i + half + 1])) for i in range(len(values))]
+
+
+def divergence_lags(rows: list) -> dict:
+    """The epoch smoothed test PGD peaks, the first epoch after it where it has lost half its fall (the
+    peak minus the mean of the last 5 epochs), and for dE and dE(x, y) the first epoch after the 5 that
+    follow the peak where the gap leaves their band; a lag is a leaving epoch minus the half-fall epoch
+    (negative: the divergence precedes the loss of test robustness; near 0: accompanies; positive:
+    follows). None where an event does not happen."""
+    tested = [r for r in rows if r["test_pgd_acc"] is not None]
+    epochs, test = [r["epoch"] for r in tested], running_mean([r["test_pgd_acc"] for r in tested])
+    peak = int(np.argmax(test))
+    fall = test[peak] - float(np.mean([r["test_pgd_acc"] for r in tested[-5:]]))
+    half = next((epochs[i] for i in range(peak + 1, len(test)) if test[i] <= test[peak] - fall / 2), None) if fall > 0 else None
+    out = {"peak_epoch": epochs[peak], "fall": fall, "half_fall_epoch": half}
+    after = [r for r in rows if r["epoch"] > epochs[peak]]
+    for key, name in (("delta_E", "dE"), ("delta_Exy", "dExy")):
+        band, leave = np.array([r[key] for r in after[:LAG_BAND_EPOCHS]]), None
+        if len(band) == LAG_BAND_EPOCHS:
+            spread = LAG_BAND_WIDTH * max(float(band.std(ddof=1)), LAG_BAND_FLOOR)
+            leave = next((r["epoch"] for r in after[LAG_BAND_EPOCHS:] if abs(r[key] - band.mean()) > spread), None)
+        out[f"{name}_leaves_epoch"] = leave
+        out[f"{name}_lag"] = leave - half if leave is not None and half is not None else None
+    return out
+
+
+def paired_falls(results: list) -> list:
+    """For each pair of methods, the difference of their falls (test PGD, best 5 - last 5) on the seeds
+    both ran (same seed, same training subset): mean and 95% t-interval half-width."""
+    fall = {(r["method"], r["seed"]): r["window_gap"] for r in results}
+    methods, pairs = list(dict.fromkeys(r["method"] for r in results)), []
+    for i, a in enumerate(methods):
+        for b in methods[i + 1:]:
+            seeds = sorted(s for m, s in fall if m == a and (b, s) in fall)
+            mean, half = mean_interval([fall[a, s] - fall[b, s] for s in seeds]) if seeds else (None, None)
+            pairs.append({"methods": [a, b], "seeds": seeds, "difference": mean, "ci95": half})
+    return pairs
 
 
 def claims_result(run: Run) -> dict:
@@ -391,7 +456,7 @@ def claims_result(run: Run) -> dict:
             "val_epoch": val_epoch, "val_test": test_at.get(val_epoch), "energy_epoch": energy_epoch,
             "energy_test": test_at.get(energy_epoch),
             "pick_gap": test_at.get(energy_epoch, float("nan")) - test_at.get(val_epoch, float("nan")),
-            "decay_epoch": decay, "rows": rows}
+            "decay_epoch": decay, **divergence_lags(rows), "rows": rows}
 
 
 def claims_setup(run: Run) -> str:
@@ -425,9 +490,14 @@ def plot_claims(results: list, path: str, setup: str = "") -> None:
             axes[0, col].plot(epochs, [100 * (row["test_pgd_acc"] or np.nan) for row in r["rows"]], color=color,
                               label=f"seed {r['seed']}")
             axes[1, col].plot(epochs, [100 * row["train_adv_acc"] for row in r["rows"]], color=color)
-            for epoch, marker in ((r["val_epoch"], "^"), (r["energy_epoch"], "*")):
-                if at[epoch]["test_pgd_acc"] is not None:
-                    axes[0, col].plot(epoch, 100 * at[epoch]["test_pgd_acc"], marker=marker, color=color, ms=10, ls="none")
+            for epoch, marker in ((r["val_epoch"], "^"), (r["energy_epoch"], "*"), (r["peak_epoch"], "v"),
+                                  (r["half_fall_epoch"], "X")):
+                if epoch is not None and at[epoch]["test_pgd_acc"] is not None:
+                    axes[0, col].plot(epoch, 100 * at[epoch]["test_pgd_acc"], marker=marker, color=color, ms=9, ls="none")
+            for ax, key, name in ((axes[2, col], "delta_E", "dE"), (axes[3, col], "delta_Exy", "dExy")):
+                if r[f"{name}_leaves_epoch"] is not None:
+                    ax.plot(r[f"{name}_leaves_epoch"], at[r[f"{name}_leaves_epoch"]][key], marker="o", color=color,
+                            ms=8, mfc="none", ls="none")
             axes[2, col].plot(epochs, [row["delta_E"] for row in r["rows"]], color=color)
             axes[3, col].plot(epochs, [row["delta_Exy"] for row in r["rows"]], color=color)
             for ax, key in ((axes[2, col], "delta_E"), (axes[3, col], "delta_Exy")):
@@ -447,8 +517,9 @@ def plot_claims(results: list, path: str, setup: str = "") -> None:
     for row, label in enumerate(("test PGD accuracy %", "training robust accuracy %", "dE = E(x) - E(x*)",
                                  "dE(x,y) = E(x,y) - E(x*,y)")):
         axes[row, 0].set_ylabel(label)
-    legend = ("triangle: validation pick, star: energy pick; dotted: learning-rate drops; energies on the training "
-              "batches, their y range fitted to the last three quarters of the epochs")
+    legend = ("triangle: validation pick, star: energy pick, down-triangle: peak of smoothed test PGD, X: half its fall; "
+              "circle: the gap leaves its band; dotted: learning-rate drops; energies on the training batches, their y "
+              "range fitted to the last three quarters of the epochs")
     fig.suptitle("\n".join(textwrap.wrap(setup, 22 * len(methods) + 30) + textwrap.wrap(legend, 22 * len(methods) + 30)),
                  fontsize=9)
     for ax in axes[3]:
@@ -458,8 +529,10 @@ def plot_claims(results: list, path: str, setup: str = "") -> None:
     plt.close(fig)
 
 
-def claims_markdown(name: str, rows: list, results: list, runs: list, shrunk: list, dataset: str, figure: str) -> str:
-    """The claims table (mean ± std over seeds) and the per-run selection table, with the commands."""
+def claims_markdown(name: str, rows: list, pairs: list, results: list, runs: list, shrunk: list, dataset: str,
+                    figure: str) -> str:
+    """The claims table (mean ± 95% t-interval over seeds), the paired falls, the per-run lags and the
+    per-run selection table, with the commands."""
     f = lambda v, s=None, scale=100, spec=".2f": "—" if v is None or v != v else (  # noqa: E731
         f"{scale * v:{spec}}" + (f" ± {scale * s:{spec.lstrip('+')}}" if s is not None else ""))
     lines = [f"# {name}", "", f"Data set: {dataset}. From the training logs: test PGD (the per-epoch --test-every "
@@ -467,18 +540,29 @@ def claims_markdown(name: str, rows: list, results: list, runs: list, shrunk: li
              "dE(x,y) = E(x,y) - E(x*,y) on the training batches (eval-mode forward); best 5 = the best mean "
              "test PGD over 5 consecutive epochs, last 5 = the mean of the last 5 epochs (steadier than best - "
              "last, which takes the maximum of noisy per-epoch figures); dE, best 5 = dE over the same 5 epochs. "
-             "Accuracies in %, mean ± std over seeds.", ""]
+             "Accuracies in %, mean ± the half-width of its 95% t-interval over seeds.", ""]
     if shrunk:
         lines += [f"Changed from the set's settings by `{shlex.join(shrunk)}`.", ""]
     lines += ["| method | seeds | best test PGD | its epoch | last test PGD | best - last | test PGD, best 5 | test PGD, "
               "last 5 | best 5 - last 5 | last training robust | dE, best 5 | dE last | dE(x,y), best 5 | dE(x,y) last |",
               "|---" * 14 + "|"]
     for row in rows:
-        lines.append(f"| {row['method']} | {len(row['seeds'])} | {f(row['best_test'], row['best_test_std'])} | "
-                     f"{row['best_epoch']:.1f} | " + " | ".join(f(row[k], row[f"{k}_std"]) for k in (
+        lines.append(f"| {row['method']} | {len(row['seeds'])} | {f(row['best_test'], row['best_test_ci95'])} | "
+                     f"{row['best_epoch']:.1f} | " + " | ".join(f(row[k], row[f"{k}_ci95"]) for k in (
                          "last_test", "gap", "peak_test", "end_test", "window_gap", "train_adv_last")) + " | "
-                     + " | ".join(f(row[k], row[f"{k}_std"], 1, "+.3f") for k in ("dE_peak", "dE_last", "dExy_peak", "dExy_last"))
+                     + " | ".join(f(row[k], row[f"{k}_ci95"], 1, "+.3f") for k in ("dE_peak", "dE_last", "dExy_peak", "dExy_last"))
                      + " |")
+    lines += ["", "Paired falls: the fall (best 5 - last 5) of one method minus another's, seed by seed (the same "
+              "seed trains on the same subset), mean ± 95% t-interval half-width:", "",
+              "| methods | seeds | difference of the falls |", "|---|---|---|"]
+    lines += [f"| {p['methods'][0]} - {p['methods'][1]} | {len(p['seeds'])} | {f(p['difference'], p['ci95'])} |" for p in pairs]
+    lines += ["", "When, not only whether (the rule in `experiments.divergence_lags`, fixed before these runs): the "
+              "epoch smoothed test PGD peaks, the epoch it has lost half its fall, the epoch dE and dE(x,y) leave "
+              "their band, and the lags (leaving minus half-fall: negative, the divergence comes first):", "",
+              "| run | peak | half fall | dE leaves | dE(x,y) leaves | lag dE | lag dE(x,y) |", "|---|---|---|---|---|---|---|"]
+    show = lambda v: "—" if v is None else f"{v:+d}" if isinstance(v, int) and v < 0 else str(v)  # noqa: E731
+    lines += [f"| {r['method']} s{r['seed']} | " + " | ".join(show(r[k]) for k in (
+        "peak_epoch", "half_fall_epoch", "dE_leaves_epoch", "dExy_leaves_epoch", "dE_lag", "dExy_lag")) + " |" for r in results]
     lines += ["", "Checkpoint selection: the validation pick (best validation PGD-20 over all epochs) against the "
               "energy pick (`--select energy`, `energy.energy_pick`: the log alone), and the test PGD at each.", "",
               "| run | validation pick | its test PGD | energy pick | its test PGD | energy - validation (epochs) "
@@ -491,15 +575,15 @@ def claims_markdown(name: str, rows: list, results: list, runs: list, shrunk: li
     return "\n".join(lines + ["```", ""])
 
 
-def write_claims(base: str, name: str, runs: list, shrunk: list, dataset: str) -> str:
-    """SET.md, SET.json and SET.png of the claims set; returns the .md path."""
+def write_claims(base: str, name: str, runs: list, shrunk: list, dataset: str, origin: dict) -> str:
+    """SET.md, SET.json (with `origin`, the provenance) and SET.png of the claims set; returns the .md path."""
     results = [claims_result(run) for run in runs]
-    rows = table_rows(results, CLAIMS_KEYS)
+    rows, pairs = table_rows(results, CLAIMS_KEYS, mean_interval, "ci95"), paired_falls(results)
     plot_claims(results, base + ".png", claims_setup(runs[0]))
-    write_json(base + ".json", {"runset": name, "rows": rows, "shrunk_by": shrunk, "figure": base + ".png",
-                                "runs": [{k: v for k, v in r.items() if k != "rows"} for r in results]})
+    write_json(base + ".json", {"provenance": origin, "runset": name, "rows": rows, "paired_falls": pairs, "shrunk_by": shrunk,
+                                "figure": base + ".png", "runs": [{k: v for k, v in r.items() if k != "rows"} for r in results]})
     with open(base + ".md", "w") as f:
-        f.write(claims_markdown(name, rows, results, runs, shrunk, dataset, base + ".png"))
+        f.write(claims_markdown(name, rows, pairs, results, runs, shrunk, dataset, base + ".png"))
     return base + ".md"
 
 

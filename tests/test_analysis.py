@@ -121,3 +121,15 @@ def test_bad_input_is_a_one_line_error(tmp_path):
     assert result.returncode == 2 and "holds no epochs" in result.stderr
     result = cli("attacks", "--ckpt", str(tmp_path / "missing.pt"), "--attacks", "pgd-ce,nope", "--out", str(tmp_path))
     assert result.returncode == 2 and "unknown nope" in result.stderr
+
+
+def test_mean_shift_interval_known_answers():
+    clean = torch.randn(400, generator=torch.Generator().manual_seed(0))
+    constant = analysis.mean_shift(clean, clean + 0.25)  # every point moved by 0.25: no spread to resample
+    assert constant["mean"] == pytest.approx(0.25) and constant["lo"] == pytest.approx(0.25) and constant["hi"] == pytest.approx(0.25)
+    noise = torch.randn(400, generator=torch.Generator().manual_seed(1))
+    shift = analysis.mean_shift(clean, clean + 0.1 + noise)
+    # the bootstrap interval of a mean of 400 unit-variance differences: about +-1.96 / sqrt(400) = +-0.098
+    assert shift["lo"] < shift["mean"] < shift["hi"] and 0.16 < shift["hi"] - shift["lo"] < 0.24
+    assert shift["mean"] == pytest.approx((0.1 + noise).mean().item())
+    assert analysis.mean_shift(clean, clean + 0.1 + noise) == shift  # a fixed seed: the same interval

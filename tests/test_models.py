@@ -1,3 +1,4 @@
+import hashlib
 import os
 import pickle
 
@@ -5,7 +6,7 @@ import pytest
 import torch
 
 from models import (MODEL_NAMES, CheckpointError, atomic_save, build_model, load_checkpoint, load_model,
-                    model_config, save_checkpoint)
+                    model_config, provenance, save_checkpoint)
 
 
 def n_params(model):
@@ -83,3 +84,12 @@ def test_a_pickle_carrying_code_is_refused_and_the_code_does_not_run(tmp_path):
     with pytest.raises(CheckpointError, match="cannot load"):
         load_checkpoint(str(path))
     assert not marker.exists()
+
+
+def test_provenance_names_the_command_commit_data_and_machine(tmp_path):
+    data = tmp_path / "points.npz"
+    data.write_bytes(b"not really an npz")
+    p = provenance([str(data)])
+    assert p["data"] == [{"name": "points.npz", "sha256": hashlib.sha256(b"not really an npz").hexdigest()}]
+    assert p["command"].startswith("python ") and (p["commit"] == "unknown" or len(p["commit"].removesuffix("-dirty")) == 40)
+    assert p["machine"]["cpu_cores"] >= 1 and p["machine"]["device"] == "cpu" and p["machine"]["torch"] == torch.__version__
