@@ -206,8 +206,8 @@ def sha256_of(path: str) -> str:
 
 def provenance(data_files=(), device: str = "cpu") -> dict:
     """Where a measurement comes from, for the files under results/: the command that made it, the code's
-    commit (with "-dirty" when tracked files differed from it), the data files read (name and sha256)
-    and the machine."""
+    commit (with "-dirty" when tracked files other than results/, the measurements themselves, differed
+    from it), the data files read (name and sha256) and the machine."""
     def git(*cmd):
         try:
             return subprocess.run(["git", *cmd], cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True,
@@ -215,7 +215,7 @@ def provenance(data_files=(), device: str = "cpu") -> dict:
         except OSError:
             return ""
     commit = git("rev-parse", "HEAD") or "unknown"
-    if commit != "unknown" and git("status", "--porcelain", "--untracked-files=no"):
+    if commit != "unknown" and git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"):
         commit += "-dirty"
     accelerator = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else None
     script = os.path.relpath(os.path.abspath(sys.argv[0]), os.path.dirname(os.path.abspath(__file__)))

@@ -1,10 +1,14 @@
 import hashlib
+import importlib.util
 import os
 import pickle
+import shutil
+import subprocess
 
 import pytest
 import torch
 
+from conftest import ROOT
 from models import (MODEL_NAMES, CheckpointError, atomic_save, build_model, load_checkpoint, load_model,
                     model_config, provenance, save_checkpoint)
 
@@ -93,3 +97,25 @@ def test_provenance_names_the_command_commit_data_and_machine(tmp_path):
     assert p["data"] == [{"name": "points.npz", "sha256": hashlib.sha256(b"not really an npz").hexdigest()}]
     assert p["command"].startswith("python ") and (p["commit"] == "unknown" or len(p["commit"].removesuffix("-dirty")) == 40)
     assert p["machine"]["cpu_cores"] >= 1 and p["machine"]["device"] == "cpu" and p["machine"]["torch"] == torch.__version__
+
+
+def test_provenance_is_dirty_for_changed_code_not_for_changed_results(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "results").mkdir(parents=True)
+    shutil.copy(os.path.join(ROOT, "models.py"), repo / "models.py")  # a repo of its own, so its git state is ours
+    (repo / "results" / "a.json").write_text("{}\n")
+    git = lambda *cmd: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *cmd], cwd=repo,  # noqa: E731
+                                      check=True, capture_output=True)
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "x")
+    spec = importlib.util.spec_from_file_location("models_copy", repo / "models.py")
+    copy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copy)
+    commit = copy.provenance()["commit"]
+    assert len(commit) == 40
+    (repo / "results" / "a.json").write_text('{"rewritten": true}\n')  # a measurement written: still this commit
+    assert copy.provenance()["commit"] == commit
+    with open(repo / "models.py", "a") as f:
+        f.write("# changed\n")
+    assert copy.provenance()["commit"] == commit + "-dirty"
