@@ -198,10 +198,11 @@ def pyplot():
 PANELS_PER_ROW = 5
 
 
-def plot_attack_panels(per_point: dict, path: str, title: str) -> None:
+def plot_attack_panels(per_point: dict, table: dict, path: str, title: str) -> None:
     """The paper's Fig. 2: one panel per attack, clean and attacked points as overlaid histograms on
-    shared bins, their means as lines, the mean shift with its 95% bootstrap interval in the title; the
-    E(x) panels first, then the E(x, y) panels, at most PANELS_PER_ROW a row."""
+    shared bins, their means as lines, the mean shift with its 95% bootstrap interval (from `table`, the
+    attacks_table of the same points) in the title; the E(x) panels first, then the E(x, y) panels, at
+    most PANELS_PER_ROW a row."""
     plt = pyplot()
     attacks = [name for name in per_point if name != "clean"]
     cols = min(PANELS_PER_ROW, len(attacks))
@@ -220,7 +221,7 @@ def plot_attack_panels(per_point: dict, path: str, title: str) -> None:
             ax.hist(attacked.numpy(), bins=bins, color=ATTACK_COLOR, alpha=0.55, label="attacked")
             ax.axvline(clean.mean().item(), color="tab:blue", lw=1.2, label="clean mean")
             ax.axvline(attacked.mean().item(), color="darkred", lw=1.2, ls="--", label="attacked mean")
-            shift = mean_shift(clean, attacked)
+            shift = table[name][f"{key}_shift"]
             ax.set_title(f"{name}: shift {shift['mean']:+.3f}\n95% CI [{shift['lo']:+.3f}, {shift['hi']:+.3f}]", fontsize=8.5)
             ax.set_xlabel(LABELS[key], fontsize=8)
             ax.tick_params(labelsize=7)
@@ -420,7 +421,7 @@ def run_attacks(args, device) -> dict:
     report = {"model": info["source"], "n": len(y), "eps_pixels": args.eps, "steps": args.steps,
               "step_size": A.PGD20_STEP_SIZE, "points": args.points, "seed": args.seed, "attacks": table}
     write_json(os.path.join(args.out, "energy_attacks.json"), report)
-    plot_attack_panels({k: per_point[k] for k in ["clean"] + attacks}, os.path.join(args.out, "energy_attacks.png"),
+    plot_attack_panels({k: per_point[k] for k in ["clean"] + attacks}, table, os.path.join(args.out, "energy_attacks.png"),
                        f"clean (blue) and attacked (red) energies, eps {args.eps:g}/255, K = {args.steps}, "
                        f"points: {args.points}, {len(y)} test points")
     print(f"{'attack':<11}{'kind':>11}{'mean E(x)':>11}{'median':>9}{'E(x) down':>11}{'mean E(x,y)':>13}{'success':>9}")

@@ -560,8 +560,7 @@ def claims_markdown(name: str, rows: list, pairs: list, results: list, runs: lis
               "epoch smoothed test PGD peaks, the epoch it has lost half its fall, the epoch dE and dE(x,y) leave "
               "their band, and the lags (leaving minus half-fall: negative, the divergence comes first):", "",
               "| run | peak | half fall | dE leaves | dE(x,y) leaves | lag dE | lag dE(x,y) |", "|---|---|---|---|---|---|---|"]
-    show = lambda v: "—" if v is None else f"{v:+d}" if isinstance(v, int) and v < 0 else str(v)  # noqa: E731
-    lines += [f"| {r['method']} s{r['seed']} | " + " | ".join(show(r[k]) for k in (
+    lines += [f"| {r['method']} s{r['seed']} | " + " | ".join("—" if r[k] is None else str(r[k]) for k in (
         "peak_epoch", "half_fall_epoch", "dE_leaves_epoch", "dExy_leaves_epoch", "dE_lag", "dExy_lag")) + " |" for r in results]
     lines += ["", "Checkpoint selection: the validation pick (best validation PGD-20 over all epochs) against the "
               "energy pick (`--select energy`, `energy.energy_pick`: the log alone), and the test PGD at each.", "",

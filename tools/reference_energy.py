@@ -70,7 +70,7 @@ def main():
         models[tag] = {"model": name, "attacks": table, "point_rules": rules,
                        "torchattacks_mean_E_x": torchattacks_means(model, x, y, eps, args.steps)}
         write_json(os.path.join(args.out, f"energy_attacks-{tag}.json"), models[tag])
-        plot_attack_panels(per_point, os.path.join(args.out, f"energy_attacks-{tag}.png"),
+        plot_attack_panels(per_point, table, os.path.join(args.out, f"energy_attacks-{tag}.png"),
                            f"{tag}: clean and attacked energies, eps {args.eps:g}/255, K = {args.steps}, "
                            f"first {len(y)} test points, the paper's attack points")
         print(f"{tag} done: " + ", ".join(f"{a} {row['E_x_shift']['mean']:+.3f}" for a, row in table.items() if a != "clean"),

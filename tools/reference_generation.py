@@ -47,16 +47,18 @@ def main():
     reference = metrics.diversity(train.images, train.labels)
     print(f"\n| generator | run | its accuracy on its samples | judge ({judge_tag}) accuracy | pixel L2 diversity "
           f"(training images: {reference:.2f}) |\n|---|---|---|---|---|")
+    with open(os.path.join(args.out, "args.json")) as f:  # generate.py writes its settings once, at the top
+        settings = json.load(f)
     folders = sorted({os.path.dirname(path) for path in glob_samples(args.out)})
     runs = []
     for folder in folders:
         samples = load_npz(os.path.join(folder, "samples.npz"))
         x = samples.images.float() / 255
-        with torch.no_grad():
-            own = np.mean([(model(b).argmax(1) == yb).float().mean().item() for b, yb in zip(x.split(500), samples.labels.split(500))])
-            judged = np.mean([(judge(b).argmax(1) == yb).float().mean().item() for b, yb in zip(x.split(500), samples.labels.split(500))])
-        with open(os.path.join(folder if os.path.isfile(os.path.join(folder, "args.json")) else args.out, "args.json")) as f:
-            settings = json.load(f)
+
+        @torch.no_grad()
+        def accuracy(net) -> float:
+            return np.mean([(net(b).argmax(1) == yb).float().mean().item() for b, yb in zip(x.split(500), samples.labels.split(500))])
+        own, judged = accuracy(model), accuracy(judge)
         runs.append({"run": os.path.relpath(folder, args.out), "samples": len(samples.labels), "own_accuracy": float(own),
                      "judge_accuracy": float(judged), "pixel_l2_diversity": metrics.diversity(samples.images, samples.labels),
                      "settings": {k: settings.get(k) for k in SETTINGS}})
