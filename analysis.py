@@ -125,21 +125,34 @@ def mean_shift(clean: torch.Tensor, attacked: torch.Tensor, draws: int = BOOTSTR
     return {"mean": d.mean().item(), "lo": lo, "hi": hi}
 
 
+DETERMINISTIC = ("fab",)  # the one attack here with no random start, restart or target: run once
+
+
 def attacks_table(model, x, y, eps: float, attacks=UNTARGETED + TARGETED, steps: int = ANALYSIS_STEPS,
-                  points: str = "final", seed: int = 0) -> tuple:
-    """Per-attack energy statistics (the JSON of `analysis.py attacks`) and the per-point energies."""
+                  points: str = "final", seeds=(0,)) -> tuple:
+    """Per-attack energy statistics (the JSON of `analysis.py attacks`) and the per-point energies (of the
+    first seed). Each attack with randomness (a random start, restart or target) runs once per seed: the
+    shift of the mean E(x) is then that of the per-point E(x*) averaged over the seeds, its bootstrap
+    interval resamples points (so it holds what is left of the attack's randomness after the averaging),
+    and E_x_shift_by_seed lists each seed's own shift. One seed gives the single-run figures."""
     clean = point_energies(model, x, y)
     per_point, table = {"clean": clean}, {"clean": {"kind": "clean", "E_x": summary(clean["E_x"]),
                                                     "E_xy": summary(clean["E_xy"])}}
     for name in attacks:
-        out = per_point[name] = attack_energies(model, x, y, name, eps, steps, points, seed)
+        runs = [attack_energies(model, x, y, name, eps, steps, points, seed)
+                for seed in (seeds[:1] if name in DETERMINISTIC else seeds)]
+        out = per_point[name] = runs[0]
+        over_seeds = lambda key: torch.stack([r[key] for r in runs]).double().mean(0)  # noqa: E731
+        fraction = lambda test: float(np.mean([test(r).double().mean().item() for r in runs]))  # noqa: E731
         table[name] = {"kind": "untargeted" if name in UNTARGETED else "targeted", "point": POINTS[name][points == "first-adversarial"],
                        "threat": "L2, unbounded (not in the Linf ball)" if name == "cw-l2" else f"Linf, eps {eps * 255:g}/255",
-                       "E_x": summary(out["E_x"]), "E_xy": summary(out["E_xy"]),
-                       "E_x_shift": mean_shift(clean["E_x"], out["E_x"]), "E_xy_shift": mean_shift(clean["E_xy"], out["E_xy"]),
-                       "frac_E_x_down": (out["E_x"] < clean["E_x"]).double().mean().item(),
-                       "frac_E_xy_down": (out["E_xy"] < clean["E_xy"]).double().mean().item(),
-                       "success_rate": out["success"].double().mean().item(),
+                       "seeds": list(seeds[:len(runs)]), "E_x": summary(out["E_x"]), "E_xy": summary(out["E_xy"]),
+                       "E_x_shift": mean_shift(clean["E_x"], over_seeds("E_x")),
+                       "E_xy_shift": mean_shift(clean["E_xy"], over_seeds("E_xy")),
+                       "E_x_shift_by_seed": [(r["E_x"].double() - clean["E_x"].double()).mean().item() for r in runs],
+                       "frac_E_x_down": fraction(lambda r: r["E_x"] < clean["E_x"]),
+                       "frac_E_xy_down": fraction(lambda r: r["E_xy"] < clean["E_xy"]),
+                       "success_rate": fraction(lambda r: r["success"]),
                        "mean_linf": out["linf"].double().mean().item(), "mean_l2": out["l2"].double().mean().item()}
     return table, per_point
 
@@ -399,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--points", choices=POINT_RULES, default="final",
                    help="final: the point the paper's tool (torchattacks) returns; first-adversarial: the "
                         "robust-accuracy rule (see analysis.POINTS)")
+    a.add_argument("--attack-seeds", type=int, default=1,
+                   help="run each random attack with seeds SEED .. SEED + N - 1 (see analysis.attacks_table)")
     a.add_argument("--attacks", default=",".join(UNTARGETED + TARGETED), help="comma-separated, from " + ", ".join(POINTS))
     kind("divergence", "dE and dE(x,y) per test point, x* from the checkpoint's training attack")
     w = kind("weights", "WEAT weight against E(x), high- and low-energy points among correct and wrong, train and test")
@@ -417,9 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
 def run_attacks(args, device) -> dict:
     model, x, y, info = load_points(args, device)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
-    table, per_point = attacks_table(model, x, y, args.eps * PIXEL, attacks, args.steps, args.points, args.seed)
+    seeds = tuple(range(args.seed, args.seed + args.attack_seeds))
+    table, per_point = attacks_table(model, x, y, args.eps * PIXEL, attacks, args.steps, args.points, seeds)
     report = {"model": info["source"], "n": len(y), "eps_pixels": args.eps, "steps": args.steps,
-              "step_size": A.PGD20_STEP_SIZE, "points": args.points, "seed": args.seed, "attacks": table}
+              "step_size": A.PGD20_STEP_SIZE, "points": args.points, "seed": args.seed, "attack_seeds": list(seeds),
+              "attacks": table}
     write_json(os.path.join(args.out, "energy_attacks.json"), report)
     plot_attack_panels({k: per_point[k] for k in ["clean"] + attacks}, table, os.path.join(args.out, "energy_attacks.png"),
                        f"clean (blue) and attacked (red) energies, eps {args.eps:g}/255, K = {args.steps}, "
@@ -505,7 +522,7 @@ def check_args(args) -> None:
     if args.out is None:
         source = args.log[0] if args.mode == "curves" else (getattr(args, "ckpt", None) or os.path.join("runs", "energy", "x"))
         args.out = os.path.dirname(os.path.abspath(source))
-    for key in ("n_examples", "steps", "eps"):
+    for key in ("n_examples", "steps", "eps", "attack_seeds"):
         if getattr(args, key, 1) <= 0:
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got {getattr(args, key)}")
     unknown = set(getattr(args, "attacks", "").split(",")) - set(POINTS) - {""}

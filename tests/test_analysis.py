@@ -84,6 +84,23 @@ def test_the_paper_points_are_what_its_tools_return(trained_model):
         assert ((x_adv - x).abs().flatten(1).amax(1) <= eps + 1e-6).all()
 
 
+def test_attack_seeds_average_the_random_attacks_and_keep_each_seed(trained_model):
+    model, x, y = trained_model
+    x, y, eps = x[:40], y[:40], 8 / 255
+    clean = analysis.point_energies(model, x, y)["E_x"].double()
+    table, _ = analysis.attacks_table(model, x, y, eps, ("pgd-ce", "fab"), steps=3, seeds=(0, 1, 2))
+    single = {seed: analysis.attack_energies(model, x, y, "pgd-ce", eps, 3, seed=seed)["E_x"].double() for seed in (0, 1, 2)}
+    row = table["pgd-ce"]
+    assert row["seeds"] == [0, 1, 2] and table["fab"]["seeds"] == [0]  # FAB has no randomness: run once
+    assert row["E_x_shift_by_seed"] == pytest.approx([(single[s] - clean).mean().item() for s in (0, 1, 2)])
+    assert len(set(row["E_x_shift_by_seed"])) == 3  # the seeds do give different starts
+    averaged = torch.stack(list(single.values())).mean(0)
+    assert row["E_x_shift"] == analysis.mean_shift(clean, averaged)  # the point-wise seed average, bootstrapped
+    assert row["E_x_shift"]["mean"] == pytest.approx(sum(row["E_x_shift_by_seed"]) / 3)
+    one, _ = analysis.attacks_table(model, x, y, eps, ("pgd-ce",), steps=3, seeds=(1,))
+    assert one["pgd-ce"]["E_x_shift"] == analysis.mean_shift(clean, single[1])  # one seed: the single run
+
+
 def test_divergence_weights_and_curves_modes_end_to_end(smoke_run, tmp_path):
     result = cli("divergence", "--ckpt", str(smoke_run / "best.pt"), "--n-examples", "30", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
@@ -121,6 +138,8 @@ def test_bad_input_is_a_one_line_error(tmp_path):
     assert result.returncode == 2 and "holds no epochs" in result.stderr
     result = cli("attacks", "--ckpt", str(tmp_path / "missing.pt"), "--attacks", "pgd-ce,nope", "--out", str(tmp_path))
     assert result.returncode == 2 and "unknown nope" in result.stderr
+    result = cli("attacks", "--ckpt", str(tmp_path / "missing.pt"), "--attack-seeds", "0", "--out", str(tmp_path))
+    assert result.returncode == 2 and "--attack-seeds must be positive" in result.stderr
 
 
 def test_mean_shift_interval_known_answers():

@@ -10,7 +10,8 @@ development check, not a dependency):
 Writes energy_attacks-<model>.json / .png per model under --out (the tables and figure of `analysis.py
 attacks`) and, with --results, one file for docs/ (tools/report.py renders it): per model every attack
 of the paper's Fig. 2 with the paper's points, the mean shift of E(x) with its 95% bootstrap interval,
-PGD-CE and APGD-CE under both point rules (`final`, the paper's, and `first-adversarial`, the
+each random attack run with --attack-seeds seeds (the shift averaged over them, each seed's
+shift beside it), PGD-CE and APGD-CE under both point rules (`final`, the paper's, and `first-adversarial`, the
 robust-accuracy rule) and, with torchattacks installed, the mean E(x) of its PGD and TPGD points.
 """
 import os
@@ -54,6 +55,7 @@ def main():
     p.add_argument("--eps", type=float, default=8.0, help="Linf radius in pixels")
     p.add_argument("--steps", type=int, default=ANALYSIS_STEPS, help="iterations of every attack")
     p.add_argument("--n-examples", type=int, default=500, help="first n test points")
+    p.add_argument("--attack-seeds", type=int, default=3, help="seeds 0 .. N-1 of every random attack (analysis.attacks_table)")
     p.add_argument("--results", default=None, help="also write every model's tables here, with provenance")
     args = p.parse_args()
     x, y = first_points(args.test_npz, args.n_examples)
@@ -66,7 +68,7 @@ def main():
         rules = {attack: {rule: {"mean_E_x": out["E_x"].mean().item(), "frac_E_x_down": (out["E_x"] < clean).double().mean().item()}
                           for rule, out in ((r, attack_energies(model, x, y, attack, eps, args.steps, r)) for r in POINT_RULES)}
                  for attack in ("pgd-ce", "apgd-ce")}
-        table, per_point = attacks_table(model, x, y, eps, steps=args.steps)
+        table, per_point = attacks_table(model, x, y, eps, steps=args.steps, seeds=tuple(range(args.attack_seeds)))
         models[tag] = {"model": name, "attacks": table, "point_rules": rules,
                        "torchattacks_mean_E_x": torchattacks_means(model, x, y, eps, args.steps)}
         write_json(os.path.join(args.out, f"energy_attacks-{tag}.json"), models[tag])
@@ -77,6 +79,7 @@ def main():
               flush=True)
     if args.results:
         settings = {"n": len(y), "eps_pixels": args.eps, "steps": args.steps, "step_size": PGD20_STEP_SIZE, "points": "final",
+                    "attack_seeds": args.attack_seeds,
                     "torchattacks": torchattacks_version()}
         write_json(args.results, {"provenance": provenance([args.test_npz]), "settings": settings, "models": models})
 

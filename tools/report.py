@@ -74,21 +74,37 @@ def speed_vs_official_trades(r: dict) -> str:
     return "\n".join(lines)
 
 
+def moved(shift: dict) -> str:
+    """How an attack moves the mean: only an interval that excludes 0 counts."""
+    return "down" if shift["hi"] < 0 else "up" if shift["lo"] > 0 else "no clear move"
+
+
+def seeds_note(s: dict) -> str:
+    seeds = s.get("attack_seeds", 1)
+    return ("one run of each attack (seed 0)" if seeds == 1 else
+            f"each random attack run with {seeds} seeds (FAB, deterministic, once): the shift is that of the point-wise "
+            "mean over the seeds, and the per-seed column gives each seed's own shift")
+
+
 def energy_attacks_reference(r: dict) -> str:
     s = r["settings"]
     lines = [f"First {s['n']} test points, eps {s['eps_pixels']:g}/255, K = {s['steps']} iterations, the paper's attack "
-             "points; the interval is a 95% bootstrap interval over points (2,000 draws).", "","| model | attack | kind | mean E(x) | shift of the mean E(x), 95% interval | mean E(x,y) | E(x) went down | success |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"points; {seeds_note(s)}; the interval is a 95% bootstrap interval over points (2,000 draws), and the "
+             "shift counts as a move only where it excludes 0. Mean E(x), E(x, y), the share of points whose E(x) went "
+             "down and the success rate are those of the seed-0 run (the shares: averaged over the seeds).", "",
+             "| model | attack | kind | mean E(x) | shift of the mean E(x), 95% interval | per seed | moves | mean E(x,y) "
+             "| E(x) went down | success |", "|---|---|---|---|---|---|---|---|---|---|"]
     for tag, model in r["models"].items():
         for i, (attack, row) in enumerate(model["attacks"].items()):
             first = tag if i == 0 else ""
             if attack == "clean":
-                lines.append(f"| {first} | clean | | {row['E_x']['mean']:.3f} | | {row['E_xy']['mean']:.3f} | | |")
+                lines.append(f"| {first} | clean | | {row['E_x']['mean']:.3f} | | | | {row['E_xy']['mean']:.3f} | | |")
                 continue
             sh = row["E_x_shift"]
+            per_seed = ", ".join(f"{v:+.3f}" for v in row.get("E_x_shift_by_seed", [sh["mean"]]))
             lines.append(f"| {first} | {attack} | {row['kind']} | {row['E_x']['mean']:.3f} | {sh['mean']:+.3f} "
-                         f"[{sh['lo']:+.3f}, {sh['hi']:+.3f}] | {row['E_xy']['mean']:.3f} | {100 * row['frac_E_x_down']:.1f}% "
-                         f"| {100 * row['success_rate']:.1f}% |")
+                         f"[{sh['lo']:+.3f}, {sh['hi']:+.3f}] | {per_seed} | {moved(sh)} | {row['E_xy']['mean']:.3f} "
+                         f"| {100 * row['frac_E_x_down']:.1f}% | {100 * row['success_rate']:.1f}% |")
     version = r["settings"].get("torchattacks")
     if version:
         checks = [f"{tag}: PGD {m['torchattacks_mean_E_x']['pgd-ce']:.3f} (ours {m['attacks']['pgd-ce']['E_x']['mean']:.3f}), "
@@ -96,6 +112,29 @@ def energy_attacks_reference(r: dict) -> str:
                   for tag, m in r["models"].items() if m["torchattacks_mean_E_x"]]
         lines += ["", f"The same check against torchattacks {version}, its PGD and TPGD points on the same inputs with the "
                       "global generator seeded alike, mean E(x): " + "; ".join(checks) + "."]
+    return "\n".join(lines)
+
+
+def claim2(results: dict) -> str:
+    """Claim 2 over every model of the energy results files: the moves of the mean E(x) per attack (an
+    arrow only where the 95% interval excludes 0), then per attack how many models it lowers / raises."""
+    models = [(tag, m, r["settings"]) for r in results.values() for tag, m in r["models"].items()]
+    attacks = [a for a in models[0][1]["attacks"] if a != "clean"]
+    arrow = {"down": "lower", "up": "raise", "no clear move": "none"}
+    lines = ["| model (test points) | clean mean E(x) | " + " | ".join(attacks) + " |", "|---|---|" + "---|" * len(attacks)]
+    for tag, m, s in models:
+        cells = [f"{m['attacks'][a]['E_x_shift']['mean']:+.3f} ({arrow[moved(m['attacks'][a]['E_x_shift'])]})" for a in attacks]
+        lines.append(f"| {tag} ({s['n']}) | {m['attacks']['clean']['E_x']['mean']:.3f} | " + " | ".join(cells) + " |")
+    lines += ["", "| attack | kind | lowers the mean E(x) on | raises it on | no clear move on |", "|---|---|---|---|---|"]
+    for a in attacks:
+        moves = [moved(m["attacks"][a]["E_x_shift"]) for _, m, _ in models]
+        lines.append(f"| {a} | {models[0][1]['attacks'][a]['kind']} | " + " | ".join(
+            f"{moves.count(k)} of {len(models)}" for k in ("down", "up", "no clear move")) + " |")
+    seeds = sorted({s.get("attack_seeds", 1) for _, _, s in models})
+    lines += ["", f"(Change of the mean E(x), attacked minus clean, eps 8/255, K = 10, the paper's attack points, "
+                  f"{' or '.join(map(str, seeds))} seeds of each random attack averaged point by point; in brackets what it "
+                  "counts as: lower or raise only where its 95% bootstrap interval over points excludes 0. Intervals and "
+                  "per-seed shifts: the energy tables of the results page.)"]
     return "\n".join(lines)
 
 
@@ -144,12 +183,14 @@ def generation_sweep(r: dict) -> str:
     return "\n".join(lines)
 
 
-# block name -> (results file, renderer)
+# block name -> (results file, renderer), or ((files ...), renderer of a dict file -> result)
 RENDERERS = {
     "speed-cpu": ("speed-cpu", speed_cpu),
     "speed-vs-official-trades": ("speed-vs-official-trades", speed_vs_official_trades),
     "energy-attacks-reference": ("energy-attacks-reference", energy_attacks_reference),
     "energy-point-rules-reference": ("energy-attacks-reference", energy_point_rules),
+    "energy-attacks-trained": ("energy-attacks-trained", energy_attacks_reference),
+    "claim2": (("energy-attacks-reference", "energy-attacks-trained"), claim2),
     "generation-resnet4b-paper": ("generation-resnet4b-paper", generation_runs),
     "generation-resnet4b-collapsed": ("generation-resnet4b-collapsed", generation_runs),
     "generation-resnet4b-ours": ("generation-resnet4b-ours", generation_runs),
@@ -161,9 +202,12 @@ RENDERERS = {
 def render(root: str, name: str, depth: int) -> str:
     if name not in RENDERERS:
         raise ReportError(f"no renderer for the block '{name}' (known: {', '.join(RENDERERS)})")
-    file, renderer = RENDERERS[name]
-    result = load(root, file)
-    return renderer(result) + "\n\n" + source_line(file, result, depth) + "\n"
+    files, renderer = RENDERERS[name]
+    if isinstance(files, str):  # one file: the renderer reads its result
+        result = load(root, files)
+        return renderer(result) + "\n\n" + source_line(files, result, depth) + "\n"
+    results = {file: load(root, file) for file in files}  # several: a dict file -> result
+    return renderer(results) + "\n\n" + "\n".join(source_line(f, r, depth) for f, r in results.items()) + "\n"
 
 
 def pages(root: str) -> list:
