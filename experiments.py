@@ -385,6 +385,16 @@ CLAIMS_KEYS = ("best_test", "best_epoch", "last_test", "gap", "peak_test", "end_
 # gap "leaves its band" when it is more than 3 std (at least 0.001) from its mean over the 5 epochs that
 # follow the peak of test PGD.
 LAG_SMOOTHING, LAG_BAND_EPOCHS, LAG_BAND_WIDTH, LAG_BAND_FLOOR = 3, 5, 3.0, 0.001
+LAG_TOLERANCE = 2  # a divergence within 2 epochs of the half-fall accompanies it; earlier precedes, later follows
+
+
+def timing(lag, half, leave) -> str:
+    """The verdict of one lag (leaving epoch minus half-fall epoch), by LAG_TOLERANCE."""
+    if half is None:
+        return "no fall"
+    if leave is None:
+        return "stays in its band"
+    return "precedes" if lag < -LAG_TOLERANCE else "follows" if lag > LAG_TOLERANCE else "accompanies"
 
 
 def running_mean(values: list, width: int = LAG_SMOOTHING) -> list:
@@ -398,7 +408,7 @@ def divergence_lags(rows: list) -> dict:
     peak minus the mean of the last 5 epochs), and for dE and dE(x, y) the first epoch after the 5 that
     follow the peak where the gap leaves their band; a lag is a leaving epoch minus the half-fall epoch
     (negative: the divergence precedes the loss of test robustness; near 0: accompanies; positive:
-    follows). None where an event does not happen."""
+    follows; `timing` says which, by LAG_TOLERANCE). None where an event does not happen."""
     tested = [r for r in rows if r["test_pgd_acc"] is not None]
     epochs, test = [r["epoch"] for r in tested], running_mean([r["test_pgd_acc"] for r in tested])
     peak = int(np.argmax(test))
@@ -413,6 +423,7 @@ def divergence_lags(rows: list) -> dict:
             leave = next((r["epoch"] for r in after[LAG_BAND_EPOCHS:] if abs(r[key] - band.mean()) > spread), None)
         out[f"{name}_leaves_epoch"] = leave
         out[f"{name}_lag"] = leave - half if leave is not None and half is not None else None
+        out[f"{name}_timing"] = timing(out[f"{name}_lag"], half, leave)
     return out
 
 
@@ -578,8 +589,9 @@ def write_claims(base: str, name: str, runs: list, shrunk: list, dataset: str, o
     """SET.md, SET.json (with `origin`, the provenance) and SET.png of the claims set; returns the .md path."""
     results = [claims_result(run) for run in runs]
     rows, pairs = table_rows(results, CLAIMS_KEYS, mean_interval, "ci95"), paired_falls(results)
-    plot_claims(results, base + ".png", claims_setup(runs[0]))
-    write_json(base + ".json", {"provenance": origin, "runset": name, "rows": rows, "paired_falls": pairs, "shrunk_by": shrunk,
+    setup = claims_setup(runs[0])
+    plot_claims(results, base + ".png", setup)
+    write_json(base + ".json", {"provenance": origin, "runset": name, "setup": setup, "rows": rows, "paired_falls": pairs, "shrunk_by": shrunk,
                                 "figure": base + ".png", "runs": [{k: v for k, v in r.items() if k != "rows"} for r in results]})
     with open(base + ".md", "w") as f:
         f.write(claims_markdown(name, rows, pairs, results, runs, shrunk, dataset, base + ".png"))

@@ -153,8 +153,12 @@ def test_divergence_lags_read_off_a_synthetic_overfitting_run():
     assert lags["peak_epoch"] == 31 and lags["fall"] == pytest.approx(0.108) and lags["half_fall_epoch"] in (40, 41)
     # dE(x,y) = -0.30 - 0.01 (epoch - 32): band over epochs 32-36 is -0.32 +- 3 x 0.0158; it leaves at epoch 39
     assert lags["dExy_leaves_epoch"] == 39 and lags["dExy_lag"] == 39 - lags["half_fall_epoch"]
+    assert lags["dExy_timing"] == "accompanies"  # within 2 epochs of the half-fall
+    assert [experiments.timing(lag, 40, 40 + lag) for lag in (-3, -2, 2, 3)] == ["precedes", "accompanies", "accompanies", "follows"]
+    assert experiments.timing(None, None, 30) == "no fall" and experiments.timing(None, 40, None) == "stays in its band"
     steady = experiments.divergence_lags(synthetic_claims_log(0, overfits=False))
     assert steady["half_fall_epoch"] == 33 and steady["dExy_leaves_epoch"] is None and steady["dExy_lag"] is None
+    assert steady["dExy_timing"] == "stays in its band"
 
 
 def test_mean_interval_is_students_t():

@@ -3,17 +3,18 @@
 Needs the developers' ../shared folder (not shipped with the repo) and the decoded CIFAR-10 copy:
 
     python ../shared/data/decode_cifar10.py /tmp/cifar10
-    python tools/reference_attacks.py --test-npz /tmp/cifar10/cifar10_test.npz --out runs/reference
+    python tools/reference_attacks.py --test-npz /tmp/cifar10/cifar10_test.npz --out runs/reference \
+        --results results/attacks-reference.json
 
-Prints a markdown table, as evaluate.py computes it: clean, PGD-20 (alone, on every point), then robust
+Prints (and with --results writes, with provenance, for tools/report.py) a markdown table, as evaluate.py computes it: clean, PGD-20 (alone, on every point), then robust
 accuracy after each attack of the cascade (APGD-CE on every clean-correct point, so it equals APGD-CE
 alone; APGD-T, FAB-T and Square each only on the points still robust), with the seconds each took.
 """
-import json
 import os
 
 from common import classifier, first_points, tool_parser
 from evaluate import evaluate_model
+from models import provenance, write_json
 
 CASCADE = ("apgd-ce", "apgd-t", "fab-t", "square")
 
@@ -25,6 +26,7 @@ def main():
                    help="reference model names, or paths to train.py checkpoints")
     p.add_argument("--eps", default="8,2", help="radii in pixels")
     p.add_argument("--n-examples", type=int, default=500, help="first n test points")
+    p.add_argument("--results", default=None, help="also write the rows here, with provenance")
     args = p.parse_args()
     x, y = first_points(args.test_npz, args.n_examples)
     os.makedirs(args.out, exist_ok=True)
@@ -40,8 +42,9 @@ def main():
             cells = [f"{100 * row[k]['accuracy']:.1f} ({row[k]['seconds']:.0f}s)" for k in keys]
             raised = ", ".join(k for k, v in row["flags"].items() if v) or "none"
             print(f"| {name} | {eps:g}/255 | " + " | ".join(cells) + f" | {raised} |", flush=True)
-            with open(os.path.join(args.out, "reference_attacks.json"), "w") as f:
-                json.dump(rows, f, indent=2)
+            write_json(os.path.join(args.out, "reference_attacks.json"), rows)
+    if args.results:
+        write_json(args.results, {"provenance": provenance([args.test_npz]), "cascade": list(CASCADE), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -183,6 +183,101 @@ def generation_sweep(r: dict) -> str:
     return "\n".join(lines)
 
 
+def interval(mean, half, scale: float = 100, spec: str = ".1f") -> str:
+    """mean ± the half-width of its 95% interval ('—' where there is no value)."""
+    if mean is None:
+        return "—"
+    return f"{scale * mean:{spec}}" + (f" ± {scale * half:{spec.lstrip('+')}}" if half is not None else "")
+
+
+def claims_cpu(r: dict) -> str:
+    """Claim 1: per method the fall of test PGD and the energy gaps, mean ± 95% t-interval over seeds, and
+    the methods' falls compared seed by seed."""
+    lines = [f"Setup: {r['setup']}." if r.get("setup") else "",
+             "", "| method | seeds | test PGD, best 5 epochs | test PGD, last 5 | fall | training robust, last epoch "
+             "| dE, best 5 | dE, last | dE(x,y), best 5 | dE(x,y), last |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        pct = lambda k: interval(row[k], row[f"{k}_ci95"])  # noqa: E731
+        gap = lambda k: interval(row[k], row[f"{k}_ci95"], 1, "+.3f")  # noqa: E731
+        lines.append(f"| {row['method']} | {len(row['seeds'])} | {pct('peak_test')} | {pct('end_test')} | "
+                     f"{pct('window_gap')} | {pct('train_adv_last')} | {gap('dE_peak')} | {gap('dE_last')} | "
+                     f"{gap('dExy_peak')} | {gap('dExy_last')} |")
+    lines += ["", "| falls compared (same seeds, same training images) | seeds | difference of the falls | told apart? |",
+              "|---|---|---|---|"]
+    for p in r["paired_falls"]:
+        apart = "—" if p["ci95"] is None else "yes" if abs(p["difference"]) > p["ci95"] else "no: the interval holds 0"
+        lines.append(f"| {p['methods'][0]} - {p['methods'][1]} | {len(p['seeds'])} | {interval(p['difference'], p['ci95'])} "
+                     f"| {apart} |")
+    lines += ["", "(Accuracies in %, energies in their own units; mean ± the half-width of the 95% Student-t interval over "
+                  "seeds. Best 5: the 5 consecutive epochs with the best mean test PGD; last 5: the last 5 epochs; fall: "
+                  "best 5 minus last 5. dE = E(x) - E(x*), dE(x,y) = E(x,y) - E(x*,y) on the training batches, eval-mode "
+                  "forward. Training robust accuracy is on each method's own training attack, so it compares epochs, not "
+                  "methods.)"]
+    return "\n".join(lines).lstrip("\n")
+
+
+def claims_lags(r: dict) -> str:
+    """When, not only whether: per run the peak of smoothed test PGD, its half-fall, when the energy gaps
+    leave their band, and the verdicts; then the verdicts counted per method."""
+    lines = ["| run | test PGD peaks | half its fall | dE leaves its band | dE(x,y) leaves | lag dE | lag dE(x,y) | dE | dE(x,y) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    epoch = lambda v: "—" if v is None else str(v)  # noqa: E731
+    lag = lambda v: "—" if v is None else f"{v:+d}"  # noqa: E731
+    for run in r["runs"]:
+        lines.append(f"| {run['method']} s{run['seed']} | {run['peak_epoch']} | {epoch(run['half_fall_epoch'])} | "
+                     f"{epoch(run['dE_leaves_epoch'])} | {epoch(run['dExy_leaves_epoch'])} | {lag(run['dE_lag'])} | "
+                     f"{lag(run['dExy_lag'])} | {run['dE_timing']} | {run['dExy_timing']} |")
+    lines += ["", "| method | dE: precedes / accompanies / follows / stays in its band | dE(x,y): the same |", "|---|---|---|"]
+    kinds = ("precedes", "accompanies", "follows", "stays in its band")
+    for method in dict.fromkeys(run["method"] for run in r["runs"]):
+        mine = [run for run in r["runs"] if run["method"] == method]
+        lines.append(f"| {method} | " + " | ".join(" / ".join(str(sum(run[f'{k}_timing'] == kind for run in mine))
+                                                          for kind in kinds) for k in ("dE", "dExy")) + " |")
+    return "\n".join(lines)
+
+
+def claims_picks(r: dict) -> str:
+    """The validation pick against the energy pick, per run, in epochs and test PGD."""
+    lines = ["| run | validation pick: epoch (test PGD) | energy pick: epoch (test PGD) | energy - validation |",
+             "|---|---|---|---|"]
+    for run in r["runs"]:
+        lines.append(f"| {run['method']} s{run['seed']} | {run['val_epoch']} ({100 * run['val_test']:.1f}%) | "
+                     f"{run['energy_epoch']} ({100 * run['energy_test']:.1f}%) | {run['energy_epoch'] - run['val_epoch']:+d} "
+                     f"epochs, {100 * run['pick_gap']:+.1f} points |")
+    gaps = [run["pick_gap"] for run in r["runs"]]
+    lines += ["", f"Over the {len(gaps)} runs the energy pick is {100 * statistics.mean(gaps):+.1f} points of test PGD from "
+                  f"the validation pick on average (from {100 * min(gaps):+.1f} to {100 * max(gaps):+.1f})."]
+    return "\n".join(lines)
+
+
+def claim3(results: dict) -> str:
+    """Claim 3: per generating model (a --compare-samplers run each), the PCA start alone and SGLD without and
+    with momentum, scored by the model itself and by a judge it has never seen."""
+    lines = ["| generator | judge | samples | PCA start alone: own / judge | SGLD, no momentum (the paper's): own / judge "
+             "/ diversity | SGLD, momentum 0.5: own / judge / diversity |", "|---|---|---|---|---|---|"]
+    for r in results.values():
+        run = {x["run"]: x for x in r["runs"]}
+        start, plain, momentum = run["pca_start-no_SGLD"], run["SGLD-no_momentum"], run["SGLD-momentum_0.5"]
+        scores = lambda x: f"{100 * x['own_accuracy']:.1f} / {100 * x['judge_accuracy']:.1f}"  # noqa: E731
+        lines.append(f"| {r['model']} | {r['judge']} | {plain['samples']:,} | {scores(start)} | {scores(plain)} / "
+                     f"{plain['pixel_l2_diversity']:.2f} | {scores(momentum)} / {momentum['pixel_l2_diversity']:.2f} |")
+    reference = {r["pixel_l2_diversity_training_images"] for r in results.values()}
+    lines += ["", f"(Accuracies in %; diversity: the mean pixel L2 distance between samples of a class, "
+                  f"{' / '.join(f'{v:.2f}' for v in sorted(reference))} for the training images.)"]
+    return "\n".join(lines)
+
+
+def attacks_reference(r: dict) -> str:
+    """Robust accuracy of the reference models: PGD-20 alone, then the cascade attack by attack, with seconds."""
+    keys = ["clean", "pgd-20"] + [f"+{a}" for a in r["cascade"]]
+    lines = ["| model | eps | points | " + " | ".join(keys) + " | sanity flags raised |", "|---|---|---|" + "---|" * (len(keys) + 1)]
+    for row in r["rows"]:
+        cells = [f"{100 * row[k]['accuracy']:.1f}" + (f" ({row[k]['seconds']:.0f} s)" if k != "clean" else "") for k in keys]
+        raised = ", ".join(k for k, v in row["flags"].items() if v) or "none"
+        lines.append(f"| {row['model']} | {row['eps_pixels']:g}/255 | {row['n']} | " + " | ".join(cells) + f" | {raised} |")
+    return "\n".join(lines)
+
+
 # block name -> (results file, renderer), or ((files ...), renderer of a dict file -> result)
 RENDERERS = {
     "speed-cpu": ("speed-cpu", speed_cpu),
@@ -191,6 +286,12 @@ RENDERERS = {
     "energy-point-rules-reference": ("energy-attacks-reference", energy_point_rules),
     "energy-attacks-trained": ("energy-attacks-trained", energy_attacks_reference),
     "claim2": (("energy-attacks-reference", "energy-attacks-trained"), claim2),
+    "claim3": (("generation-resnet4b-samplers", "generation-cpu-w16-10k-natural-samplers", "generation-sat-s0-samplers",
+                "generation-trades-s0-samplers", "generation-weat-adv-s0-samplers"), claim3),
+    "attacks-reference": ("attacks-reference", attacks_reference),
+    "claims-cpu": ("claims-cpu", claims_cpu),
+    "claims-cpu-lags": ("claims-cpu", claims_lags),
+    "claims-cpu-picks": ("claims-cpu", claims_picks),
     "generation-resnet4b-paper": ("generation-resnet4b-paper", generation_runs),
     "generation-resnet4b-collapsed": ("generation-resnet4b-collapsed", generation_runs),
     "generation-resnet4b-ours": ("generation-resnet4b-ours", generation_runs),
