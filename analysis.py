@@ -215,7 +215,8 @@ def plot_attack_panels(per_point: dict, table: dict, path: str, title: str) -> N
     """The paper's Fig. 2: one panel per attack, clean and attacked points as overlaid histograms on
     shared bins, their means as lines, the mean shift with its 95% bootstrap interval (from `table`, the
     attacks_table of the same points) in the title; the E(x) panels first, then the E(x, y) panels, at
-    most PANELS_PER_ROW a row."""
+    most PANELS_PER_ROW a row. With several attack seeds the histograms and the attacked mean are the first
+    seed's and the title's shift is the table's (over the seeds): the title says so."""
     plt = pyplot()
     attacks = [name for name in per_point if name != "clean"]
     cols = min(PANELS_PER_ROW, len(attacks))
@@ -234,13 +235,16 @@ def plot_attack_panels(per_point: dict, table: dict, path: str, title: str) -> N
             ax.hist(attacked.numpy(), bins=bins, color=ATTACK_COLOR, alpha=0.55, label="attacked")
             ax.axvline(clean.mean().item(), color="tab:blue", lw=1.2, label="clean mean")
             ax.axvline(attacked.mean().item(), color="darkred", lw=1.2, ls="--", label="attacked mean")
-            shift = table[name][f"{key}_shift"]
-            ax.set_title(f"{name}: shift {shift['mean']:+.3f}\n95% CI [{shift['lo']:+.3f}, {shift['hi']:+.3f}]", fontsize=8.5)
+            shift, seeds = table[name][f"{key}_shift"], len(table[name].get("seeds", [0]))
+            over = f" ({seeds} seeds)" if seeds > 1 else ""
+            ax.set_title(f"{name}: shift{over} {shift['mean']:+.3f}\n95% CI [{shift['lo']:+.3f}, {shift['hi']:+.3f}]", fontsize=8.5)
             ax.set_xlabel(LABELS[key], fontsize=8)
             ax.tick_params(labelsize=7)
             if i % cols == 0:
                 ax.set_ylabel("points", fontsize=8)
     axes[0, 0].legend(fontsize=6.5)
+    if any(len(table[name].get("seeds", [0])) > 1 for name in attacks):
+        title += "; histograms and attacked means: the first attack seed; shifts: averaged over the seeds"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

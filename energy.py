@@ -135,11 +135,14 @@ def mail_trades_loss(logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torc
 # ---------------------------------------------------------------------------------------------------
 # Checkpoint selection from the energy log (train.py --select energy)
 
-ENERGY_BAND_EPOCHS = 5  # the band: delta_E of the 5 epochs up to the learning rate's decay,
+ENERGY_BAND_EPOCHS = 5  # the band: the gap over 5 epochs (which 5: `band` below),
 ENERGY_BAND_WIDTH = 3.0  # their mean +- 3 standard deviations,
 ENERGY_BAND_FLOOR = 1e-3  # the standard deviation taken as at least 0.001;
-ENERGY_BAND_PATIENCE = 2  # delta_E has left the band once it stays outside for 2 epochs in a row
+ENERGY_BAND_PATIENCE = 2  # the gap has left the band once it stays outside for 2 epochs in a row
+ENERGY_BURN_IN = 5  # band="start": the epochs skipped before the band (the gaps swing while the net starts to learn)
 LR_DECAYED = 0.5  # the decay: the first epoch whose logged learning rate is below half the peak
+ENERGY_GAPS = ("delta_E", "delta_Exy")  # dE = E(x) - E(x*), dE(x, y) = E(x, y) - E(x*, y), as train.py logs them
+ENERGY_BANDS = ("decay", "start")
 
 
 def lr_decay_index(history: list):
@@ -149,24 +152,32 @@ def lr_decay_index(history: list):
     return next((i for i, lr in enumerate(lrs) if lr < LR_DECAYED * max(lrs[:i + 1])), None)
 
 
-def energy_pick(history: list) -> int:
+def energy_pick(history: list, gap: str = "delta_E", band: str = "decay") -> int:
     """The epoch `--select energy` keeps, from the log alone (no validation attack).
 
-    Robust overfitting shows as a divergence of natural and adversarial energies once the learning rate
-    has decayed. The band is the mean +- 3 std of dE = E(x) - E(x*) (training batches, eval mode) over the
-    5 epochs up to the decay; the pick is the last epoch after it before dE leaves the band for 2 epochs
-    in a row (the newest in-band epoch while it has not). Before the decay, the newest epoch. Causal:
-    it reads only the epochs logged so far.
+    Robust overfitting shows as a divergence of natural and adversarial energies: the gap (`gap`, on
+    the training batches, eval mode) leaves the band it held before. The band is the mean +- 3 std of
+    the gap over 5 epochs: with band="decay" the 5 epochs up to the learning rate's decay (before it, the
+    pick is the newest epoch), with band="start" the 5 epochs after a burn-in of 5. The pick is the last
+    epoch after the band before the gap leaves it for 2 epochs in a row (the newest in-band epoch while
+    it has not). Causal: it reads only the epochs logged so far.
     """
-    decay = lr_decay_index(history)
-    if decay is None:
-        return history[-1]["epoch"]
-    band = torch.tensor([row["delta_E"] for row in history[max(0, decay + 1 - ENERGY_BAND_EPOCHS):decay + 1]],
-                        dtype=torch.float64)
-    spread = ENERGY_BAND_WIDTH * max(band.std().item() if len(band) > 1 else 0.0, ENERGY_BAND_FLOOR)
-    inside = [abs(row["delta_E"] - band.mean().item()) <= spread for row in history]
-    pick, outside_run = decay, 0
-    for i in range(decay + 1, len(history)):
+    if gap not in ENERGY_GAPS or band not in ENERGY_BANDS:
+        raise ValueError(f"gap in {ENERGY_GAPS} and band in {ENERGY_BANDS}; got {gap!r}, {band!r}")
+    if band == "decay":
+        end = lr_decay_index(history)
+        if end is None:
+            return history[-1]["epoch"]
+    else:
+        end = ENERGY_BURN_IN + ENERGY_BAND_EPOCHS - 1
+        if end >= len(history):
+            return history[-1]["epoch"]
+    values = [row[gap] for row in history]
+    reference = torch.tensor(values[max(0, end + 1 - ENERGY_BAND_EPOCHS):end + 1], dtype=torch.float64)
+    spread = ENERGY_BAND_WIDTH * max(reference.std().item() if len(reference) > 1 else 0.0, ENERGY_BAND_FLOOR)
+    inside = [abs(v - reference.mean().item()) <= spread for v in values]
+    pick, outside_run = end, 0
+    for i in range(end + 1, len(history)):
         outside_run = 0 if inside[i] else outside_run + 1
         if outside_run >= ENERGY_BAND_PATIENCE:
             break

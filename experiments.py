@@ -30,7 +30,7 @@ import scipy.stats
 import evaluate
 import train
 from analysis import plot_curves, read_log
-from energy import ENERGY_BAND_EPOCHS, energy_pick, lr_decay_index
+from energy import ENERGY_BAND_EPOCHS, ENERGY_BANDS, ENERGY_GAPS, energy_pick, lr_decay_index
 from methods import METHODS as METHOD_TABLE
 from models import load_checkpoint, provenance, sha256_of, write_json
 
@@ -99,7 +99,7 @@ RUNSETS = {
     "ablation-weights": RunSet("cifar10", ABLATIONS),
     "overfitting": RunSet("cifar10", {k: METHODS[k] for k in ("sat", "trades", "weat-adv")}, seeds=1,
                           plot_energies=True),
-    "claims-cpu": RunSet("cifar10", {k: METHODS[k] for k in ("sat", "trades", "weat-adv", "weat-nat")}, seeds=2,
+    "claims-cpu": RunSet("cifar10", {k: METHODS[k] for k in ("sat", "trades", "weat-adv", "weat-nat")}, seeds=5,
                          train_flags=tuple(CLAIMS_TRAIN), claims=True),
     "smoke": RunSet("synthetic", METHODS, seeds=1, train_flags=tuple(SMOKE_TRAIN), eval_flags=tuple(SMOKE_EVAL),
                     plot_energies=True, every_stage=True),
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], usage="%(prog)s RUNSET [options]",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("runset", choices=RUNSETS, help="the experiment set")
-    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 per method (default: 3; 1 for overfitting and smoke)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 per method (default: 3; 5 for claims-cpu; 1 for overfitting and smoke)")
     p.add_argument("--methods", default=None, help="comma-separated subset of the set's methods (default: all)")
     p.add_argument("--dry-run", action="store_true", help="print the commands and the estimated GPU time, run nothing")
     p.add_argument("--device", default="auto", help="passed to train.py and evaluate.py")
@@ -467,6 +467,8 @@ def claims_result(run: Run) -> dict:
             "val_epoch": val_epoch, "val_test": test_at.get(val_epoch), "energy_epoch": energy_epoch,
             "energy_test": test_at.get(energy_epoch),
             "pick_gap": test_at.get(energy_epoch, float("nan")) - test_at.get(val_epoch, float("nan")),
+            "rule_picks": {f"{gap}/{band}": {"epoch": e, "test": test_at.get(e), "gap": test_at.get(e, float("nan")) - test_at.get(val_epoch, float("nan"))}
+                           for gap in ENERGY_GAPS for band in ENERGY_BANDS for e in [energy_pick(rows, gap, band)]},
             "decay_epoch": decay, **divergence_lags(rows), "rows": rows}
 
 

@@ -13,7 +13,6 @@ Eq. 7: v_{n+1} = zeta v_n - (eta / 2) grad_x E(x_n, y)
        x_{n+1} = clamp(x_n + v_{n+1} + alpha N(0, sigma^2 I), 0, 1),  v_0 = 0,  alpha = sqrt(2 eta).
 """
 import argparse
-import json
 import math
 import os
 
@@ -25,7 +24,8 @@ import metrics
 from data import DataError, Split, split_of_run
 from energy import energy_x, energy_xy
 from metrics import MetricsError
-from models import CheckpointError, add_classifier_flags, load_classifier, resolve_device, run_command, sha256_of
+from models import (CheckpointError, add_classifier_flags, load_classifier, resolve_device, run_command, sha256_of,
+                    write_json)
 
 INITS = ("pca", "gaussian", "uniform")
 OBJECTIVES = ("energy_xy", "ce", "energy_x")
@@ -329,8 +329,7 @@ def write_run(out: str, samples, y, x0, trace, columns: int, class_names=None) -
     save_grid(x0, y, os.path.join(out, "init.png"), columns, class_names)
     image = (samples.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
     np.savez(os.path.join(out, "samples.npz"), image=image, label=y.numpy())
-    with open(os.path.join(out, "trace.json"), "w") as f:
-        json.dump(trace, f, indent=2)
+    write_json(os.path.join(out, "trace.json"), trace)
 
 
 def lpips_net(args):
@@ -379,8 +378,7 @@ def run(args) -> dict:
     args.train_npz = args.train_npz or info["args"].get("train_npz")
     args.train_key = f"npz-{sha256_of(args.train_npz)[:12]}" if args.train_npz else args.dataset
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "args.json"), "w") as f:
-        json.dump({k: v for k, v in vars(args).items() if k != "sweep"}, f, indent=2)
+    write_json(os.path.join(args.out, "args.json"), {k: v for k, v in vars(args).items() if k != "sweep"})
     print("settings: " + " ".join(f"{k}={getattr(args, k)}" for k in ("preset", "steps", "eta", "zeta", "noise_std",
                                                                        "sigma_pca", "retained_variance", "objective")))
     runs, table, first_per_class = variants(args), {}, []
@@ -395,8 +393,7 @@ def run(args) -> dict:
                         **within_class_diversity(samples, y, lpips, device)}
         if args.metrics:
             table[label]["metrics"] = sample_metrics(args, samples, y, train, device)
-            with open(os.path.join(out, "metrics.json"), "w") as f:
-                json.dump(table[label]["metrics"], f, indent=2)
+            write_json(os.path.join(out, "metrics.json"), table[label]["metrics"])
         first_per_class.append(torch.stack([samples[y == c][0] for c in y.unique()]))
     if len(runs) > 1:
         write_comparison(args, table, first_per_class, names)
@@ -410,10 +407,9 @@ def write_comparison(args, table: dict, first_per_class: list, class_names=None)
     name = "compare_inits" if args.compare_inits else "compare_samplers" if args.compare_samplers else "sweep_pca"
     save_grid(first_per_class, None, os.path.join(args.out, f"{name}.png"), len(first_per_class[0]), class_names,
               row_labels=list(table))
-    with open(os.path.join(args.out, f"{name}.json"), "w") as f:
-        json.dump({"diversity": "lpips_diversity: mean LPIPS of same-class pairs (only where its weights were at "
-                   "hand); pixel_l2_diversity: mean ||a - b||_2 of same-class pairs, pixels in [0, 1]",
-                   "runs": table}, f, indent=2)
+    write_json(os.path.join(args.out, f"{name}.json"), {
+        "diversity": "lpips_diversity: mean LPIPS of same-class pairs (only where its weights were at hand); "
+                     "pixel_l2_diversity: mean ||a - b||_2 of same-class pairs, pixels in [0, 1]", "runs": table})
 
 
 def print_table(table: dict) -> None:

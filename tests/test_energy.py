@@ -188,3 +188,17 @@ def test_energy_pick_finds_the_last_epoch_before_the_gap_leaves_its_band():
     blip[14]["delta_E"] = -0.2  # one epoch out, then back in: no departure
     blip[15:] = [dict(row, delta_E=-0.05) for row in blip[15:]]
     assert energy_pick(blip) == 20
+
+
+def test_energy_pick_with_the_band_from_the_start_and_the_joint_gap():
+    from energy import energy_pick
+    # no decay in 20 epochs; dE(x, y) swings in the burn-in (epochs 1-5), jitters around -0.3 over epochs
+    # 6-12 (the band: epochs 6-10), then drifts away from epoch 13 on
+    gap = [1.0, -2.0, 0.5, -0.8, 0.2] + [-0.3 + 0.004 * (-1) ** e for e in range(6, 13)] + [-0.3 - 0.05 * k for k in range(1, 9)]
+    log = [{"epoch": e, "lr": 0.1, "delta_E": 0.0, "delta_Exy": g} for e, g in enumerate(gap, start=1)]
+    assert energy_pick(log, gap="delta_Exy", band="start") == 12
+    assert energy_pick(log[:9], gap="delta_Exy", band="start") == 9  # the band is not complete yet: the newest
+    assert energy_pick(log, gap="delta_Exy", band="decay") == 20  # no decay: the first design keeps the newest
+    assert energy_pick(log, gap="delta_E", band="start") == 20  # dE stays put: no departure
+    with pytest.raises(ValueError, match="gap in"):
+        energy_pick(log, gap="E_nat")

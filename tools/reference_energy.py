@@ -24,11 +24,19 @@ from analysis import ANALYSIS_STEPS, POINT_RULES, attack_energies, attacks_table
 from models import provenance, write_json
 
 
-def torchattacks_means(model, x, y, eps: float, steps: int) -> dict:
-    """Mean E(x) at torchattacks' PGD and TPGD points (same eps, step, steps); empty without the package."""
+def optional_torchattacks():
+    """The torchattacks module, or None where it is not installed (a development check, not a dependency)."""
     try:
         import torchattacks
     except ImportError:
+        return None
+    return torchattacks
+
+
+def torchattacks_means(model, x, y, eps: float, steps: int) -> dict:
+    """Mean E(x) at torchattacks' PGD and TPGD points (same eps, step, steps); empty without the package."""
+    torchattacks = optional_torchattacks()
+    if torchattacks is None:
         return {}
     means = {}
     for name, attack in (("pgd-ce", torchattacks.PGD), ("trades-pgd", torchattacks.TPGD)):
@@ -37,14 +45,6 @@ def torchattacks_means(model, x, y, eps: float, steps: int) -> dict:
             x_adv = attack(model, eps=eps, alpha=PGD20_STEP_SIZE, steps=steps)(x, y)
         means[name] = point_energies(model, x_adv, y)["E_x"].mean().item()
     return means
-
-
-def torchattacks_version():
-    try:
-        import torchattacks
-    except ImportError:
-        return None
-    return torchattacks.__version__
 
 
 def main():
@@ -80,7 +80,7 @@ def main():
     if args.results:
         settings = {"n": len(y), "eps_pixels": args.eps, "steps": args.steps, "step_size": PGD20_STEP_SIZE, "points": "final",
                     "attack_seeds": args.attack_seeds,
-                    "torchattacks": torchattacks_version()}
+                    "torchattacks": getattr(optional_torchattacks(), "__version__", None)}
         write_json(args.results, {"provenance": provenance([args.test_npz]), "settings": settings, "models": models})
 
 
