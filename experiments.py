@@ -467,6 +467,7 @@ def claims_result(run: Run) -> dict:
             "val_epoch": val_epoch, "val_test": test_at.get(val_epoch), "energy_epoch": energy_epoch,
             "energy_test": test_at.get(energy_epoch),
             "pick_gap": test_at.get(energy_epoch, float("nan")) - test_at.get(val_epoch, float("nan")),
+            # every candidate rule of energy.energy_pick (the default is energy_epoch; delta_E/decay the first design)
             "rule_picks": {f"{gap}/{band}": {"epoch": e, "test": test_at.get(e), "gap": test_at.get(e, float("nan")) - test_at.get(val_epoch, float("nan"))}
                            for gap in ENERGY_GAPS for band in ENERGY_BANDS for e in [energy_pick(rows, gap, band)]},
             "decay_epoch": decay, **divergence_lags(rows), "rows": rows}
@@ -530,7 +531,7 @@ def plot_claims(results: list, path: str, setup: str = "") -> None:
     for row, label in enumerate(("test PGD accuracy %", "training robust accuracy %", "dE = E(x) - E(x*)",
                                  "dE(x,y) = E(x,y) - E(x*,y)")):
         axes[row, 0].set_ylabel(label)
-    legend = ("triangle: validation pick, star: energy pick, down-triangle: peak of smoothed test PGD, X: half its fall; "
+    legend = ("triangle: validation pick, star: energy pick (energy.energy_pick's default), down-triangle: peak of smoothed test PGD, X: half its fall; "
               "circle: the gap leaves its band; dotted: learning-rate drops; energies on the training batches, their y "
               "range fitted to the last three quarters of the epochs")
     fig.suptitle("\n".join(textwrap.wrap(setup, 22 * len(methods) + 30) + textwrap.wrap(legend, 22 * len(methods) + 30)),

@@ -180,14 +180,16 @@ def test_energy_pick_finds_the_last_epoch_before_the_gap_leaves_its_band():
     # lr 0.1 for 10 epochs, then 0.01; dE jitters around -0.05 until epoch 14, then drifts away
     dE = [-0.05 + 0.002 * (-1) ** e for e in range(1, 15)] + [-0.05 - 0.02 * k for k in range(1, 7)]
     log = [{"epoch": e, "lr": 0.1 if e < 10 else 0.01, "delta_E": d} for e, d in enumerate(dE, start=1)]
-    assert energy_pick(log) == 14
-    assert energy_pick(log[:15]) == 14  # epoch 15 alone outside: not yet confirmed, 14 stays the pick
-    assert energy_pick(log[:12]) == 12  # still inside the band: the newest epoch
-    assert energy_pick(log[:9]) == 9  # no decay yet: the newest epoch
+    first_design = lambda rows: energy_pick(rows, band="decay")  # noqa: E731
+    assert first_design(log) == 14
+    assert first_design(log[:15]) == 14  # epoch 15 alone outside: not yet confirmed, 14 stays the pick
+    assert first_design(log[:12]) == 12  # still inside the band: the newest epoch
+    assert first_design(log[:9]) == 9  # no decay yet: the newest epoch
     blip = [dict(row) for row in log]
     blip[14]["delta_E"] = -0.2  # one epoch out, then back in: no departure
     blip[15:] = [dict(row, delta_E=-0.05) for row in blip[15:]]
-    assert energy_pick(blip) == 20
+    assert first_design(blip) == 20
+    assert energy_pick(log) == energy_pick(log, "delta_E", "start") == 14  # the default: dE, the band after the burn-in
 
 
 def test_energy_pick_with_the_band_from_the_start_and_the_joint_gap():
