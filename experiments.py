@@ -376,7 +376,7 @@ def write_results(args, runs: list) -> str:
 # The claims set: robust overfitting and the energy gap, read off the training logs
 
 CLAIMS_KEYS = ("best_test", "best_epoch", "last_test", "gap", "peak_test", "end_test", "window_gap", "train_adv_last",
-               "dE_peak", "dE_last", "dExy_peak", "dExy_last", "val_epoch", "val_test", "energy_epoch", "energy_test",
+               "dE_peak", "dE_decay", "dE_last", "dExy_peak", "dExy_decay", "dExy_last", "val_epoch", "val_test", "energy_epoch", "energy_test",
                "pick_gap", "peak_epoch", "half_fall_epoch", "dE_leaves_epoch", "dExy_leaves_epoch", "dE_lag", "dExy_lag")
 
 
@@ -448,7 +448,8 @@ def claims_result(run: Run) -> dict:
     tested = [r for r in rows if r["test_pgd_acc"] is not None]
     test_at = {r["epoch"]: r["test_pgd_acc"] for r in tested}
     best = max(tested, key=lambda r: (r["test_pgd_acc"], -r["epoch"]))
-    decay = rows[lr_decay_index(rows) if lr_decay_index(rows) is not None else -1]["epoch"]
+    at_decay = rows[lr_decay_index(rows) if lr_decay_index(rows) is not None else -1]  # the last epoch at the high rate
+    decay = at_decay["epoch"]
     # best minus last takes the maximum of noisy per-epoch figures; the best mean over 5 consecutive tested
     # epochs (the peak) against the mean of the last 5 is the steadier measure of the same fall
     mean = lambda window, key: float(np.mean([r[key] for r in window]))  # noqa: E731
@@ -462,8 +463,8 @@ def claims_result(run: Run) -> dict:
             "gap": best["test_pgd_acc"] - tested[-1]["test_pgd_acc"], "peak_test": peak_test,
             "end_test": end_test, "window_gap": peak_test - end_test,
             "train_adv_last": rows[-1]["train_adv_acc"], "peak_epochs": [peak[0]["epoch"], peak[-1]["epoch"]],
-            "dE_peak": mean(peak, "delta_E"), "dE_last": rows[-1]["delta_E"],
-            "dExy_peak": mean(peak, "delta_Exy"), "dExy_last": rows[-1]["delta_Exy"],
+            "dE_peak": mean(peak, "delta_E"), "dE_decay": at_decay["delta_E"], "dE_last": rows[-1]["delta_E"],
+            "dExy_peak": mean(peak, "delta_Exy"), "dExy_decay": at_decay["delta_Exy"], "dExy_last": rows[-1]["delta_Exy"],
             "val_epoch": val_epoch, "val_test": test_at.get(val_epoch), "energy_epoch": energy_epoch,
             "energy_test": test_at.get(energy_epoch),
             "pick_gap": test_at.get(energy_epoch, float("nan")) - test_at.get(val_epoch, float("nan")),
@@ -521,7 +522,7 @@ def plot_claims(results: list, path: str, setup: str = "") -> None:
         for ax in axes[:, col]:
             for epoch in drops:
                 ax.axvline(epoch, color="grey", linestyle=":", linewidth=1)
-        axes[0, col].set_title(method)
+        axes[0, col].set_title(METHOD_TABLE[method].display if method in METHOD_TABLE else method)
         axes[0, col].legend(fontsize=7)
     for row in (2, 3):  # one y range per row (shared), fitted to the settled epochs: early spikes may leave it
         values = [v for ax in axes[row] for v in settled[ax]]

@@ -17,6 +17,13 @@ import statistics
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from methods import METHODS  # noqa: E402  (the display names of the methods)
+
+
+def shown(method: str) -> str:
+    """A method's display name (SAT, WEAT-adv, ...) from its key."""
+    return METHODS[method].display if method in METHODS else method
 BLOCK = re.compile(r"(<!-- results: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 
 
@@ -195,23 +202,24 @@ def claims_cpu(r: dict) -> str:
     the methods' falls compared seed by seed."""
     lines = [f"Setup: {r['setup']}." if r.get("setup") else "",
              "", "| method | seeds | test PGD, best 5 epochs | test PGD, last 5 | fall | training robust, last epoch "
-             "| dE, best 5 | dE, last | dE(x,y), best 5 | dE(x,y), last |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| dE, best 5 | dE, at the first drop | dE, last | dE(x,y), best 5 | dE(x,y), at the first drop | dE(x,y), last |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
         pct = lambda k: interval(row[k], row[f"{k}_ci95"])  # noqa: E731
         gap = lambda k: interval(row[k], row[f"{k}_ci95"], 1, "+.3f")  # noqa: E731
-        lines.append(f"| {row['method']} | {len(row['seeds'])} | {pct('peak_test')} | {pct('end_test')} | "
-                     f"{pct('window_gap')} | {pct('train_adv_last')} | {gap('dE_peak')} | {gap('dE_last')} | "
-                     f"{gap('dExy_peak')} | {gap('dExy_last')} |")
+        lines.append(f"| {shown(row['method'])} | {len(row['seeds'])} | {pct('peak_test')} | {pct('end_test')} | "
+                     f"{pct('window_gap')} | {pct('train_adv_last')} | {gap('dE_peak')} | {gap('dE_decay')} | {gap('dE_last')} | "
+                     f"{gap('dExy_peak')} | {gap('dExy_decay')} | {gap('dExy_last')} |")
     lines += ["", "| falls compared (same seeds, same training images) | seeds | difference of the falls | told apart? |",
               "|---|---|---|---|"]
     for p in r["paired_falls"]:
         apart = "—" if p["ci95"] is None else "yes" if abs(p["difference"]) > p["ci95"] else "no: the interval holds 0"
-        lines.append(f"| {p['methods'][0]} - {p['methods'][1]} | {len(p['seeds'])} | {interval(p['difference'], p['ci95'])} "
+        lines.append(f"| {shown(p['methods'][0])} - {shown(p['methods'][1])} | {len(p['seeds'])} | {interval(p['difference'], p['ci95'])} "
                      f"| {apart} |")
     lines += ["", "(Accuracies in %, energies in their own units; mean ± the half-width of the 95% Student-t interval over "
                   "seeds. Best 5: the 5 consecutive epochs with the best mean test PGD; last 5: the last 5 epochs; fall: "
                   "best 5 minus last 5. dE = E(x) - E(x*), dE(x,y) = E(x,y) - E(x*,y) on the training batches, eval-mode "
-                  "forward. Training robust accuracy is on each method's own training attack, so it compares epochs, not "
+                  "forward; at the first drop: the last epoch at the high learning rate. Training robust accuracy is on each method's own training attack, so it compares epochs, not "
                   "methods.)"]
     return "\n".join(lines).lstrip("\n")
 
@@ -224,14 +232,14 @@ def claims_lags(r: dict) -> str:
     epoch = lambda v: "—" if v is None else str(v)  # noqa: E731
     lag = lambda v: "—" if v is None else f"{v:+d}"  # noqa: E731
     for run in r["runs"]:
-        lines.append(f"| {run['method']} s{run['seed']} | {run['peak_epoch']} | {epoch(run['half_fall_epoch'])} | "
+        lines.append(f"| {shown(run['method'])} s{run['seed']} | {run['peak_epoch']} | {epoch(run['half_fall_epoch'])} | "
                      f"{epoch(run['dE_leaves_epoch'])} | {epoch(run['dExy_leaves_epoch'])} | {lag(run['dE_lag'])} | "
                      f"{lag(run['dExy_lag'])} | {run['dE_timing']} | {run['dExy_timing']} |")
     lines += ["", "| method | dE: precedes / accompanies / follows / stays in its band | dE(x,y): the same |", "|---|---|---|"]
     kinds = ("precedes", "accompanies", "follows", "stays in its band")
     for method in dict.fromkeys(run["method"] for run in r["runs"]):
         mine = [run for run in r["runs"] if run["method"] == method]
-        lines.append(f"| {method} | " + " | ".join(" / ".join(str(sum(run[f'{k}_timing'] == kind for run in mine))
+        lines.append(f"| {shown(method)} | " + " | ".join(" / ".join(str(sum(run[f'{k}_timing'] == kind for run in mine))
                                                           for kind in kinds) for k in ("dE", "dExy")) + " |")
     return "\n".join(lines)
 
@@ -243,7 +251,7 @@ def claims_picks(r: dict) -> str:
              "design: epoch (test PGD), energy - validation |", "|---|---|---|---|"]
     for run in r["runs"]:
         first = run["rule_picks"]["delta_E/decay"]
-        lines.append(f"| {run['method']} s{run['seed']} | {run['val_epoch']} ({100 * run['val_test']:.1f}%) | "
+        lines.append(f"| {shown(run['method'])} s{run['seed']} | {run['val_epoch']} ({100 * run['val_test']:.1f}%) | "
                      f"{run['energy_epoch']} ({100 * run['energy_test']:.1f}%), {run['energy_epoch'] - run['val_epoch']:+d} "
                      f"epochs, {100 * run['pick_gap']:+.1f} points | {first['epoch']} ({100 * first['test']:.1f}%), "
                      f"{first['epoch'] - run['val_epoch']:+d} epochs, {100 * first['gap']:+.1f} points |")
