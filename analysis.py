@@ -235,7 +235,7 @@ def plot_attack_panels(per_point: dict, table: dict, path: str, title: str) -> N
             ax.hist(attacked.numpy(), bins=bins, color=ATTACK_COLOR, alpha=0.55, label="attacked")
             ax.axvline(clean.mean().item(), color="tab:blue", lw=1.2, label="clean mean")
             ax.axvline(attacked.mean().item(), color="darkred", lw=1.2, ls="--", label="attacked mean")
-            shift, seeds = table[name][f"{key}_shift"], len(table[name].get("seeds", [0]))
+            shift, seeds = table[name][f"{key}_shift"], len(table[name]["seeds"])
             over = f" ({seeds} seeds)" if seeds > 1 else ""
             ax.set_title(f"{name}: shift{over} {shift['mean']:+.3f}\n95% CI [{shift['lo']:+.3f}, {shift['hi']:+.3f}]", fontsize=8.5)
             ax.set_xlabel(LABELS[key], fontsize=8)
@@ -243,7 +243,7 @@ def plot_attack_panels(per_point: dict, table: dict, path: str, title: str) -> N
             if i % cols == 0:
                 ax.set_ylabel("points", fontsize=8)
     axes[0, 0].legend(fontsize=6.5)
-    if any(len(table[name].get("seeds", [0])) > 1 for name in attacks):
+    if any(len(table[name]["seeds"]) > 1 for name in attacks):
         title += "; histograms and attacked means: the first attack seed; shifts: averaged over the seeds"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

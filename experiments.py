@@ -448,7 +448,8 @@ def claims_result(run: Run) -> dict:
     tested = [r for r in rows if r["test_pgd_acc"] is not None]
     test_at = {r["epoch"]: r["test_pgd_acc"] for r in tested}
     best = max(tested, key=lambda r: (r["test_pgd_acc"], -r["epoch"]))
-    at_decay = rows[lr_decay_index(rows) if lr_decay_index(rows) is not None else -1]  # the last epoch at the high rate
+    decay_index = lr_decay_index(rows)
+    at_decay = rows[decay_index if decay_index is not None else -1]  # the last epoch at the high rate
     decay = at_decay["epoch"]
     # best minus last takes the maximum of noisy per-epoch figures; the best mean over 5 consecutive tested
     # epochs (the peak) against the mean of the last 5 is the steadier measure of the same fall

@@ -27,10 +27,7 @@ def test_the_committed_pages_are_what_results_give():
 
 def test_every_results_file_is_read_by_a_block_and_says_where_it_comes_from():
     pages = "".join(open(p).read() for p in report.pages(ROOT))
-    used = set()
-    for m in report.BLOCK.finditer(pages):
-        files = report.RENDERERS[m["name"]][0]
-        used |= {files} if isinstance(files, str) else set(files)
+    used = {file for m in report.BLOCK.finditer(pages) for file in report.files_of(m["name"])}
     tracked = subprocess.run(["git", "ls-files", "results"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     files = {os.path.basename(p)[:-5] for p in tracked if p.endswith(".json")}
     assert files and files == used

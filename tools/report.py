@@ -20,10 +20,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from methods import METHODS  # noqa: E402  (the display names of the methods)
 
-
-def shown(method: str) -> str:
-    """A method's display name (SAT, WEAT-adv, ...) from its key."""
-    return METHODS[method].display if method in METHODS else method
 BLOCK = re.compile(r"(<!-- results: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 
 
@@ -53,6 +49,11 @@ def source_line(name: str, result: dict, depth: int) -> str:
 
 # ---------------------------------------------------------------------------------------------------
 # Renderers: results file -> Markdown
+
+
+def shown(method: str) -> str:
+    """A method's display name (SAT, WEAT-adv, ...) from its key."""
+    return METHODS[method].display if method in METHODS else method
 
 
 def speed_cpu(r: dict) -> str:
@@ -87,7 +88,7 @@ def moved(shift: dict) -> str:
 
 
 def seeds_note(s: dict) -> str:
-    seeds = s.get("attack_seeds", 1)
+    seeds = s["attack_seeds"]
     return ("one run of each attack (seed 0)" if seeds == 1 else
             f"each random attack run with {seeds} seeds (FAB, deterministic, once): the shift is that of the point-wise "
             "mean over the seeds, and the per-seed column gives each seed's own shift")
@@ -108,7 +109,7 @@ def energy_attacks_reference(r: dict) -> str:
                 lines.append(f"| {first} | clean | | {row['E_x']['mean']:.3f} | | | | {row['E_xy']['mean']:.3f} | | |")
                 continue
             sh = row["E_x_shift"]
-            per_seed = ", ".join(f"{v:+.3f}" for v in row.get("E_x_shift_by_seed", [sh["mean"]]))
+            per_seed = ", ".join(f"{v:+.3f}" for v in row["E_x_shift_by_seed"])
             lines.append(f"| {first} | {attack} | {row['kind']} | {row['E_x']['mean']:.3f} | {sh['mean']:+.3f} "
                          f"[{sh['lo']:+.3f}, {sh['hi']:+.3f}] | {per_seed} | {moved(sh)} | {row['E_xy']['mean']:.3f} "
                          f"| {100 * row['frac_E_x_down']:.1f}% | {100 * row['success_rate']:.1f}% |")
@@ -137,7 +138,7 @@ def claim2(results: dict) -> str:
         moves = [moved(m["attacks"][a]["E_x_shift"]) for _, m, _ in models]
         lines.append(f"| {a} | {models[0][1]['attacks'][a]['kind']} | " + " | ".join(
             f"{moves.count(k)} of {len(models)}" for k in ("down", "up", "no clear move")) + " |")
-    seeds = sorted({s.get("attack_seeds", 1) for _, _, s in models})
+    seeds = sorted({s["attack_seeds"] for _, _, s in models})
     lines += ["", f"(Change of the mean E(x), attacked minus clean, eps 8/255, K = 10, the paper's attack points, "
                   f"{' or '.join(map(str, seeds))} seeds of each random attack averaged point by point; in brackets what it "
                   "counts as: lower or raise only where its 95% bootstrap interval over points excludes 0. Intervals and "
@@ -319,15 +320,19 @@ RENDERERS = {
 }
 
 
+def files_of(name: str) -> tuple:
+    """The results files a block reads (RENDERERS names one, or a tuple of several)."""
+    files = RENDERERS[name][0]
+    return (files,) if isinstance(files, str) else files
+
+
 def render(root: str, name: str, depth: int) -> str:
     if name not in RENDERERS:
         raise ReportError(f"no renderer for the block '{name}' (known: {', '.join(RENDERERS)})")
-    files, renderer = RENDERERS[name]
-    if isinstance(files, str):  # one file: the renderer reads its result
-        result = load(root, files)
-        return renderer(result) + "\n\n" + source_line(files, result, depth) + "\n"
-    results = {file: load(root, file) for file in files}  # several: a dict file -> result
-    return renderer(results) + "\n\n" + "\n\n".join(source_line(f, r, depth) for f, r in results.items()) + "\n"
+    results = {file: load(root, file) for file in files_of(name)}
+    renderer = RENDERERS[name][1]  # one file: its result; several: a dict file -> result
+    body = renderer(*results.values()) if isinstance(RENDERERS[name][0], str) else renderer(results)
+    return body + "\n\n" + "\n\n".join(source_line(f, r, depth) for f, r in results.items()) + "\n"
 
 
 def pages(root: str) -> list:
