@@ -257,19 +257,20 @@ class Batches:
 
     Under torchrun, rank r of w takes every w-th image of the epoch's order (a disjoint shard, the same
     length on every rank) in batches of batch_size // w; each image keeps the crop and flip it would get
-    in a single process.
+    in a single process. `augment`: random crops with `pad`-pixel zero padding and flips (pad 0: flips
+    alone).
     """
 
     def __init__(self, split: Split, batch_size: int, device, shuffle=False, augment=False, seed=0,
-                 drop_last=False, rank=0, world=1, resident=True, with_index=False):
+                 drop_last=False, rank=0, world=1, resident=True, with_index=False, pad=CROP_PADDING):
         self.device = torch.device(device)
-        images = F.pad(split.images, (CROP_PADDING,) * 4) if augment else split.images  # padded once
+        images = F.pad(split.images, (pad,) * 4) if augment else split.images  # padded once
         host = images.pin_memory() if not resident and self.device.type == "cuda" else images
         self.images = images.to(device) if resident else host
         self.size = tuple(split.images.shape[2:])
         self.labels = split.labels.to(device)
         self.batch_size, self.n = batch_size // world, len(split.labels) // world
-        self.shuffle, self.augment, self.seed, self.drop_last = shuffle, augment, seed, drop_last
+        self.shuffle, self.augment, self.pad, self.seed, self.drop_last = shuffle, augment, pad, seed, drop_last
         self.rank, self.world, self.resident, self.epoch = rank, world, resident, 0
         self.with_index = with_index  # also yield each image's index in the split (a CPU tensor)
 
@@ -286,7 +287,7 @@ class Batches:
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         order = order[self.rank:self.n * self.world:self.world]  # this rank's shard
         if self.augment:
-            shifts = torch.randint(0, 2 * CROP_PADDING + 1, (2, n), generator=g).to(self.device)
+            shifts = torch.randint(0, 2 * self.pad + 1, (2, n), generator=g).to(self.device)
             flips = (torch.rand(n, generator=g) < 0.5).to(self.device)
         order_here = order.to(self.device)
         for i in range(len(self)):

@@ -24,13 +24,14 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from attacks import PGD20_STEP_SIZE, PGD20_STEPS, PIXEL, eval_mode, outside_ball, pgd
-from data import DATASETS, Batches, DataError, fits_on_device, load_data
+from data import CROP_PADDING, DATASETS, Batches, DataError, fits_on_device, load_data
 from energy import WEAT_TERMS, WEIGHT_FNS, energy_pick, energy_x, energy_xy
 from methods import LOSSES, METHODS, method_key, method_name, training_attack
 from models import (MODEL_NAMES, CheckpointError, build_model, first_line, load_checkpoint, model_config,
                     resolve_device, run_command, save_checkpoint)
 
 SCHEDULES = ("onecycle", "piecewise")
+AUGMENTATIONS = ("crop-flip", "flip", "none")
 SELECTIONS = ("best-late", "best", "last", "energy")
 PCT_START = 0.25  # OneCycleLR warm-up fraction in the authors' code
 PIECEWISE_DROPS, PIECEWISE_FACTOR = (0.5, 0.75), 0.1  # lr x0.1 at 50% and 75% of the epochs (Rice et al. 2020)
@@ -88,7 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate")
     p.add_argument("--lr-schedule", choices=SCHEDULES, default="onecycle",
                    help="onecycle: OneCycleLR, 25%% warm-up, stepped every batch (the authors'); piecewise: "
-                        "x0.1 at 50%% and 75%% of the epochs (the robust-overfitting literature's)")
+                        "x0.1 after 50%% and 75%% of the epochs (the robust-overfitting literature's), or after "
+                        "--lr-drops")
+    p.add_argument("--lr-drops", type=int, nargs="+", default=None, metavar="EPOCH",
+                   help="with --lr-schedule piecewise: the epochs after which the learning rate is multiplied by 0.1 "
+                        "(default: 50%% and 75%% of --epochs, rounded down)")
     p.add_argument("--momentum", type=float, default=0.9,
                    help="SGD momentum; with --lr-schedule onecycle OneCycleLR replaces it by a cycle from 0.95 "
                         "down to 0.85 and back, as in the authors' code")
@@ -97,9 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step-size", type=float, default=2.0, help="attack step in pixels")
     p.add_argument("--steps", type=int, default=10, help="attack steps K during training")
     p.add_argument("--train-subset", type=int, default=None, help="train on the first N training images")
-    p.add_argument("--augment", choices=("crop-flip", "none"), default="crop-flip",
+    p.add_argument("--augment", choices=AUGMENTATIONS, default="crop-flip",
                    help="training augmentation: random crop (4-pixel zero padding) + horizontal flip, the authors'; "
-                        "'none' lets a small model memorise a small set (the claims-cpu regime)")
+                        "flip alone; or none, which lets a small model memorise a small set (the claims-cpu regime)")
     p.add_argument("--val-size", type=int, default=1000,
                    help="training images held out for validation (0: train on all; select with --val-npz or "
                         "--select last|energy)")
@@ -162,6 +167,12 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     for key in ("eps", "step_size", "lr"):
         if not getattr(args, key) > 0:
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got {getattr(args, key)}")
+    if args.lr_drops is not None:
+        if args.lr_schedule != "piecewise":
+            raise ValueError("--lr-drops sets the drops of --lr-schedule piecewise")
+        if sorted(set(args.lr_drops)) != args.lr_drops or not 1 <= args.lr_drops[0] <= args.lr_drops[-1] < args.epochs:
+            raise ValueError(f"--lr-drops must be increasing epochs between 1 and {args.epochs - 1} "
+                             f"(--epochs {args.epochs}), got {' '.join(map(str, args.lr_drops))}")
     if args.train_subset is not None and args.train_subset < 1:
         raise ValueError(f"--train-subset must be at least 1, got {args.train_subset}")
     for key in ("val_size", "test_every", "energy_snapshot", "mail_burn_in"):
@@ -515,7 +526,8 @@ def build_training(args, data, rank: int, world: int) -> Training:
     resident = fits_on_device(data.train, args.device)
     # deviation: a final batch of a single image is dropped (BatchNorm cannot train on one image)
     train_batches = Batches(data.train, args.batch_size, args.device, shuffle=True,
-                            augment=args.augment == "crop-flip", seed=args.seed,
+                            augment=args.augment != "none", pad=CROP_PADDING if args.augment == "crop-flip" else 0,
+                            seed=args.seed,
                             drop_last=len(data.train) // world % (args.batch_size // world) == 1,
                             rank=rank, world=world, resident=resident, with_index=True)
     evaluation = lambda split, n: Batches(split.take(slice(0, n)), args.batch_size, args.device, rank=rank, world=world)
@@ -533,7 +545,8 @@ def build_training(args, data, rank: int, world: int) -> Training:
 
 def build_scheduler(optimizer, args, steps_per_epoch: int):
     """The learning-rate schedule, stepped every batch: OneCycleLR (the authors', 25% warm-up, momentum
-    cycled 0.95 -> 0.85 -> 0.95) or piecewise constant, x0.1 at 50% and 75% of the epochs."""
+    cycled 0.95 -> 0.85 -> 0.95) or piecewise constant, x0.1 after the epochs of --lr-drops (default: 50%
+    and 75% of the epochs)."""
     total = args.epochs * steps_per_epoch
     if args.lr_schedule == "onecycle" and PCT_START * total == 1:  # OneCycleLR divides by pct_start * total - 1
         raise TrainingError(f"--lr-schedule onecycle cannot run exactly {total} optimizer steps ({args.epochs} epochs "
@@ -542,7 +555,8 @@ def build_scheduler(optimizer, args, steps_per_epoch: int):
     if args.lr_schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, pct_start=PCT_START,
                                                    total_steps=total)
-    milestones = [int(fraction * args.epochs) * steps_per_epoch for fraction in PIECEWISE_DROPS]
+    drops = args.lr_drops or [int(fraction * args.epochs) for fraction in PIECEWISE_DROPS]
+    milestones = [epoch * steps_per_epoch for epoch in drops]
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: PIECEWISE_FACTOR ** sum(step >= m for m in milestones))
 

@@ -226,15 +226,39 @@ def test_piecewise_schedule_drops_tenfold_at_half_and_three_quarters_and_onecycl
     assert min(momenta) == pytest.approx(0.85) and max(momenta) == pytest.approx(0.95)  # not --momentum 0.9
 
 
-@pytest.mark.parametrize("augment", ["crop-flip", "none"])
-def test_augment_none_trains_on_the_images_as_they_are(tmp_path, augment):
+@pytest.mark.parametrize("augment", ["crop-flip", "flip", "none"])
+def test_augment_crops_and_flips_flips_alone_or_trains_on_the_images_as_they_are(tmp_path, augment):
     args = tiny_train_args(tmp_path, "--augment", augment)
     data = train.load_data(args.dataset, args.data_dir, args.train_npz, args.test_npz, args.val_npz,
                            args.val_size, args.train_subset, args.seed)
     batches = train.build_training(args, data, rank=0, world=1).train_batches
     x, _, index = next(iter(batches))
-    as_stored = torch.equal(x, data.train.images[index].float() / 255)
-    assert as_stored == (augment == "none")
+    stored = data.train.images[index].float() / 255
+    as_stored = [torch.equal(a, b) for a, b in zip(x, stored)]
+    mirrored = [torch.equal(a, b.flip(-1)) for a, b in zip(x, stored)]
+    either = [s or m for s, m in zip(as_stored, mirrored)]
+    if augment == "none":
+        assert all(as_stored)
+    elif augment == "flip":  # every image as stored or mirrored, some of each
+        assert all(either) and any(as_stored) and any(mirrored) and not all(as_stored)
+    else:  # crops move most images off both
+        assert sum(either) < len(either) / 2
+
+
+def test_lr_drops_move_the_piecewise_drops_and_bad_drops_are_refused(tmp_path):
+    args = tiny_train_args(tmp_path, "--lr-schedule", "piecewise", "--epochs", "8", "--lr-drops", "2", "7")
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=args.lr)
+    scheduler = train.build_scheduler(optimizer, args, steps_per_epoch=3)
+    rates = []
+    for _ in range(8):
+        rates.append(round(optimizer.param_groups[0]["lr"], 12))
+        for _ in range(3):
+            optimizer.step()
+            scheduler.step()
+    assert rates == [0.1, 0.1, 0.01, 0.01, 0.01, 0.01, 0.01, 0.001]  # x0.1 after epochs 2 and 7
+    for drops, extra in ((["2", "8"], []), (["5", "3"], []), (["0"], []), (["3"], ["--lr-schedule", "onecycle"])):
+        with pytest.raises(ValueError, match="--lr-drops"):
+            tiny_train_args(tmp_path, "--epochs", "8", "--lr-schedule", "piecewise", *extra, "--lr-drops", *drops)
 
 
 def scripted_validation(monkeypatch, accuracies):
