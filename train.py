@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", choices=AUGMENTATIONS, default="crop-flip",
                    help="training augmentation: random crop (4-pixel zero padding) + horizontal flip, the authors'; "
                         "flip alone; or none, which lets a small model memorise a small set (the claims-cpu regime)")
+    p.add_argument("--crop-padding", type=int, default=CROP_PADDING,
+                   help="with --augment crop-flip: the zero padding in pixels, so crops shift by up to this much")
     p.add_argument("--val-size", type=int, default=1000,
                    help="training images held out for validation (0: train on all; select with --val-npz or "
                         "--select last|energy)")
@@ -173,6 +175,10 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         if sorted(set(args.lr_drops)) != args.lr_drops or not 1 <= args.lr_drops[0] <= args.lr_drops[-1] < args.epochs:
             raise ValueError(f"--lr-drops must be increasing epochs between 1 and {args.epochs - 1} "
                              f"(--epochs {args.epochs}), got {' '.join(map(str, args.lr_drops))}")
+    if args.crop_padding != CROP_PADDING and args.augment != "crop-flip":
+        raise ValueError("--crop-padding sets the crops of --augment crop-flip")
+    if args.crop_padding < 1:
+        raise ValueError(f"--crop-padding must be at least 1 (--augment flip: flips alone), got {args.crop_padding}")
     if args.train_subset is not None and args.train_subset < 1:
         raise ValueError(f"--train-subset must be at least 1, got {args.train_subset}")
     for key in ("val_size", "test_every", "energy_snapshot", "mail_burn_in"):
@@ -526,7 +532,7 @@ def build_training(args, data, rank: int, world: int) -> Training:
     resident = fits_on_device(data.train, args.device)
     # deviation: a final batch of a single image is dropped (BatchNorm cannot train on one image)
     train_batches = Batches(data.train, args.batch_size, args.device, shuffle=True,
-                            augment=args.augment != "none", pad=CROP_PADDING if args.augment == "crop-flip" else 0,
+                            augment=args.augment != "none", pad=args.crop_padding if args.augment == "crop-flip" else 0,
                             seed=args.seed,
                             drop_last=len(data.train) // world % (args.batch_size // world) == 1,
                             rank=rank, world=world, resident=resident, with_index=True)

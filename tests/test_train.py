@@ -226,9 +226,9 @@ def test_piecewise_schedule_drops_tenfold_at_half_and_three_quarters_and_onecycl
     assert min(momenta) == pytest.approx(0.85) and max(momenta) == pytest.approx(0.95)  # not --momentum 0.9
 
 
-@pytest.mark.parametrize("augment", ["crop-flip", "flip", "none"])
+@pytest.mark.parametrize("augment", ["crop-flip", "crop-flip --crop-padding 1", "flip", "none"])
 def test_augment_crops_and_flips_flips_alone_or_trains_on_the_images_as_they_are(tmp_path, augment):
-    args = tiny_train_args(tmp_path, "--augment", augment)
+    args = tiny_train_args(tmp_path, "--augment", *augment.split())
     data = train.load_data(args.dataset, args.data_dir, args.train_npz, args.test_npz, args.val_npz,
                            args.val_size, args.train_subset, args.seed)
     batches = train.build_training(args, data, rank=0, world=1).train_batches
@@ -241,8 +241,16 @@ def test_augment_crops_and_flips_flips_alone_or_trains_on_the_images_as_they_are
         assert all(as_stored)
     elif augment == "flip":  # every image as stored or mirrored, some of each
         assert all(either) and any(as_stored) and any(mirrored) and not all(as_stored)
-    else:  # crops move most images off both
+    else:  # crops move most images off both, by at most --crop-padding pixels
         assert sum(either) < len(either) / 2
+        pad = args.crop_padding
+        assert batches.images.shape[-1] == data.train.images.shape[-1] + 2 * pad
+
+
+def test_crop_padding_is_refused_without_crops_or_below_one(tmp_path):
+    for extra in (["--augment", "flip", "--crop-padding", "2"], ["--crop-padding", "0"]):
+        with pytest.raises(ValueError, match="--crop-padding"):
+            tiny_train_args(tmp_path, *extra)
 
 
 def test_lr_drops_move_the_piecewise_drops_and_bad_drops_are_refused(tmp_path):
