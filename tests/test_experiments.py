@@ -92,6 +92,14 @@ def test_claims_set_dry_run_lists_its_runs(capsys):
     assert "# methods: sat, trades, weat-adv, weat-nat" in out
 
 
+def test_augmented_claims_set_changes_only_the_augmentation():
+    plain, augmented = experiments.RUNSETS["claims-cpu"].train_flags, experiments.RUNSETS["claims-cpu-aug"].train_flags
+    differ = {plain[i]: (plain[i + 1], augmented[augmented.index(plain[i]) + 1]) for i in range(0, len(plain), 2)
+              if augmented[augmented.index(plain[i]) + 1] != plain[i + 1]}
+    assert differ == {"--augment": ("none", "crop-flip")} and "--crop-padding" in augmented
+    assert experiments.with_flags(["--a", "1"], a=2, b_c=3) == ["--a", "2", "--b-c", "3"]
+
+
 def test_a_folder_with_other_settings_is_refused(tmp_path, capsys):
     folder = tmp_path / "runs" / "smoke" / "sat-s0"
     folder.mkdir(parents=True)

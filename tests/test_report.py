@@ -58,3 +58,22 @@ def test_a_block_without_a_renderer_or_a_results_file_is_a_one_line_error(tmp_pa
     os.remove(root / "results" / "speed-cpu.json")
     with pytest.raises(report.ReportError, match="results/speed-cpu.json"):
         report.render(str(root), "speed-cpu", 1)
+
+
+def test_claims_trials_reads_a_trial_run_folder(tmp_path):
+    import claims_trials
+    import train
+    from experiments import CLAIMS_TRAIN
+    from test_experiments import synthetic_claims_log
+    flags = CLAIMS_TRAIN + ["--dataset", "synthetic", "--augment", "flip", "--epochs", "60", "--loss", "sat"]
+    settings = vars(train.resolve_args(train.build_parser().parse_args(flags + ["--out-dir", str(tmp_path)])))
+    (tmp_path / "args.json").write_text(json.dumps(settings))
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in synthetic_claims_log(0, overfits=True)))
+    t = claims_trials.trial(str(tmp_path), claims_trials.claims_defaults())
+    # the synthetic run: 0.2, 0.23 over epochs 30-32, then -0.003 per epoch from 0.2; the lr it logs after epoch
+    # 30 is the dropped one (0.01), so epoch 30 is the last at the high rate
+    assert t["flags"] == "--augment flip --epochs 60" and t["method"] == "sat" and t["epochs_run"] == 60
+    assert t["best5_epochs"] == [28, 32] and t["best5"] == pytest.approx(0.218)
+    assert t["first_drop_after"] == 30 and t["before_drop5"] == pytest.approx((4 * 0.2 + 0.23) / 5)
+    assert t["after_drop5"] == pytest.approx((2 * 0.23 + 0.197 + 0.194 + 0.191) / 5)
+    assert t["last5"] == pytest.approx(0.2 - 0.003 * 26) and t["fall"] == pytest.approx(0.218 - 0.122)

@@ -278,6 +278,22 @@ def claims_picks(r: dict) -> str:
     return "\n".join(lines)
 
 
+def claims_trials(r: dict) -> str:
+    """The calibration trials of a claims regime: the flags each changed, and where its test PGD peaked
+    and how far it fell."""
+    pct = lambda v: "—" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    lines = ["| trial | flags changed from claims-cpu | epochs run | test PGD, best 5 (epochs) | 5 epochs before the "
+             "first drop | 5 after it | last 5 run | fall | training robust, last |", "|---|---|---|---|---|---|---|---|---|"]
+    for t in r["trials"]:
+        flags = f"`{t['flags']}`" if t["flags"] else "none"
+        lines.append(f"| {t['trial']} | {flags} | "
+                     f"{t['epochs_run']} of {t['epochs']} | {pct(t['best5'])} ({t['best5_epochs'][0]}-{t['best5_epochs'][1]}) | "
+                     f"{pct(t['before_drop5'])} | {pct(t['after_drop5'])} | {pct(t['last5'])} | {pct(t['fall'])} | "
+                     f"{pct(t['train_adv_last'])} |")
+    return "\n".join(lines + ["", "(SAT, seed 0; test PGD in %, on the 500 test points of the per-epoch attack; fall: "
+                                  "best 5 minus last 5 run.)"])
+
+
 def claim3(results: dict) -> str:
     """Claim 3: per generating model (a --compare-samplers run each), the PCA start alone and SGLD without and
     with momentum, scored by the model itself and by a judge it has never seen."""
@@ -320,6 +336,7 @@ RENDERERS = {
     "claims-cpu": ("claims-cpu", claims_cpu),
     "claims-cpu-lags": ("claims-cpu", claims_lags),
     "claims-cpu-picks": ("claims-cpu", claims_picks),
+    "claims-cpu-aug-trials": ("claims-cpu-aug-trials", claims_trials),
     "generation-resnet4b-paper": ("generation-resnet4b-paper", generation_runs),
     "generation-resnet4b-collapsed": ("generation-resnet4b-collapsed", generation_runs),
     "generation-resnet4b-ours": ("generation-resnet4b-ours", generation_runs),
