@@ -75,20 +75,23 @@ CLAIMS_TRAIN = ["--width", "16", "--train-subset", "500", "--augment", "none", "
 
 
 def with_flags(flags: list, **values) -> list:
-    """`flags` with the value of each --NAME replaced (or the flag added): with_flags(f, crop_padding=1)."""
+    """`flags` with each --NAME set to its value (a list: several words): the flag's one value replaced,
+    or the flag added at the end. with_flags(f, augment="flip", lr_drops=[10, 30])."""
     flags = list(flags)
     for name, value in values.items():
-        flag = "--" + name.replace("_", "-")
+        flag, words = "--" + name.replace("_", "-"), [str(v) for v in (value if isinstance(value, list) else [value])]
         if flag in flags:
-            flags[flags.index(flag) + 1] = str(value)
+            at = flags.index(flag) + 1
+            flags[at:at + 1] = words
         else:
-            flags += [flag, str(value)]
+            flags += [flag, *words]
     return flags
 
 
-# The second regime (issue 26): the same runs with augmentation, where robust overfitting should follow the
-# first learning-rate drop as in Rice et al. 2020. Calibrated on SAT, seed 0 (docs/claims.md lists the trials).
-CLAIMS_AUG_TRAIN = with_flags(CLAIMS_TRAIN, augment="crop-flip", crop_padding=1)
+# The second regime: the same runs with augmentation, where robust overfitting should follow the first
+# learning-rate drop as in Rice et al. 2020. Found by trials on SAT, seed 0 (tools/claims_trials.py; the
+# claims page lists them): flips alone, and the first drop after epoch 10, before the high rate overfits.
+CLAIMS_AUG_TRAIN = with_flags(CLAIMS_TRAIN, augment="flip", lr_drops=[10, 30])
 # Rough one-GPU seconds per training epoch, from issue 7's target (12 s per CIFAR-10 ResNet-18 epoch on an
 # H100 with bf16) scaled by images x pixels; not measured: replace with bench.py figures when a GPU is used.
 GPU_SECONDS_PER_EPOCH = {"cifar10": 12, "cifar100": 12, "svhn": 18, "tinyimagenet": 96, "synthetic": 0.1}

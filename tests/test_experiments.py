@@ -92,12 +92,11 @@ def test_claims_set_dry_run_lists_its_runs(capsys):
     assert "# methods: sat, trades, weat-adv, weat-nat" in out
 
 
-def test_augmented_claims_set_changes_only_the_augmentation():
+def test_augmented_claims_set_changes_the_augmentation_and_the_drops():
     plain, augmented = experiments.RUNSETS["claims-cpu"].train_flags, experiments.RUNSETS["claims-cpu-aug"].train_flags
-    differ = {plain[i]: (plain[i + 1], augmented[augmented.index(plain[i]) + 1]) for i in range(0, len(plain), 2)
-              if augmented[augmented.index(plain[i]) + 1] != plain[i + 1]}
-    assert differ == {"--augment": ("none", "crop-flip")} and "--crop-padding" in augmented
-    assert experiments.with_flags(["--a", "1"], a=2, b_c=3) == ["--a", "2", "--b-c", "3"]
+    assert list(augmented[:len(plain)]) == experiments.with_flags(plain, augment="flip")
+    assert augmented[len(plain):] == ("--lr-drops", "10", "30")
+    assert experiments.with_flags(["--a", "1", "--b"], a=[2, 3], c_d=4) == ["--a", "2", "3", "--b", "--c-d", "4"]
 
 
 def test_a_folder_with_other_settings_is_refused(tmp_path, capsys):
