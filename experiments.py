@@ -61,9 +61,9 @@ ABLATIONS = {  # ablation-weights: TRADES (w = 1), the paper's WEAT-adv, and WEA
 SMOKE_TRAIN = ["--width", "8", "--epochs", "4", "--lr", "0.05", "--steps", "3", "--batch-size", "50", "--val-size", "100",
                "--eval-examples", "50", "--energy-snapshot", "50", "--device", "cpu"]
 SMOKE_EVAL = ["--n-examples", "100", "--n-iter", "5", "--n-queries", "20", "--attacks", "apgd-ce,apgd-t,fab-t,square"]
-# The paper's claims on a CPU (issue 17): robust overfitting needs little data, a net that can fit its
-# training attacks and a piecewise schedule (Rice et al. 2020): 500 images without augmentation (with
-# crop + flip a width-32 net did not overfit in 60 epochs), a width-16 ResNet-18, batch 32, lr 0.05, 40
+# The paper's claims on a CPU: robust overfitting needs little data, a net that can fit its training
+# attacks and a piecewise schedule (Rice et al. 2020): 500 images without augmentation (with crops, a
+# width-16 or width-32 net did not overfit within the run), a width-16 ResNet-18, batch 32, lr 0.05, 40
 # epochs with drops after 20 and 30. Test PGD-10 on 500 points every epoch for the figure only; validation
 # PGD-20 on 100 held-out images every epoch, for the validation pick. Every step logged: the snapshot holds all
 # 500 images, so the logging forward runs on every batch anyway.
@@ -92,7 +92,7 @@ def with_flags(flags: list, **values) -> list:
 # learning-rate drop as in Rice et al. 2020. Found by trials on SAT, seed 0 (tools/claims_trials.py; the
 # claims page lists them): flips alone, and the first drop after epoch 10, before the high rate overfits.
 CLAIMS_AUG_TRAIN = with_flags(CLAIMS_TRAIN, augment="flip", lr_drops=[10, 30])
-# Rough one-GPU seconds per training epoch, from issue 7's target (12 s per CIFAR-10 ResNet-18 epoch on an
+# Rough one-GPU seconds per training epoch, from a target of 12 s per CIFAR-10 ResNet-18 epoch on an
 # H100 with bf16) scaled by images x pixels; not measured: replace with bench.py figures when a GPU is used.
 GPU_SECONDS_PER_EPOCH = {"cifar10": 12, "cifar100": 12, "svhn": 18, "tinyimagenet": 96, "synthetic": 0.1}
 GPU_SECONDS_PER_EVAL = {"cifar10": 600, "cifar100": 600, "svhn": 1500, "tinyimagenet": 1200, "synthetic": 1}
