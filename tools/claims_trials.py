@@ -18,10 +18,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train  # noqa: E402
-from analysis import read_log  # noqa: E402
 from energy import lr_decay_index  # noqa: E402
-from experiments import CLAIMS_TRAIN  # noqa: E402
+from experiments import CLAIMS_TRAIN, Run, claims_result  # noqa: E402
+from methods import method_key  # noqa: E402
 from models import provenance, write_json  # noqa: E402
+from report import claims_trials  # noqa: E402
 
 KNOBS = ("augment", "crop_padding", "train_subset", "width", "epochs", "lr_drops", "lr", "batch_size", "steps")
 WINDOW = 5
@@ -47,24 +48,21 @@ def changed_flags(settings: dict, defaults: dict) -> str:
 
 
 def trial(folder: str, defaults: dict) -> dict:
-    """One trial's settings and the test PGD figures of its log."""
+    """One trial's settings and the test PGD figures of its log: its best and last 5 epochs as the claims
+    table reads them (experiments.claims_result), and the 5 epochs either side of the first drop."""
     with open(os.path.join(folder, "args.json")) as f:
         settings = json.load(f)
-    _, rows = read_log(os.path.join(folder, "log.jsonl"))
-    tested = [r for r in rows if r.get("test_pgd_acc") is not None]
-    test = [r["test_pgd_acc"] for r in tested]
-    means = [float(np.mean(test[i:i + WINDOW])) for i in range(len(test) - WINDOW + 1)]
-    best = int(np.argmax(means))
-    decay = lr_decay_index(rows)  # index of the last epoch at the high rate
-    around = lambda lo, hi: float(np.mean(test[max(0, lo):hi])) if decay is not None else None  # noqa: E731
+    r = claims_result(Run(method_key(settings), settings["seed"], folder, [], {}))
+    dropped = lr_decay_index(r["rows"]) is not None  # claims_result's decay_epoch is the last epoch without a drop
+    tested = {row["epoch"]: row["test_pgd_acc"] for row in r["rows"] if row["test_pgd_acc"] is not None}
+    mean_over = lambda first, last: float(np.mean([tested[e] for e in range(first, last + 1) if e in tested]))  # noqa: E731
+    drop = r["decay_epoch"]
     return {"trial": os.path.basename(os.path.normpath(folder)), "flags": changed_flags(settings, defaults),
-            "method": settings.get("loss") if settings.get("weat", "none") == "none" else f"weat-{settings['weat']}",
-            "seed": settings["seed"], "epochs": settings["epochs"], "epochs_run": rows[-1]["epoch"],
-            "first_drop_after": tested[decay]["epoch"] if decay is not None else None,
-            "best5_epochs": [tested[best]["epoch"], tested[best + WINDOW - 1]["epoch"]], "best5": means[best],
-            "before_drop5": around(decay - WINDOW + 1, decay + 1) if decay is not None else None,
-            "after_drop5": around(decay + 1, decay + 1 + WINDOW) if decay is not None else None,
-            "last5": means[-1], "fall": means[best] - means[-1], "train_adv_last": rows[-1]["train_adv_acc"]}
+            "method": r["method"], "seed": r["seed"], "epochs": settings["epochs"], "epochs_run": r["rows"][-1]["epoch"],
+            "first_drop_after": drop if dropped else None, "best5_epochs": r["peak_epochs"], "best5": r["peak_test"],
+            "before_drop5": mean_over(drop - WINDOW + 1, drop) if dropped else None,
+            "after_drop5": mean_over(drop + 1, drop + WINDOW) if dropped else None,
+            "last5": r["end_test"], "fall": r["window_gap"], "train_adv_last": r["train_adv_last"]}
 
 
 def main():
@@ -75,12 +73,7 @@ def main():
     args = p.parse_args()
     defaults = claims_defaults()
     trials = [trial(folder, defaults) for folder in args.folders]
-    pct = lambda v: "—" if v is None else f"{100 * v:.1f}"  # noqa: E731
-    print("| trial | flags changed | epochs run | best 5 (epochs) | 5 before the drop | 5 after | last 5 | fall | training robust |")
-    for t in trials:
-        print(f"| {t['trial']} | {t['flags']} | {t['epochs_run']}/{t['epochs']} | {pct(t['best5'])} "
-              f"({t['best5_epochs'][0]}-{t['best5_epochs'][1]}) | {pct(t['before_drop5'])} | {pct(t['after_drop5'])} | "
-              f"{pct(t['last5'])} | {pct(t['fall'])} | {pct(t['train_adv_last'])} |")
+    print(claims_trials({"trials": trials}))  # the table the claims page shows
     if args.results:
         write_json(args.results, {"provenance": provenance(), "claims_flags": CLAIMS_TRAIN, "trials": trials})
 

@@ -56,6 +56,14 @@ def shown(method: str) -> str:
     return METHODS[method].display if method in METHODS else method
 
 
+def by_method(runs: list) -> dict:
+    """The runs of a claims results file grouped by method, in their order."""
+    groups = {}
+    for run in runs:
+        groups.setdefault(run["method"], []).append(run)
+    return groups
+
+
 def speed_cpu(r: dict) -> str:
     s, p, a, goals = r["step"], r["pipeline"], r["apgd"], r["goals"]
     return "\n".join([
@@ -219,8 +227,7 @@ def claims_cpu(r: dict) -> str:
                      f"| {apart} |")
     lines += ["", "| method | first drop after epoch | best 5 epochs, per seed | seeds whose best 5 begin after the first drop |",
               "|---|---|---|---|"]
-    for method in dict.fromkeys(run["method"] for run in r["runs"]):
-        mine = [run for run in r["runs"] if run["method"] == method]
+    for method, mine in by_method(r["runs"]).items():
         windows = ", ".join(f"{run['peak_epochs'][0]}-{run['peak_epochs'][1]}" for run in mine)
         after = sum(run["peak_epochs"][0] > run["decay_epoch"] for run in mine)
         drops = " / ".join(str(d) for d in sorted({run["decay_epoch"] for run in mine}))
@@ -246,8 +253,7 @@ def claims_lags(r: dict) -> str:
                      f"{lag(run['dExy_lag'])} | {run['dE_timing']} | {run['dExy_timing']} |")
     lines += ["", "| method | dE: precedes / accompanies / follows / stays in its band | dE(x,y): the same |", "|---|---|---|"]
     kinds = ("precedes", "accompanies", "follows", "stays in its band")
-    for method in dict.fromkeys(run["method"] for run in r["runs"]):
-        mine = [run for run in r["runs"] if run["method"] == method]
+    for method, mine in by_method(r["runs"]).items():
         lines.append(f"| {shown(method)} | " + " | ".join(" / ".join(str(sum(run[f'{k}_timing'] == kind for run in mine))
                                                           for kind in kinds) for k in ("dE", "dExy")) + " |")
     return "\n".join(lines)
@@ -298,7 +304,8 @@ def claims_trials(r: dict) -> str:
                      f"{t['epochs_run']} of {t['epochs']} | {pct(t['best5'])} ({t['best5_epochs'][0]}-{t['best5_epochs'][1]}) | "
                      f"{pct(t['before_drop5'])} | {pct(t['after_drop5'])} | {pct(t['last5'])} | {pct(t['fall'])} | "
                      f"{pct(t['train_adv_last'])} |")
-    return "\n".join(lines + ["", "(SAT, seed 0; test PGD in %, on the 500 test points of the per-epoch attack; fall: "
+    runs = ", ".join(dict.fromkeys(f"{shown(t['method'])}, seed {t['seed']}" for t in r["trials"]))
+    return "\n".join(lines + ["", f"({runs}; test PGD in %, on the 500 test points of the per-epoch attack; fall: "
                                   "best 5 minus last 5 run.)"])
 
 
