@@ -77,3 +77,27 @@ def test_claims_trials_reads_a_trial_run_folder(tmp_path):
     assert t["first_drop_after"] == 30 and t["before_drop5"] == pytest.approx((4 * 0.2 + 0.23) / 5)
     assert t["after_drop5"] == pytest.approx((2 * 0.23 + 0.197 + 0.194 + 0.191) / 5)
     assert t["last5"] == pytest.approx(0.2 - 0.003 * 26) and t["fall"] == pytest.approx(0.218 - 0.122)
+
+
+def test_claims_tables_count_best_windows_after_the_drop_and_judge_every_run_of_a_new_regime(tmp_path):
+    import experiments
+    from test_experiments import synthetic_claims_log
+    args = experiments.build_parser().parse_args(["claims-cpu-aug", "--methods", "sat", "--seeds", "2", "--runs-dir",
+                                                  str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")])
+    runs = experiments.plan(args)
+    for run in runs:
+        os.makedirs(run.folder)
+        with open(os.path.join(run.folder, "log.jsonl"), "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in synthetic_claims_log(run.seed, overfits=True))
+    experiments.write_results(args, runs)
+    result = json.loads((tmp_path / "results" / "claims-cpu-aug.json").read_text())
+    # best 5 at epochs 28-32 and the first drop after epoch 30: 2 of the 5 epochs after it, not most
+    assert "| SAT | 30 | 28-32, 28-32 | 0 of 2 |" in report.claims_cpu(result)
+    result["runs"][1]["peak_epochs"] = [29, 33]
+    assert "| SAT | 30 | 28-32, 29-33 | 1 of 2 |" in report.claims_cpu(result)
+    picks = report.RENDERERS["claims-cpu-aug-picks"][1](result)
+    gaps = [run["rule_picks"]["delta_E/start"]["gap"] for run in result["runs"]]
+    assert "runs where its pick tests at least as robust" in picks and "did not see" not in picks
+    default = next(line for line in picks.splitlines() if "(the default)" in line)
+    assert default.endswith(f"| {sum(g >= 0 for g in gaps)} of 2 |")
+    assert "the same on the runs the redesign did not see" in report.claims_picks(result, design_seeds=(0,))
