@@ -92,9 +92,9 @@ def test_claims_tables_count_best_windows_after_the_drop_and_judge_every_run_of_
     experiments.write_results(args, runs)
     result = json.loads((tmp_path / "results" / "claims-cpu-aug.json").read_text())
     # best 5 at epochs 28-32 and the first drop after epoch 30: 2 of the 5 epochs after it, not most
-    assert "| SAT | 30 | 28-32, 28-32 | 0 of 2 |" in report.claims_cpu(result)
+    assert "| SAT | 30 | 28-32, 28-32 | 9.6, 9.6 | 0 of 2 |" in report.claims_cpu(result)
     result["runs"][1]["peak_epochs"] = [29, 33]
-    assert "| SAT | 30 | 28-32, 29-33 | 1 of 2 |" in report.claims_cpu(result)
+    assert "| SAT | 30 | 28-32, 29-33 | 9.6, 9.6 | 1 of 2 |" in report.claims_cpu(result)
     picks = report.RENDERERS["claims-cpu-aug-picks"][1](result)
     gaps = [run["rule_picks"]["delta_E/start"]["gap"] for run in result["runs"]]
     assert "runs where its pick tests at least as robust" in picks and "did not see" not in picks

@@ -226,14 +226,15 @@ def claims_cpu(r: dict) -> str:
         apart = "—" if p["ci95"] is None else "yes" if abs(p["difference"]) > p["ci95"] else "no: the interval holds 0"
         lines.append(f"| {shown(p['methods'][0])} - {shown(p['methods'][1])} | {len(p['seeds'])} | {interval(p['difference'], p['ci95'])} "
                      f"| {apart} |")
-    lines += ["", "| method | first drop after epoch | best 5 epochs, per seed | seeds whose best 5 lie mostly after the "
-              "first drop (3 or more of the 5) |", "|---|---|---|---|"]
+    lines += ["", "| method | first drop after epoch | best 5 epochs, per seed | fall, per seed | seeds whose best 5 lie "
+              "mostly after the first drop (3 or more of the 5) |", "|---|---|---|---|---|"]
     for method, mine in by_method(r["runs"]).items():
         windows = ", ".join(f"{run['peak_epochs'][0]}-{run['peak_epochs'][1]}" for run in mine)
+        falls = ", ".join(f"{100 * run['window_gap']:.1f}" for run in mine)
         after = sum(sum(epoch > run["decay_epoch"] for epoch in range(run["peak_epochs"][0], run["peak_epochs"][1] + 1)) >= 3
                     for run in mine)
         drops = " / ".join(str(d) for d in sorted({run["decay_epoch"] for run in mine}))
-        lines.append(f"| {shown(method)} | {drops} | {windows} | {after} of {len(mine)} |")
+        lines.append(f"| {shown(method)} | {drops} | {windows} | {falls} | {after} of {len(mine)} |")
     lines += ["", "(Accuracies in %, energies in their own units; mean ± the half-width of the 95% Student-t interval over "
                   "seeds. Best 5: the 5 consecutive epochs with the best mean test PGD; last 5: the last 5 epochs; fall: "
                   "best 5 minus last 5. dE = E(x) - E(x*), dE(x,y) = E(x,y) - E(x*,y) on the training batches, eval-mode "
