@@ -289,8 +289,10 @@ def claims_picks(r: dict, design_seeds: tuple = ENERGY_PICK_DESIGN_SEEDS) -> str
     for rule, name in names.items():
         picks = [run["rule_picks"][rule] for run in r["runs"]]
         held_out = [run["rule_picks"][rule]["gap"] for run in unseen]
-        last = (spread(held_out) + f" ({len(held_out)} runs)" if held_out else "—") if design_seeds else \
-            f"{sum(p['gap'] >= 0 for p in picks)} of {len(picks)}"
+        if design_seeds:
+            last = spread(held_out) + f" ({len(held_out)} runs)" if held_out else "—"
+        else:
+            last = f"{sum(p['gap'] >= 0 for p in picks)} of {len(picks)}"
         lines.append(f"| {name} | {100 * statistics.mean(p['test'] for p in picks):.1f}% | {spread([p['gap'] for p in picks])} | {last} |")
     val = statistics.mean(run["val_test"] for run in r["runs"])
     lines += ["", f"(The validation pick's mean test PGD: {100 * val:.1f}%; accuracies on the 500 test points of the "
