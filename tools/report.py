@@ -281,15 +281,14 @@ def claims_picks(r: dict, design_seeds: tuple = ENERGY_PICK_DESIGN_SEEDS) -> str
                      f"{first['epoch'] - run['val_epoch']:+d} epochs, {100 * first['gap']:+.1f} points |")
     names = {"delta_E/start": "dE, band after the burn-in (the default)", "delta_E/decay": "dE, band before the decay (the first design)",
              "delta_Exy/start": "dE(x,y), band after the burn-in", "delta_Exy/decay": "dE(x,y), band before the decay"}
-    unseen = [run for run in r["runs"] if run["seed"] not in design_seeds]
     spread = lambda gaps: f"{100 * statistics.mean(gaps):+.1f} points ({100 * min(gaps):+.1f}, {100 * max(gaps):+.1f})"  # noqa: E731
     lines += ["", "| rule | mean test PGD at its pick | its pick - the validation pick's, mean (min, max) | "
                   + ("the same on the runs the redesign did not see |" if design_seeds else "runs where its pick tests at least as robust |"),
               "|---|---|---|---|"]
     for rule, name in names.items():
         picks = [run["rule_picks"][rule] for run in r["runs"]]
-        held_out = [run["rule_picks"][rule]["gap"] for run in unseen]
         if design_seeds:
+            held_out = [run["rule_picks"][rule]["gap"] for run in r["runs"] if run["seed"] not in design_seeds]
             last = spread(held_out) + f" ({len(held_out)} runs)" if held_out else "—"
         else:
             last = f"{sum(p['gap'] >= 0 for p in picks)} of {len(picks)}"
