@@ -48,6 +48,7 @@ SNAPSHOT_DIR = "energy-snapshots"  # in the run folder: epoch-0001.npz, ... (--e
 # of the epoch's shuffled batches: their eval-mode forward of x* costs 1 of a step's ~30 forward-equivalents
 LOG_EVERY = 4
 FAULT_CHECK_EVERY = 20  # deviation: faults are read every 20 steps, not every step; steps between the host reads of the non-finite / eps-ball flag (one sync each)
+VAL_ALL_SEED = 7_919  # offsets --val-all's random stream from the epoch's own seed (seed_epoch)
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_IN_HELP = "%(default).0s"  # tells ArgumentDefaultsHelpFormatter the help text states the default
 
@@ -111,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training images held out for validation (0: train on all; select with --val-npz or "
                         "--select last|energy)")
     p.add_argument("--eval-examples", type=int, default=1000, help="validation points for the per-epoch PGD-20")
+    p.add_argument("--val-all", action="store_true",
+                   help="every epoch, also attack the held-out images past --eval-examples (PGD-20, after the test "
+                        "pass and in a random stream of its own, so that every other logged figure stays as without "
+                        "it); the log's val_all_pgd_acc covers every held-out image and --select reads it")
     p.add_argument("--select", choices=SELECTIONS, default="best-late",
                    help="what best.pt holds: best-late = best validation PGD-20 of the last 10%% of epochs (the "
                         "authors'), best = of all epochs, last, energy = the energy-gap rule (energy.energy_pick)")
@@ -512,6 +517,7 @@ class Training(NamedTuple):
     config: dict  # the model's configuration (saved in every checkpoint)
     train_batches: Batches
     val_batches: Batches  # --eval-examples validation points (selection)
+    val_rest_batches: Batches  # with --val-all: the held-out points past --eval-examples
     test_batches: Batches  # --test-examples test points (figures only)
     optimizer: torch.optim.Optimizer
     scheduler: object  # the learning-rate schedule, stepped every batch
@@ -543,6 +549,8 @@ def build_training(args, data, rank: int, world: int) -> Training:
                                 weight_decay=args.weight_decay)
     return Training(nets=Networks(model, compiled, ddp), config=config, train_batches=train_batches,
                     val_batches=evaluation(data.val, args.eval_examples),
+                    val_rest_batches=evaluation(data.val.take(slice(args.eval_examples, len(data.val) if args.val_all else 0)),
+                                                len(data.val)),
                     test_batches=evaluation(data.test, args.test_examples), optimizer=optimizer,
                     scheduler=build_scheduler(optimizer, args, len(train_batches)),
                     scaler=torch.amp.GradScaler("cuda", enabled=args.amp == "fp16"), resident=resident,
@@ -581,8 +589,15 @@ def select_epoch(history: list, rule: str, epochs: int):
     if rule == "energy":
         return energy_pick(history)
     first = epochs - max(1, round(LATE_FRACTION * epochs)) + 1 if rule == "best-late" else 1
-    rows = [r for r in history if r["epoch"] >= first and r["val_pgd_acc"] is not None]
-    return max(rows, key=lambda r: (r["val_pgd_acc"], -r["epoch"]))["epoch"] if rows else None
+    key = validation_key(history)
+    rows = [r for r in history if r["epoch"] >= first and r[key] is not None]
+    return max(rows, key=lambda r: (r[key], -r["epoch"]))["epoch"] if rows else None
+
+
+def validation_key(history: list) -> str:
+    """The log's validation figure that selection reads: val_all_pgd_acc (every held-out image, --val-all)
+    where the log has it, else val_pgd_acc (the first --eval-examples)."""
+    return "val_all_pgd_acc" if "val_all_pgd_acc" in history[0] else "val_pgd_acc"
 
 
 def save_epoch(args, training: Training, history: list, snapshot: dict = None) -> None:
@@ -650,8 +665,26 @@ def run_epoch(args, training: Training, epoch: int, rank: int, world: int) -> tu
     # starts do not move validation's)
     row["test_nat_acc"], row["test_pgd_acc"] = (evaluate_pgd(model, training.test_batches, eps, PGD20_STEP_SIZE,
                                                              args.test_steps) if tested else (None, None))
+    if args.val_all:
+        row["val_all_nat_acc"], row["val_all_pgd_acc"] = validate_all(model, training, row, args.seed, epoch, eps)
     row["seconds"] = time.time() - start
     return row, (snapshot.arrays() if snapshot is not None else None)
+
+
+def validate_all(model, training: Training, row: dict, seed: int, epoch: int, eps: float) -> tuple:
+    """Clean and PGD-20 accuracy over every held-out image (--val-all): the held-out images past
+    --eval-examples are attacked in a random stream of their own (seeded from the run's seed and the epoch),
+    so the global stream, and with it every other figure of the run, is the same as without --val-all;
+    pooled with the epoch's validation of the first --eval-examples."""
+    first, rest = training.val_batches, training.val_rest_batches
+    with torch.random.fork_rng(devices=[torch.device(first.device)] if first.device.type == "cuda" else []):
+        torch.manual_seed(VAL_ALL_SEED + seed * 1_000_003 + epoch)
+        nat, adv = evaluate_pgd(model, rest, eps, PGD20_STEP_SIZE, PGD20_STEPS)
+    if nat is None:
+        return row["val_nat_acc"], row["val_pgd_acc"]
+    n_first, n_rest = first.n * first.world, rest.n * rest.world
+    pool = lambda a, b: (a * n_first + b * n_rest) / (n_first + n_rest)  # noqa: E731
+    return pool(row["val_nat_acc"], nat), pool(row["val_pgd_acc"], adv)
 
 
 def summary_line(row: dict, epochs: int) -> str:

@@ -364,3 +364,19 @@ def test_log_every_samples_steps_while_the_loss_and_the_snapshots_see_every_step
         for key in ("E_x", "E_xy", "E_x_adv", "E_xy_adv"):  # every snapshot point, logged step or not
             assert np.isfinite(snaps[1][key]).all()
             np.testing.assert_allclose(snaps[1][key], snaps[0][key], rtol=1e-5, atol=1e-5)
+
+
+def test_val_all_adds_the_other_held_out_images_and_moves_no_other_figure(tmp_path):
+    """--val-all attacks the held-out images past --eval-examples in a stream of its own: every other logged
+    figure is the same as without it (test pass included), and its figure pools both parts."""
+    flags = ["--loss", "sat", "--test-every", "1", "--test-examples", "50"]
+    plain = train.run(tiny_train_args(tmp_path / "plain", *flags))
+    full = train.run(tiny_train_args(tmp_path / "all", *flags, "--val-all"))
+    assert without_seconds(plain) == [{k: v for k, v in row.items() if not k.startswith("val_all")}
+                                      for row in without_seconds(full)]
+    for row in full:  # 100 held out, the first 50 in val_pgd_acc: the pool is a multiple of 1/100 within both
+        assert abs(100 * row["val_all_pgd_acc"] - round(100 * row["val_all_pgd_acc"])) < 1e-6
+        assert 0 <= row["val_all_pgd_acc"] <= row["val_all_nat_acc"] <= 1
+    assert train.validation_key(full) == "val_all_pgd_acc" and train.validation_key(plain) == "val_pgd_acc"
+    best = max(full, key=lambda r: (r["val_all_pgd_acc"], -r["epoch"]))["epoch"]
+    assert train.select_epoch(full, "best", 2) == best
