@@ -14,8 +14,9 @@ with x_adv from the TRADES attack (KL ascent, model in eval mode):
     loss = weat_loss(model(x), model(x_adv), y, beta=6.0)      # WEAT-adv, the paper's method
     loss = trades_loss(model(x), model(x_adv), y, beta=6.0)    # TRADES (Zhang et al. 2019)
 
-Also here: the MART and MAIL-TR losses the paper compares with, and the energy-based checkpoint pick
-(`energy_pick`, our own rule, not the paper's). The Section 3 analysis command is analysis.py.
+Also here: the MART and MAIL-TR losses the paper compares with, the Delta Energy Regularizer of the
+authors' follow-up (`der_loss`: SAT with the natural and adversarial energies held together), and the
+energy-based checkpoint pick (`energy_pick`, our own rule, not the paper's). The Section 3 analysis command is analysis.py.
 """
 import torch
 import torch.nn.functional as F
@@ -130,6 +131,29 @@ def mail_trades_loss(logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torc
     kl = kl_per_sample(logits_nat, logits_adv)
     w = mail_weights(logits_adv, y) if weighted else torch.ones_like(kl)
     return F.cross_entropy(logits_nat, y) + beta * (w * kl).mean()
+
+
+def delta_energy_penalty(logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor,
+                         gamma: float = 0.0) -> torch.Tensor:
+    """The Delta Energy Regularizer (DER; Mirza et al. 2025, arXiv 2505.22486), averaged over the batch size B:
+
+        (1/B) sum_i max(||(dE_i, dExy_i)||_2 - gamma, 0),
+        dE_i = E(x_i) - E(x*_i),  dExy_i = E(x_i, y_i) - E(x*_i, y_i)
+
+    the per-sample natural-minus-adversarial energy gaps, whose divergence the paper reads as robust
+    overfitting. Our reading of the published formula: the norm is per sample over the two gaps, the hinge
+    per sample, then the mean (the paper leaves the reduction open; its beta and gamma are not published).
+    """
+    gaps = torch.stack([energy_x(logits_nat) - energy_x(logits_adv),
+                        energy_xy(logits_nat, y) - energy_xy(logits_adv, y)], dim=1)
+    return F.relu(torch.linalg.vector_norm(gaps, dim=1) - gamma).mean()
+
+
+def der_loss(logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float,
+             gamma: float = 0.0) -> torch.Tensor:
+    """SAT with the Delta Energy Regularizer: (1/B) sum_i CE(f(x*_i), y_i) + beta * delta_energy_penalty,
+    x* from PGD-CE as in SAT; beta = 0 is SAT itself."""
+    return F.cross_entropy(logits_adv, y) + beta * delta_energy_penalty(logits_nat, logits_adv, y, gamma)
 
 
 # ---------------------------------------------------------------------------------------------------

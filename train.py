@@ -11,6 +11,7 @@ the last 10% of epochs, the authors' rule). `--resume` continues from last.pt an
 weights as an uninterrupted run.
 """
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -26,7 +27,7 @@ from tqdm import tqdm
 from attacks import PGD20_STEP_SIZE, PGD20_STEPS, PIXEL, eval_mode, outside_ball, pgd
 from data import CROP_PADDING, DATASETS, Batches, DataError, fits_on_device, load_data
 from energy import WEAT_TERMS, WEIGHT_FNS, energy_pick, energy_x, energy_xy
-from methods import LOSSES, METHODS, method_key, method_name, training_attack
+from methods import DER_BETA, LOSSES, METHODS, method_key, method_name, training_attack
 from models import (MODEL_NAMES, CheckpointError, build_model, first_line, load_checkpoint, model_config,
                     resolve_device, run_command, save_checkpoint)
 
@@ -70,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=64, help="base channel count (64 is the paper's network)")
     p.add_argument("--normalize", action="store_true", help="normalise inputs with CIFAR-10 statistics")
     p.add_argument("--loss", choices=LOSSES, default="trades",
-                   help="outer objective: TRADES (KL attack), SAT i.e. PGD-AT (CE attack), MART (CE attack), "
+                   help="outer objective: TRADES (KL attack), SAT i.e. PGD-AT (CE attack), SAT + DER (SAT with the "
+                        "Delta Energy Regularizer), MART (CE attack), "
                         "MAIL-TR (KL attack), or natural (plain CE, no attack: a non-robust model to compare with)")
     p.add_argument("--mail-burn-in", type=int, default=None,
                    help="MAIL-TR: epochs of plain TRADES before its weights switch on (default: 60%% of --epochs)"
@@ -83,8 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weat-fn", choices=WEIGHT_FNS, default="energy",
                    help="ablation: the paper's 1/softplus(|E|) weights, or 'uniform' (their batch mean for every sample)")
     p.add_argument("--beta", type=float, default=None,
-                   help="KL weight (default: TRADES 6, WEAT 6 and 7 on cifar100, MART 5, MAIL-TR 5; SAT and natural "
-                        "training have none)" + DEFAULT_IN_HELP)
+                   help="the regulariser's weight: KL weight (default: TRADES 6, WEAT 6 and 7 on cifar100, MART 5, "
+                        f"MAIL-TR 5), DER's beta (SAT + DER: {DER_BETA:g}); SAT and natural training have none"
+                        + DEFAULT_IN_HELP)
+    p.add_argument("--der-gamma", type=float, default=0.0,
+                   help="--loss sat-der: the hinge of the Delta Energy Regularizer (gaps below it cost nothing)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: 100; 30 for svhn)" + DEFAULT_IN_HELP)
     p.add_argument("--batch-size", type=int, default=128, help="training batch size")
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate")
@@ -161,6 +166,10 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         args.beta = METHODS[method_key(vars(args))].default_beta(args.dataset)
     if args.mail_burn_in is None:
         args.mail_burn_in = round(MAIL_BURN_IN * args.epochs)
+    if args.der_gamma != 0 and args.loss != "sat-der":
+        raise ValueError(f"--der-gamma is the hinge of --loss sat-der; it cannot be used with --loss {args.loss}")
+    if args.der_gamma < 0:
+        raise ValueError(f"--der-gamma must not be negative, got {args.der_gamma}")
     if args.loss != "trades" and args.weat != "none":
         raise ValueError(f"--weat weights the TRADES loss; it cannot be used with --loss {args.loss}")
     if args.val_size == 0 and args.val_npz is None and args.select in ("best", "best-late"):
@@ -219,8 +228,27 @@ def training_loss(model, x, x_adv, y, args, epoch: int) -> tuple:
     logits_adv = model(x_adv).float()
     # deviation: one natural forward serves the CE and the KL term (TRADES' code runs model(x) twice; the
     # loss and its gradient are the same, BatchNorm statistics see the natural batch once per step).
-    logits_nat = model(x).float() if method.natural_forward else None
+    logits_nat = None
+    if method.natural_forward:
+        with contextlib.nullcontext() if method.natural_stats else frozen_batchnorm_statistics(model):
+            logits_nat = model(x).float()
     return method.loss(logits_nat, logits_adv, y, args, epoch)
+
+
+@contextlib.contextmanager
+def frozen_batchnorm_statistics(model):
+    """Train-mode BatchNorm (batch statistics) whose running statistics do not move: momentum 0 inside,
+    restored after."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0  # running = (1 - 0) running + 0 batch: unchanged, to the bit
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(tracked)
 
 
 @torch.no_grad()

@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from energy import ablated_weights, energy_x, energy_xy, kl_per_sample, trades_loss, weat_loss, weat_weights
+from energy import (ablated_weights, delta_energy_penalty, der_loss, energy_x, energy_xy, kl_per_sample, trades_loss,
+                    weat_loss, weat_weights)
 
 
 def random_logits(n=16, k=10, scale=3.0, dtype=torch.float64):
@@ -204,3 +205,27 @@ def test_energy_pick_with_the_band_from_the_start_and_the_joint_gap():
     assert energy_pick(log, gap="delta_E", band="start") == 20  # dE stays put: no departure
     with pytest.raises(ValueError, match="gap in"):
         energy_pick(log, gap="E_nat")
+
+
+def test_delta_energy_penalty_is_the_hinge_of_the_per_sample_norm_of_both_gaps():
+    # two classes, logits chosen so the gaps are known: sample 0 has E(x) = -log(e^1 + e^1), E(x*) = -log(e^0 + e^0)
+    logits_nat = torch.tensor([[1.0, 1.0], [2.0, 0.0]], dtype=torch.float64)
+    logits_adv = torch.tensor([[0.0, 0.0], [2.0, 0.0]], dtype=torch.float64)
+    y = torch.tensor([0, 1])
+    # sample 0: dE = -(1 + log 2) + log 2 = -1, dExy = -1 - 0 = -1, norm sqrt(2); sample 1: both gaps 0
+    torch.testing.assert_close(delta_energy_penalty(logits_nat, logits_adv, y),
+                               torch.tensor(math.sqrt(2) / 2, dtype=torch.float64))
+    torch.testing.assert_close(delta_energy_penalty(logits_nat, logits_adv, y, gamma=1.0),
+                               torch.tensor((math.sqrt(2) - 1) / 2, dtype=torch.float64))
+    assert delta_energy_penalty(logits_nat, logits_adv, y, gamma=2.0) == 0
+
+
+def test_der_loss_is_ce_on_x_adv_plus_beta_times_the_penalty_and_has_finite_gradients_at_zero_gaps():
+    logits_nat, logits_adv, y = random_logits(), random_logits(), torch.randint(0, 10, (16,))
+    ce = F.cross_entropy(logits_adv, y)
+    torch.testing.assert_close(der_loss(logits_nat, logits_adv, y, beta=0.0), ce)
+    torch.testing.assert_close(der_loss(logits_nat, logits_adv, y, beta=2.5, gamma=0.1),
+                               ce + 2.5 * delta_energy_penalty(logits_nat, logits_adv, y, 0.1))
+    same = random_logits().requires_grad_(True)
+    der_loss(same, same.detach().clone(), y, beta=1.0).backward()  # every gap exactly 0: the norm's kink
+    assert torch.isfinite(same.grad).all()

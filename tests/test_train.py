@@ -380,3 +380,23 @@ def test_val_all_adds_the_other_held_out_images_and_moves_no_other_figure(tmp_pa
     assert train.validation_key(full) == "val_all_pgd_acc" and train.validation_key(plain) == "val_pgd_acc"
     best = max(full, key=lambda r: (r["val_all_pgd_acc"], -r["epoch"]))["epoch"]
     assert train.select_epoch(full, "best", 2) == best
+
+
+def test_sat_der_with_beta_0_is_sat_to_the_bit_and_with_beta_holds_the_energies_together(tmp_path):
+    """SAT + DER reads f(x) without moving BatchNorm's running statistics: with beta 0 its log and weights are
+    SAT's exactly (the penalty's effect on the gaps is measured in the claims runs, not here)."""
+    sat = train.run(tiny_train_args(tmp_path / "sat", "--loss", "sat", "--lr", "0.05"))
+    der0 = train.run(tiny_train_args(tmp_path / "der0", "--loss", "sat-der", "--beta", "0", "--lr", "0.05"))
+    assert without_seconds(sat) == without_seconds(der0)
+    a, b = (load_checkpoint(str(tmp_path / name / "last.pt"))["model"] for name in ("sat", "der0"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    der = train.run(tiny_train_args(tmp_path / "der", "--loss", "sat-der", "--beta", "1", "--der-gamma", "0.01",
+                                    "--lr", "0.05"))
+    assert der[0]["train_loss"] != sat[0]["train_loss"] and all(np.isfinite(r["train_loss"]) for r in der)
+
+
+def test_der_gamma_belongs_to_sat_der():
+    for flags, message in ((["--der-gamma", "0.5"], "--der-gamma is the hinge of --loss sat-der"),
+                           (["--loss", "sat-der", "--der-gamma", "-1"], "must not be negative")):
+        with pytest.raises(ValueError, match=message):
+            train.resolve_args(train.build_parser().parse_args(TINY_RUN + flags))
