@@ -189,13 +189,15 @@ def split_of_run(run_args: dict, train: bool, data_dir: str = None, npz: str = N
 
 
 def load_data(name: str, data_dir: str = "data", train_npz: str = None, test_npz: str = None,
-              val_npz: str = None, val_size: int = 1000, train_subset: int = None, seed: int = 0) -> Data:
+              val_npz: str = None, val_size: int = 1000, train_subset: int = None, seed: int = 0,
+              balanced: bool = False) -> Data:
     """Train / validation / test splits.
 
     The validation split is `val_npz`, or `val_size` images held out of the training set at random
     (fixed by `seed`); it is what checkpoints are selected on. The test set is never used for that.
     `val_size=0` (and no `val_npz`) trains on every image and leaves the validation split empty.
-    `train_subset` keeps the first N of the remaining training images.
+    `train_subset` keeps the first N of the remaining training images; with `balanced`, the first N / K of
+    each of the K classes (in the split's order), so that every class has the same share.
     """
     train = load_split(name, data_dir, True, train_npz)
     test = load_split(name, data_dir, False, test_npz)
@@ -207,9 +209,9 @@ def load_data(name: str, data_dir: str = "data", train_npz: str = None, test_npz
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
         val = train.take(order[:val_size].sort().values)
         train = train.take(order[val_size:].sort().values)
-    if train_subset is not None:
-        train = train.take(slice(0, train_subset))
     num_classes = NUM_CLASSES.get(name) or int(max(s.labels.max() for s in (train, val, test) if len(s))) + 1
+    if train_subset is not None:
+        train = train.take(balanced_subset(train.labels, train_subset, num_classes) if balanced else slice(0, train_subset))
     for split_name, split in (("train", train), ("val", val), ("test", test)):
         if split_name == "val" and len(split) == 0 and val_npz is None:
             continue  # --val-size 0: no validation split
@@ -219,6 +221,19 @@ def load_data(name: str, data_dir: str = "data", train_npz: str = None, test_npz
             raise DataError(f"{split_name} images are {tuple(split.images.shape[1:])}, train images "
                             f"{tuple(train.images.shape[1:])}")
     return Data(train, val, test, num_classes)
+
+
+def balanced_subset(labels: torch.Tensor, n: int, num_classes: int) -> torch.Tensor:
+    """Indices of the first n / num_classes images of each class, in the split's order (sorted)."""
+    if n % num_classes:
+        raise DataError(f"a class-balanced subset of {n} images needs a multiple of the {num_classes} classes")
+    per_class = n // num_classes
+    chosen = [(labels == k).nonzero().squeeze(1)[:per_class] for k in range(num_classes)]
+    short = [k for k, c in enumerate(chosen) if len(c) < per_class]
+    if short:
+        raise DataError(f"a class-balanced subset of {n} images needs {per_class} per class; class {short[0]} has "
+                        f"{len(chosen[short[0]])}")
+    return torch.cat(chosen).sort().values
 
 
 def crop_flip(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, flip: torch.Tensor,

@@ -25,6 +25,8 @@ import sys
 import textwrap
 
 import numpy as np
+import scipy.integrate
+import scipy.optimize
 import scipy.stats
 
 import evaluate
@@ -35,8 +37,11 @@ from methods import METHODS as METHOD_TABLE
 from models import load_checkpoint, provenance, sha256_of, write_json
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-PAPER_TABLE = "Mirza et al. 2024 (ResNet-18; PGD-20 / AutoAttack, via ../shared/DESIGN.md's summary)"
-# Robust accuracy % (PGD-20, AutoAttack) of ResNet-18 as summarised in DESIGN.md: targets, not verified truth.
+PAPER_SOURCE = ("transcribed from a summary of the paper's tables (Mirza et al. 2024, arXiv 2407.06315): targets to "
+                "check, not figures verified against its PDF")
+PAPER_TABLE = f"Mirza et al. 2024 (ResNet-18; PGD-20 / AutoAttack), {PAPER_SOURCE}"
+# Robust accuracy % (PGD-20, AutoAttack) of ResNet-18 in the paper (arXiv 2407.06315), transcribed from a summary
+# of its tables: targets to check, not figures verified against the PDF.
 PAPER = {
     "cifar10": {"sat": (49.03, 45.37), "trades": (52.65, 49.46), "mail-tr": (53.09, 49.42), "weat-nat": (52.43, 49.02),
                 "weat-adv": (53.35, 49.75)},
@@ -90,10 +95,26 @@ def with_flags(flags: list, **values) -> list:
     return flags
 
 
+def merged(flags: list, extra) -> list:
+    """`flags` with each `--name value` pair of `extra` replacing the flag's own value, or added."""
+    for flag, value in zip(extra[::2], extra[1::2]):
+        flags = with_flags(flags, **{flag[2:].replace("-", "_"): value})
+    return flags
+
+
 # The second regime: the same runs with augmentation, where robust overfitting should follow the first
 # learning-rate drop as in Rice et al. 2020. Found by trials on SAT, seed 0 (tools/claims_trials.py; the
 # claims page lists them): flips alone, and the first drop after epoch 10, before the high rate overfits.
 CLAIMS_AUG_TRAIN = with_flags(CLAIMS_TRAIN, augment="flip", lr_drops=[10, 30])
+# The paper's headline claim (WEAT improves robust accuracy) at CPU scale: the paper's recipe (OneCycle, lr 0.1,
+# batch 128, crop + flip, K = 10, beta 6, best-late selection: the train.py defaults) made small enough for
+# 2 cores: 10,000 class-balanced training images, a width-16 ResNet-18, 15 epochs, validation PGD-20 on 500
+# held-out images (best-late chooses between the last 2 epochs). PGD-20 on the whole test split for best.pt and
+# last.pt; the standard cascade on the first 1,000 test points, for best.pt only.
+ACCURACY_TRAIN = ["--width", "16", "--train-subset", "10000", "--balanced-subset", "--epochs", "15",
+                  "--eval-examples", "500"]
+ACCURACY_EVAL, ACCURACY_LAST_EVAL = ["--cascade-examples", "1000"], ["--cascade-examples", "0"]
+ACCURACY_PAIRS = (("weat-adv", "trades"), ("weat-nat", "trades"), ("trades", "sat"))
 # Rough one-GPU seconds per training epoch, from a target of 12 s per CIFAR-10 ResNet-18 epoch on an
 # H100 with bf16) scaled by images x pixels; not measured: replace with bench.py figures when a GPU is used.
 GPU_SECONDS_PER_EPOCH = {"cifar10": 12, "cifar100": 12, "svhn": 18, "tinyimagenet": 96, "synthetic": 0.1}
@@ -108,6 +129,8 @@ class RunSet:
     seeds: int = 3
     train_flags: tuple = ()
     eval_flags: tuple = ()
+    last_eval_flags: tuple = ()  # evaluate.py flags that replace eval_flags' own for last.pt (e.g. no cascade)
+    compare: tuple = ()  # (method a, method b) pairs whose seed-by-seed differences the table reports
     plot_energies: bool = False  # the energy-curves figure (dE, E_nat, E_adv over epochs)
     every_stage: bool = False  # also the energy analysis and generation on the last run (smoke)
     claims: bool = False  # no evaluate.py: the table and figure come from the training logs (claims-cpu)
@@ -125,6 +148,9 @@ RUNSETS = {
                          train_flags=tuple(CLAIMS_TRAIN), claims=True),
     "claims-cpu-aug": RunSet("cifar10", {k: METHODS[k] for k in ("sat", "trades", "weat-adv")}, seeds=3,
                              train_flags=tuple(CLAIMS_AUG_TRAIN), claims=True),
+    "accuracy-cpu": RunSet("cifar10", {k: METHODS[k] for k in ("sat", "trades", "weat-nat", "weat-adv")},
+                           train_flags=tuple(ACCURACY_TRAIN), eval_flags=tuple(ACCURACY_EVAL),
+                           last_eval_flags=tuple(ACCURACY_LAST_EVAL), compare=ACCURACY_PAIRS),
     "smoke": RunSet("synthetic", METHODS, seeds=1, train_flags=tuple(SMOKE_TRAIN), eval_flags=tuple(SMOKE_EVAL),
                     plot_energies=True, every_stage=True),
 }
@@ -199,7 +225,8 @@ def plan(args) -> list:
                          "--out-dir", folder]
             eval_cmds = {} if runset.claims else {
                 which: [sys.executable, os.path.join(ROOT, "evaluate.py"), "--ckpt", os.path.join(folder, f"{which}.pt"),
-                        *runset.eval_flags, *passed_on(args, EVAL_OVERRIDES), *device,
+                        *merged(list(runset.eval_flags), runset.last_eval_flags if which == "last" else ()),
+                        *passed_on(args, EVAL_OVERRIDES), *device,
                         "--out", os.path.join(folder, f"eval-{which}.json")] for which in CHECKPOINTS}
             runs.append(Run(method, seed, folder, train_cmd, eval_cmds))
     return runs
@@ -238,7 +265,9 @@ def evaluation_done(run: Run, which: str) -> bool:
             and report["attacks"] == wanted.attacks and report["eps_pixels"] == wanted.eps
             and report["attack_settings"]["n_iter"] == wanted.n_iter
             and report["attack_settings"]["n_queries"] == wanted.n_queries
-            and report["seed"] == wanted.seed and (wanted.n_examples is None or report["n"] <= wanted.n_examples))
+            and report["seed"] == wanted.seed and (wanted.n_examples is None or report["n"] <= wanted.n_examples)
+            and report.get("cascade_n", report["n"]) == min(report["n"], wanted.cascade_examples if
+                                                            wanted.cascade_examples is not None else report["n"]))
 
 
 def checkpoint_epoch(run: Run, which: str) -> int:
@@ -303,8 +332,11 @@ def run_result(run: Run) -> dict:
         with open(path) as f:
             report = json.load(f)
         prefix = "" if which == "best" else "last_"
+        cascade = report.get("cascade")  # none where the set runs no cascade on last.pt
         result.update({f"{prefix}n": report["n"], f"{prefix}clean": report["clean"]["accuracy"],
-                       f"{prefix}pgd20": report["pgd-20"]["accuracy"], f"{prefix}cascade": report["cascade"]["accuracy"],
+                       f"{prefix}pgd20": report["pgd-20"]["accuracy"],
+                       f"{prefix}cascade": cascade["accuracy"] if cascade else None,
+                       f"{prefix}cascade_n": cascade["n"] if cascade else None,
                        f"{prefix}epoch": checkpoint_epoch(run, which), f"{prefix}eval_file": path,
                        "attacks": report["attacks"]})
     return result
@@ -373,6 +405,122 @@ def markdown(name: str, runset: RunSet, rows: list, runs: list, attacks: list, f
     return "\n".join(lines + ["```", ""])
 
 
+# ---------------------------------------------------------------------------------------------------
+# Sets that compare methods seed by seed (accuracy-cpu): intervals, paired differences, a verdict per pair
+
+POWER, ALPHA = 0.8, 0.05  # the detectable difference: found with probability 0.8 by a two-sided 5% paired t-test
+EPOCH_KEYS = ("epoch", "lr", "train_loss", "train_nat_acc", "train_adv_acc", "val_nat_acc", "val_pgd_acc",
+              "test_nat_acc", "test_pgd_acc", "E_nat", "E_adv", "delta_E", "Exy_nat", "Exy_adv", "delta_Exy",
+              "weight_mean", "seconds")  # the per-epoch log columns a results file keeps
+
+
+def epoch_columns(rows: list) -> dict:
+    """A run's per-epoch log as columns (EPOCH_KEYS, and --val-all's where logged): the results files keep them,
+    so that every table can be recomputed from the committed files."""
+    keys = [k for k in EPOCH_KEYS + ("val_all_nat_acc", "val_all_pgd_acc") if k in rows[0]]
+    return {k: [row[k] for row in rows] for k in keys}
+
+
+def epoch_rows(columns: dict) -> list:
+    """The per-epoch rows back from `epoch_columns`."""
+    return [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+
+def detectable_difference(sd: float, n: int, alpha: float = ALPHA, power: float = POWER):
+    """The smallest true mean difference a two-sided paired t-test at level `alpha` on n pairs with this
+    standard deviation of the differences finds with probability `power` (None for n < 2 or no spread)."""
+    if n < 2 or not sd:
+        return None
+    df, critical = n - 1, scipy.stats.t.ppf(1 - alpha / 2, n - 1)
+
+    def shortfall(delta):  # P(|T| > critical) - power, T = (Z + shift) / sqrt(V / df), V ~ chi2(df)
+        shift = delta * np.sqrt(n) / sd
+        given_v = lambda v: (scipy.stats.norm.cdf(shift - critical * np.sqrt(v / df))  # noqa: E731
+                             + scipy.stats.norm.cdf(-shift - critical * np.sqrt(v / df))) * scipy.stats.chi2.pdf(v, df)
+        return scipy.integrate.quad(given_v, 0, np.inf)[0] - power
+    high = sd
+    while shortfall(high) < 0:  # bracket the root from above (the power grows with the difference)
+        high *= 2
+    return float(scipy.optimize.brentq(shortfall, 0.0, high))
+
+
+def comparison_verdict(mean: float, half, paper_margin) -> str:
+    """What a paired difference's 95% interval says of the paper's claim that the first method is ahead by
+    `paper_margin`: holds (the interval excludes 0 on the paper's side), reversed (on the other side), does
+    not hold here (it holds 0 and excludes the paper's margin), or not shown at this scale (it holds both)."""
+    if half is None:
+        return "one seed: no interval"
+    low, high = mean - half, mean + half
+    sign = 1 if paper_margin is None or paper_margin >= 0 else -1
+    if low > 0 or high < 0:
+        return "holds" if (low > 0) == (sign > 0) else "reversed"
+    if paper_margin is not None and not low <= paper_margin <= high:
+        return "does not hold here: the paper's margin lies outside the interval"
+    return "not shown at this scale"
+
+
+COMPARED = {"clean": None, "pgd20": 0, "cascade": 1, "last_pgd20": 0}  # measure -> its column in PAPER (None: none)
+
+
+def paired_differences(results: list, pairs: tuple, paper: dict) -> list:
+    """For each (a, b) of `pairs` and each measure: a - b seed by seed (the same seed trains both on the same
+    images), mean, 95% t-interval, the detectable difference, the paper's margin and the verdict."""
+    by = {(r["method"], r["seed"]): r for r in results}
+    out = []
+    for a, b in pairs:
+        seeds = sorted(s for m, s in by if m == a and (b, s) in by)
+        for measure, column in COMPARED.items():
+            values = [by[a, s][measure] - by[b, s][measure] for s in seeds if by[a, s][measure] is not None
+                      and by[b, s][measure] is not None]
+            if not values:
+                continue
+            mean, half = mean_interval(values)
+            sd = float(np.std(values, ddof=1)) if len(values) > 1 else None
+            margin = None if column is None or paper.get(a, (None,) * 2)[column] is None or \
+                paper.get(b, (None,) * 2)[column] is None else (paper[a][column] - paper[b][column]) / 100
+            out.append({"methods": [a, b], "measure": measure, "seeds": seeds, "differences": values,
+                        "difference": mean, "ci95": half, "detectable": detectable_difference(sd, len(values)),
+                        "paper_margin": margin, "verdict": comparison_verdict(mean, half, margin)})
+    return out
+
+
+MEASURES = {"clean": "clean", "pgd20": "PGD-20", "cascade": "cascade", "last_pgd20": "PGD-20, last epoch"}
+
+
+def accuracy_table(r: dict) -> str:
+    """The accuracy-cpu table (mean ± 95% t-interval over seeds, the paper's figures beside), then the paired
+    differences with their verdicts and the smallest difference the seeds could detect."""
+    paper = r.get("paper", {})
+    cell = lambda m, h: "—" if m is None else f"{100 * m:.1f}" + (f" ± {100 * h:.1f}" if h is not None else "")  # noqa: E731
+    lines = ["| method | seeds | clean | PGD-20 | cascade | PGD-20, last epoch | paper PGD-20 / AA |",
+             "|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        pgd, aa = paper.get(row["method"], (None, None))
+        lines.append(f"| {display(row['method'])} | {len(row['seeds'])} | " + " | ".join(
+            cell(row[k], row[f"{k}_ci95"]) for k in ("clean", "pgd20", "cascade", "last_pgd20"))
+            + f" | {pgd if pgd is not None else '—'} / {aa if aa is not None else '—'} |")
+    lines += ["", "| difference (seed by seed) | measure | mean ± 95% interval | detectable | paper's margin | verdict |",
+              "|---|---|---|---|---|---|"]
+    for p in r["pairs"]:
+        margin = "—" if p["paper_margin"] is None else f"{100 * p['paper_margin']:+.2f}"
+        detect = "—" if p["detectable"] is None else f"{100 * p['detectable']:.1f}"
+        lines.append(f"| {display(p['methods'][0])} - {display(p['methods'][1])} | {MEASURES[p['measure']]} | "
+                     f"{100 * p['difference']:+.1f}" + (f" ± {100 * p['ci95']:.1f}" if p["ci95"] is not None else "")
+                     + f" | {detect} | {margin} | {p['verdict']} |")
+    points = {row["n"] for row in r["runs"]} | {row["cascade_n"] for row in r["runs"]}
+    lines += ["", f"(Accuracy in % on the first {' / '.join(f'{n:,}' for n in sorted(points))} test points (PGD-20 / "
+                  f"cascade); selected = best.pt by the authors' rule (best validation PGD-20 of the last 10% of epochs). "
+                  f"Detectable: the smallest true difference a paired t-test on these seeds finds 80% of the time "
+                  f"(two-sided, 5%), from the seed-to-seed spread of the differences; paper's margin: the paper's "
+                  f"ResNet-18 CIFAR-10 figures (PGD-20, AutoAttack), {PAPER_SOURCE}.)"]
+    return "\n".join(lines)
+
+
+def display(method: str) -> str:
+    """A method's display name (SAT, WEAT-adv, ...) from its key."""
+    return METHOD_TABLE[method].display if method in METHOD_TABLE else method
+
+
 def write_results(args, runs: list) -> str:
     """RESULTS_DIR/SET.md and .json (and SET-energy.png where the set logs energies); returns the .md path."""
     runset, name = RUNSETS[args.runset], set_name(args)
@@ -388,11 +536,31 @@ def write_results(args, runs: list) -> str:
         figure = base + "-energy.png"
         plot_curves([(f"{r.method} (seed {r.seed})", read_log(os.path.join(r.folder, "log.jsonl"))[1])
                      for r in runs if r.seed == 0], figure)
+    if runset.compare:
+        return write_comparison(base, name, runset, runs, results, shrunk, dataset, origin)
     rows = table_rows(results, ROBUST_KEYS)
     write_json(base + ".json", {"provenance": origin, "runset": name, "dataset": runset.dataset, "rows": rows, "runs": results,
                                 "shrunk_by": shrunk, "paper": PAPER.get(runset.dataset, {}), "energy_figure": figure or None})
     with open(base + ".md", "w") as f:
         f.write(markdown(name, runset, rows, runs, results[0]["attacks"], figure, shrunk, dataset))
+    return base + ".md"
+
+
+def write_comparison(base: str, name: str, runset: RunSet, runs: list, results: list, shrunk: list, dataset: str,
+                     origin: dict) -> str:
+    """SET.json (rows with 95% t-intervals, the paired differences, every run's per-epoch log) and SET.md."""
+    for run, result in zip(runs, results):
+        result["epochs"] = epoch_columns(read_log(os.path.join(run.folder, "log.jsonl"))[1])
+    paper = PAPER.get(runset.dataset, {})
+    r = {"provenance": origin, "runset": name, "dataset": runset.dataset, "setup": claims_setup(runs[0]),
+         "rows": table_rows(results, ROBUST_KEYS, mean_interval, "ci95"),
+         "pairs": paired_differences(results, runset.compare, paper), "runs": results, "shrunk_by": shrunk,
+         "paper": paper}
+    write_json(base + ".json", r)
+    with open(base + ".md", "w") as f:
+        f.write("\n".join([f"# {name}", "", f"Data set: {dataset}. {r['setup']}.", "", accuracy_table(r), "",
+                           "Commands (run from the repo root):", "", "```"]
+                          + [shown(cmd) for run in runs for cmd in (run.train_cmd, *run.eval_cmds.values())] + ["```", ""]))
     return base + ".md"
 
 

@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step-size", type=float, default=2.0, help="attack step in pixels")
     p.add_argument("--steps", type=int, default=10, help="attack steps K during training")
     p.add_argument("--train-subset", type=int, default=None, help="train on the first N training images")
+    p.add_argument("--balanced-subset", action="store_true",
+                   help="--train-subset takes the first N / K images of each of the K classes (the same share each)")
     p.add_argument("--augment", choices=AUGMENTATIONS, default="crop-flip",
                    help="training augmentation: random crop (4-pixel zero padding) + horizontal flip, the authors'; "
                         "flip alone; or none, which lets a small model memorise a small set (the claims-cpu regime)")
@@ -195,6 +197,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(f"--crop-padding must be at least 1 (--augment flip: flips alone), got {args.crop_padding}")
     if args.train_subset is not None and args.train_subset < 1:
         raise ValueError(f"--train-subset must be at least 1, got {args.train_subset}")
+    if args.balanced_subset and args.train_subset is None:
+        raise ValueError("--balanced-subset balances the classes of --train-subset; give --train-subset N")
     for key in ("val_size", "test_every", "energy_snapshot", "mail_burn_in"):
         if getattr(args, key) < 0:
             raise ValueError(f"--{key.replace('_', '-')} must not be negative, got {getattr(args, key)}")
@@ -655,7 +659,7 @@ def run(args) -> list:
     say = print if rank == 0 else (lambda *a, **k: None)
     say("settings: " + " ".join(f"{k}={v}" for k, v in vars(args).items()), flush=True)
     data = load_data(args.dataset, args.data_dir, args.train_npz, args.test_npz, args.val_npz,
-                     args.val_size, args.train_subset, args.seed)
+                     args.val_size, args.train_subset, args.seed, args.balanced_subset)
     training = build_training(args, data, rank, world)  # before any file is written: it checks the schedule
     if rank == 0:
         prepare_out_dir(args)

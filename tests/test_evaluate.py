@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 import evaluate
 from conftest import HANG_TIMEOUT, ROOT
@@ -110,3 +111,19 @@ def test_the_default_is_the_whole_test_split_and_several_checkpoints_get_a_repor
         report = json.loads((tmp_path / f"eval-{name}.json").read_text())
         assert report["n"] == 10_500 and report["checkpoint"].endswith(f"{name}.pt")
     assert result.stdout.count("sanity flags") == 2
+
+
+def test_the_cascade_can_run_on_the_first_points_only(trained_model):
+    """--cascade-examples m: PGD-20 on all n points, the cascade on the first m (its clean accuracy beside it);
+    0 runs no cascade; the first m points' cascade mask equals the one of a cascade on those m points alone."""
+    model, x, y = trained_model
+    kw = dict(eps=8 / 255, attacks=["apgd-ce", "square"], batch_size=20, seed=0, n_iter=5, n_queries=20,
+              n_target_classes=9, n_restarts=1)
+    part = evaluate.evaluate_model(model, x[:40], y[:40], cascade_n=15, **kw)
+    alone = evaluate.evaluate_model(model, x[:15], y[:15], **kw)
+    rows = part["rows"]
+    assert rows["pgd-20"]["n"] == 40 and rows["cascade"]["n"] == 15 and rows["clean (cascade points)"]["n"] == 15
+    assert torch.equal(part["masks"]["cascade_robust"], alone["masks"]["cascade_robust"])
+    assert rows["clean (cascade points)"]["correct"] == alone["rows"]["clean"]["correct"]
+    none = evaluate.evaluate_model(model, x[:40], y[:40], cascade_n=0, **kw)["rows"]
+    assert "cascade" not in none and none["pgd-20"] == {**rows["pgd-20"], "seconds": none["pgd-20"]["seconds"]}
