@@ -7,7 +7,7 @@ For logits f(x) (Section 3 of the paper):
     E(x,y) = -f(x)[y]                      joint energy          energy_xy
     log p(y|x) = E(x) - E(x,y)
 
-WEAT (Section 4) weights each sample by w(x) = 1 / log(1 + exp(|E(x)|)) (weat_weights) inside a TRADES
+WEAT (the paper's method) weights each sample by w(x) = 1 / log(1 + exp(|E(x)|)) (weat_weights) inside a TRADES
 objective (weat_loss); TRADES is its special case with unit weights (trades_loss). In a training loop,
 with x_adv from the TRADES attack (KL ascent, model in eval mode):
 
@@ -41,7 +41,16 @@ def weat_weights(logits: torch.Tensor) -> torch.Tensor:
 
 
 def kl_per_sample(logits_nat: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
-    """KL(p(.|x) || p(.|x*)) per row, from logits (the TRADES regulariser and its attack's objective)."""
+    """KL(p(.|x) || p(.|x*)) per row, from logits (the TRADES regulariser and its attack's objective).
+
+    In energies (the paper's Proposition 1): since log p(k|x) = E(x) - E(x, k),
+
+        KL(p(.|x) || p(.|x*)) = [E(x) - E(x*)] - sum_k p(k|x) [E(x, k) - E(x*, k)]
+
+    the marginal energy gap minus the expected joint energy gap: TRADES' KL term is small when the natural
+    and adversarial energies move together.
+    """
+    # deviation: the exact log-softmax; the authors' code takes log(softmax(f(x*)) + 1e-12) (a difference below 1e-10 here)
     log_p_nat = F.log_softmax(logits_nat, dim=1)
     log_p_adv = F.log_softmax(logits_adv, dim=1)
     return (log_p_nat.exp() * (log_p_nat - log_p_adv)).sum(dim=1)
@@ -54,7 +63,7 @@ WEIGHT_FNS = ("energy", "uniform")  # ablation: the paper's weights, or their ba
 
 def weat_loss(logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float,
               variant: str = "adv", weights: torch.Tensor = None, terms: str = "both") -> torch.Tensor:
-    """The WEAT objective (the paper's Section 4), averaged over the batch size B:
+    """The WEAT objective (the paper's method), averaged over the batch size B:
 
         WEAT-adv:  (1/B) sum_i w_i CE(f(x*_i), y_i) + beta (1/B) sum_i w_i KL(p(.|x_i) || p(.|x*_i))
         WEAT-nat:  (1/B) sum_i w_i CE(f(x_i), y_i)  + beta (1/B) sum_i w_i KL(p(.|x_i) || p(.|x*_i))
@@ -169,6 +178,15 @@ ENERGY_GAPS = ("delta_E", "delta_Exy")  # dE = E(x) - E(x*), dE(x, y) = E(x, y) 
 ENERGY_BANDS = ("decay", "start")
 
 
+def fit_band(values) -> tuple:
+    """(centre, half-width) of a band fitted to a few values of a logged curve: their mean +- 3 standard
+    deviations (the standard deviation taken as at least 0.001). energy_pick reads the energy gap against
+    it; the claims analysis reads each curve against the band of its peak epochs."""
+    values = torch.as_tensor(values, dtype=torch.float64)
+    spread = values.std().item() if len(values) > 1 else 0.0
+    return values.mean().item(), ENERGY_BAND_WIDTH * max(spread, ENERGY_BAND_FLOOR)
+
+
 def lr_decay_index(history: list):
     """Index of the first logged epoch whose learning rate (as logged after it) is below half the peak
     so far: the last epoch trained at the high rate (None: no decay yet)."""
@@ -201,9 +219,8 @@ def energy_pick(history: list, gap: str = "delta_E", band: str = "start") -> int
         if end >= len(history):
             return history[-1]["epoch"]
     values = [row[gap] for row in history]
-    reference = torch.tensor(values[max(0, end + 1 - ENERGY_BAND_EPOCHS):end + 1], dtype=torch.float64)
-    spread = ENERGY_BAND_WIDTH * max(reference.std().item() if len(reference) > 1 else 0.0, ENERGY_BAND_FLOOR)
-    inside = [abs(v - reference.mean().item()) <= spread for v in values]
+    centre, spread = fit_band(values[max(0, end + 1 - ENERGY_BAND_EPOCHS):end + 1])
+    inside = [abs(v - centre) <= spread for v in values]
     pick, outside_run = end, 0
     for i in range(end + 1, len(history)):
         outside_run = 0 if inside[i] else outside_run + 1
@@ -214,8 +231,22 @@ def energy_pick(history: list, gap: str = "delta_E", band: str = "start") -> int
     return history[pick]["epoch"]
 
 
-if __name__ == "__main__":  # the Section 3 command moved to analysis.py: say so in one line, change nothing
+def _check_on_random_logits() -> str:
+    """What `python energy.py` prints: the equations checked on random logits (a copy of this file alone runs it)."""
+    torch.manual_seed(0)
+    logits_nat, logits_adv, y = 3 * torch.randn(8, 10), 3 * torch.randn(8, 10), torch.randint(0, 10, (8,))
+    log_p = F.log_softmax(logits_nat, dim=1).gather(1, y[:, None]).squeeze(1)
+    assert torch.allclose(log_p, energy_x(logits_nat) - energy_xy(logits_nat, y), atol=1e-5)
+    assert torch.allclose(trades_loss(logits_nat, logits_adv, y, 6.0),
+                          weat_loss(logits_nat, logits_adv, y, 6.0, "nat", torch.ones(8)))
+    return (f"energy.py: log p(y|x) = E(x) - E(x, y) holds on random logits; WEAT-adv loss {weat_loss(logits_nat, logits_adv, y, 6.0):.4f}, "
+            f"TRADES {trades_loss(logits_nat, logits_adv, y, 6.0):.4f}, mean w(x) {weat_weights(logits_nat).mean():.4f}")
+
+
+if __name__ == "__main__":  # alone: check the equations; with arguments: the analysis command is analysis.py
     import sys
-    print("energy.py: error: the energy analysis command is now analysis.py, with the same modes and flags: "
-          "python analysis.py " + " ".join(sys.argv[1:]), file=sys.stderr)
-    sys.exit(2)
+    if len(sys.argv) > 1:
+        print("energy.py: error: the energy analysis of Section 3 is analysis.py in the WEAT repository, with the same "
+              "modes and flags: python analysis.py " + " ".join(sys.argv[1:]), file=sys.stderr)
+        sys.exit(2)
+    print(_check_on_random_logits())

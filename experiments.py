@@ -22,7 +22,6 @@ import os
 import shlex
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import scipy.integrate
@@ -31,8 +30,9 @@ import scipy.stats
 
 import evaluate
 import train
+import claims
+from claims import epoch_columns, mean_interval
 from analysis import plot_curves, read_log
-from energy import ENERGY_BAND_EPOCHS, ENERGY_BANDS, ENERGY_GAPS, energy_pick, lr_decay_index
 from methods import METHODS as METHOD_TABLE
 from models import load_checkpoint, provenance, sha256_of, write_json
 
@@ -347,15 +347,6 @@ def mean_std(values: list) -> tuple:
     return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
 
 
-def mean_interval(values: list) -> tuple:
-    """Mean and the half-width of its 95% t-interval (Student's t, n - 1 degrees of freedom; None for a
-    single value)."""
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return float(v.mean()), None
-    return float(v.mean()), float(scipy.stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-
-
 def table_rows(results: list, keys: tuple, spread=mean_std, suffix: str = "std") -> list:
     """One row per method: over its seeds, the mean of each key and its spread (`spread` returns (mean,
     spread), stored as KEY_SUFFIX: the std by default, the 95% t-interval's half-width with mean_interval)."""
@@ -409,23 +400,6 @@ def markdown(name: str, runset: RunSet, rows: list, runs: list, attacks: list, f
 # Sets that compare methods seed by seed (accuracy-cpu): intervals, paired differences, a verdict per pair
 
 POWER, ALPHA = 0.8, 0.05  # the detectable difference: found with probability 0.8 by a two-sided 5% paired t-test
-EPOCH_KEYS = ("epoch", "lr", "train_loss", "train_nat_acc", "train_adv_acc", "val_nat_acc", "val_pgd_acc",
-              "test_nat_acc", "test_pgd_acc", "E_nat", "E_adv", "delta_E", "Exy_nat", "Exy_adv", "delta_Exy",
-              "weight_mean", "seconds")  # the per-epoch log columns a results file keeps
-
-
-def epoch_columns(rows: list) -> dict:
-    """A run's per-epoch log as columns (EPOCH_KEYS, and --val-all's where logged): the results files keep them,
-    so that every table can be recomputed from the committed files."""
-    keys = [k for k in EPOCH_KEYS + ("val_all_nat_acc", "val_all_pgd_acc") if k in rows[0]]
-    return {k: [row[k] for row in rows] for k in keys}
-
-
-def epoch_rows(columns: dict) -> list:
-    """The per-epoch rows back from `epoch_columns`."""
-    return [dict(zip(columns, values)) for values in zip(*columns.values())]
-
-
 def detectable_difference(sd: float, n: int, alpha: float = ALPHA, power: float = POWER):
     """The smallest true mean difference a two-sided paired t-test at level `alpha` on n pairs with this
     standard deviation of the differences finds with probability `power` (None for n < 2 or no spread)."""
@@ -496,7 +470,7 @@ def accuracy_table(r: dict) -> str:
              "|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
         pgd, aa = paper.get(row["method"], (None, None))
-        lines.append(f"| {display(row['method'])} | {len(row['seeds'])} | " + " | ".join(
+        lines.append(f"| {claims.display(row['method'])} | {len(row['seeds'])} | " + " | ".join(
             cell(row[k], row[f"{k}_ci95"]) for k in ("clean", "pgd20", "cascade", "last_pgd20"))
             + f" | {pgd if pgd is not None else '—'} / {aa if aa is not None else '—'} |")
     lines += ["", "| difference (seed by seed) | measure | mean ± 95% interval | detectable | paper's margin | verdict |",
@@ -504,7 +478,7 @@ def accuracy_table(r: dict) -> str:
     for p in r["pairs"]:
         margin = "—" if p["paper_margin"] is None else f"{100 * p['paper_margin']:+.2f}"
         detect = "—" if p["detectable"] is None else f"{100 * p['detectable']:.1f}"
-        lines.append(f"| {display(p['methods'][0])} - {display(p['methods'][1])} | {MEASURES[p['measure']]} | "
+        lines.append(f"| {claims.display(p['methods'][0])} - {claims.display(p['methods'][1])} | {MEASURES[p['measure']]} | "
                      f"{100 * p['difference']:+.1f}" + (f" ± {100 * p['ci95']:.1f}" if p["ci95"] is not None else "")
                      + f" | {detect} | {margin} | {p['verdict']} |")
     points = {row["n"] for row in r["runs"]} | {row["cascade_n"] for row in r["runs"]}
@@ -514,11 +488,6 @@ def accuracy_table(r: dict) -> str:
                   f"(two-sided, 5%), from the seed-to-seed spread of the differences; paper's margin: the paper's "
                   f"ResNet-18 CIFAR-10 figures (PGD-20, AutoAttack), {PAPER_SOURCE}.)"]
     return "\n".join(lines)
-
-
-def display(method: str) -> str:
-    """A method's display name (SAT, WEAT-adv, ...) from its key."""
-    return METHOD_TABLE[method].display if method in METHOD_TABLE else method
 
 
 def write_results(args, runs: list) -> str:
@@ -565,106 +534,7 @@ def write_comparison(base: str, name: str, runset: RunSet, runs: list, results: 
 
 
 # ---------------------------------------------------------------------------------------------------
-# The claims set: robust overfitting and the energy gap, read off the training logs
-
-CLAIMS_KEYS = ("best_test", "best_epoch", "last_test", "gap", "peak_test", "end_test", "window_gap", "train_adv_last",
-               "dE_peak", "dE_decay", "dE_last", "dExy_peak", "dExy_decay", "dExy_last", "val_epoch", "val_test", "energy_epoch", "energy_test",
-               "pick_gap", "peak_epoch", "half_fall_epoch", "dE_leaves_epoch", "dExy_leaves_epoch", "dE_lag", "dExy_lag")
-
-
-# When, not only whether: a rule fixed before the runs it reads. Test PGD is read through a centred 3-epoch
-# running mean (one epoch's figure has a standard error of about 1.7 points on 500 test points); an energy
-# gap "leaves its band" when it is more than 3 std (at least 0.001) from its mean over the 5 epochs that
-# follow the peak of test PGD.
-LAG_SMOOTHING, LAG_BAND_EPOCHS, LAG_BAND_WIDTH, LAG_BAND_FLOOR = 3, 5, 3.0, 0.001
-LAG_TOLERANCE = 2  # a divergence within 2 epochs of the half-fall accompanies it; earlier precedes, later follows
-
-
-def timing(lag, half, leave) -> str:
-    """The verdict of one lag (leaving epoch minus half-fall epoch), by LAG_TOLERANCE."""
-    if half is None:
-        return "no fall"
-    if leave is None:
-        return "stays in its band"
-    return "precedes" if lag < -LAG_TOLERANCE else "follows" if lag > LAG_TOLERANCE else "accompanies"
-
-
-def running_mean(values: list, width: int = LAG_SMOOTHING) -> list:
-    """Centred running mean (over fewer values at the ends)."""
-    half = width // 2
-    return [float(np.mean(values[max(0, i - half):i + half + 1])) for i in range(len(values))]
-
-
-def divergence_lags(rows: list) -> dict:
-    """The epoch smoothed test PGD peaks, the first epoch after it where it has lost half its fall (the
-    peak minus the mean of the last 5 epochs), and for dE and dE(x, y) the first epoch after the 5 that
-    follow the peak where the gap leaves their band; a lag is a leaving epoch minus the half-fall epoch
-    (negative: the divergence precedes the loss of test robustness; near 0: accompanies; positive:
-    follows; `timing` says which, by LAG_TOLERANCE). None where an event does not happen."""
-    tested = [r for r in rows if r["test_pgd_acc"] is not None]
-    epochs, test = [r["epoch"] for r in tested], running_mean([r["test_pgd_acc"] for r in tested])
-    peak = int(np.argmax(test))
-    fall = test[peak] - float(np.mean([r["test_pgd_acc"] for r in tested[-5:]]))
-    half = next((epochs[i] for i in range(peak + 1, len(test)) if test[i] <= test[peak] - fall / 2), None) if fall > 0 else None
-    out = {"peak_epoch": epochs[peak], "fall": fall, "half_fall_epoch": half}
-    after = [r for r in rows if r["epoch"] > epochs[peak]]
-    for key, name in (("delta_E", "dE"), ("delta_Exy", "dExy")):
-        band, leave = np.array([r[key] for r in after[:LAG_BAND_EPOCHS]]), None
-        if len(band) == LAG_BAND_EPOCHS:
-            spread = LAG_BAND_WIDTH * max(float(band.std(ddof=1)), LAG_BAND_FLOOR)
-            leave = next((r["epoch"] for r in after[LAG_BAND_EPOCHS:] if abs(r[key] - band.mean()) > spread), None)
-        out[f"{name}_leaves_epoch"] = leave
-        out[f"{name}_lag"] = leave - half if leave is not None and half is not None else None
-        out[f"{name}_timing"] = timing(out[f"{name}_lag"], half, leave)
-    return out
-
-
-def paired_falls(results: list) -> list:
-    """For each pair of methods, the difference of their falls (test PGD, best 5 - last 5) on the seeds
-    both ran (same seed, same training subset): mean and 95% t-interval half-width."""
-    fall = {(r["method"], r["seed"]): r["window_gap"] for r in results}
-    methods, pairs = list(dict.fromkeys(r["method"] for r in results)), []
-    for i, a in enumerate(methods):
-        for b in methods[i + 1:]:
-            seeds = sorted(s for m, s in fall if m == a and (b, s) in fall)
-            mean, half = mean_interval([fall[a, s] - fall[b, s] for s in seeds]) if seeds else (None, None)
-            pairs.append({"methods": [a, b], "seeds": seeds, "difference": mean, "ci95": half})
-    return pairs
-
-
-def claims_result(run: Run) -> dict:
-    """One run's robust-overfitting figures from its log: test PGD at its best and last epoch and over its
-    best and its last 5 epochs, the energy gaps over those best 5 epochs and at the end, and the test PGD at
-    the epochs the validation attack (--select best) and the energy rule (--select energy) pick."""
-    _, rows = read_log(os.path.join(run.folder, "log.jsonl"))
-    tested = [r for r in rows if r["test_pgd_acc"] is not None]
-    test_at = {r["epoch"]: r["test_pgd_acc"] for r in tested}
-    best = max(tested, key=lambda r: (r["test_pgd_acc"], -r["epoch"]))
-    decay_index = lr_decay_index(rows)
-    at_decay = rows[decay_index if decay_index is not None else -1]  # the last epoch at the high rate
-    decay = at_decay["epoch"]
-    # best minus last takes the maximum of noisy per-epoch figures; the best mean over 5 consecutive tested
-    # epochs (the peak) against the mean of the last 5 is the steadier measure of the same fall
-    mean = lambda window, key: float(np.mean([r[key] for r in window]))  # noqa: E731
-    windows = [tested[i:i + ENERGY_BAND_EPOCHS] for i in range(max(1, len(tested) - ENERGY_BAND_EPOCHS + 1))]
-    peak = max(windows, key=lambda window: mean(window, "test_pgd_acc"))
-    peak_test, end_test = mean(peak, "test_pgd_acc"), mean(windows[-1], "test_pgd_acc")
-    val_epoch = train.select_epoch(rows, "best", len(rows))
-    energy_epoch = energy_pick(rows)
-    return {"method": run.method, "seed": run.seed, "log": os.path.join(run.folder, "log.jsonl"),
-            "best_test": best["test_pgd_acc"], "best_epoch": best["epoch"], "last_test": tested[-1]["test_pgd_acc"],
-            "gap": best["test_pgd_acc"] - tested[-1]["test_pgd_acc"], "peak_test": peak_test,
-            "end_test": end_test, "window_gap": peak_test - end_test,
-            "train_adv_last": rows[-1]["train_adv_acc"], "peak_epochs": [peak[0]["epoch"], peak[-1]["epoch"]],
-            "dE_peak": mean(peak, "delta_E"), "dE_decay": at_decay["delta_E"], "dE_last": rows[-1]["delta_E"],
-            "dExy_peak": mean(peak, "delta_Exy"), "dExy_decay": at_decay["delta_Exy"], "dExy_last": rows[-1]["delta_Exy"],
-            "val_epoch": val_epoch, "val_test": test_at.get(val_epoch), "energy_epoch": energy_epoch,
-            "energy_test": test_at.get(energy_epoch),
-            "pick_gap": test_at.get(energy_epoch, float("nan")) - test_at.get(val_epoch, float("nan")),
-            # every candidate rule of energy.energy_pick (the default is energy_epoch; delta_E/decay the first design)
-            "rule_picks": {f"{gap}/{band}": {"epoch": e, "test": test_at.get(e), "gap": test_at.get(e, float("nan")) - test_at.get(val_epoch, float("nan"))}
-                           for gap in ENERGY_GAPS for band in ENERGY_BANDS for e in [energy_pick(rows, gap, band)]},
-            "decay_epoch": decay, **divergence_lags(rows), "rows": rows}
+# The claims sets: robust overfitting and the energy gaps, read off the training logs (claims.py)
 
 
 def claims_setup(run: Run) -> str:
@@ -681,117 +551,24 @@ def claims_setup(run: Run) -> str:
             f"test PGD-{a['test_steps']} on {a['test_examples']} test points")
 
 
-def plot_claims(results: list, path: str, setup: str = "") -> None:
-    """Per method (columns): test PGD, training robust accuracy, dE and dE(x, y) over epochs (rows), one line
-    per seed; dotted lines at the learning-rate drops, a triangle at the validation pick, a star at the
-    energy pick. Each row has its own y range, shared across methods."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    methods = list(dict.fromkeys(r["method"] for r in results))
-    fig, axes = plt.subplots(4, len(methods), figsize=(4.2 * len(methods), 11), sharex=True, sharey="row", squeeze=False)
-    settled = {ax: [] for ax in axes[2:].flat}  # the energy axes show the epochs after the first quarter
-    for col, method in enumerate(methods):
-        for r in (r for r in results if r["method"] == method):
-            epochs, color = [row["epoch"] for row in r["rows"]], f"C{r['seed']}"
-            at = {row["epoch"]: row for row in r["rows"]}
-            axes[0, col].plot(epochs, [100 * (row["test_pgd_acc"] or np.nan) for row in r["rows"]], color=color,
-                              label=f"seed {r['seed']}")
-            axes[1, col].plot(epochs, [100 * row["train_adv_acc"] for row in r["rows"]], color=color)
-            for epoch, marker in ((r["val_epoch"], "^"), (r["energy_epoch"], "*"), (r["peak_epoch"], "v"),
-                                  (r["half_fall_epoch"], "X")):
-                if epoch is not None and at[epoch]["test_pgd_acc"] is not None:
-                    axes[0, col].plot(epoch, 100 * at[epoch]["test_pgd_acc"], marker=marker, color=color, ms=9, ls="none")
-            for ax, key, name in ((axes[2, col], "delta_E", "dE"), (axes[3, col], "delta_Exy", "dExy")):
-                if r[f"{name}_leaves_epoch"] is not None:
-                    ax.plot(r[f"{name}_leaves_epoch"], at[r[f"{name}_leaves_epoch"]][key], marker="o", color=color,
-                            ms=8, mfc="none", ls="none")
-            axes[2, col].plot(epochs, [row["delta_E"] for row in r["rows"]], color=color)
-            axes[3, col].plot(epochs, [row["delta_Exy"] for row in r["rows"]], color=color)
-            for ax, key in ((axes[2, col], "delta_E"), (axes[3, col], "delta_Exy")):
-                settled[ax].extend(row[key] for row in r["rows"][len(r["rows"]) // 4:])
-        drops = sorted({row["epoch"] for r in results if r["method"] == method
-                        for prev, row in zip(r["rows"], r["rows"][1:]) if row["lr"] < 0.5 * prev["lr"]})
-        for ax in axes[:, col]:
-            for epoch in drops:
-                ax.axvline(epoch, color="grey", linestyle=":", linewidth=1)
-        axes[0, col].set_title(METHOD_TABLE[method].display if method in METHOD_TABLE else method)
-        axes[0, col].legend(fontsize=7)
-    for row in (2, 3):  # one y range per row (shared), fitted to the settled epochs: early spikes may leave it
-        values = [v for ax in axes[row] for v in settled[ax]]
-        low, high = min(values), max(values)
-        pad = 0.15 * (high - low) + 1e-3
-        axes[row, 0].set_ylim(low - pad, high + pad)
-    for row, label in enumerate(("test PGD accuracy %", "training robust accuracy %", "dE = E(x) - E(x*)",
-                                 "dE(x,y) = E(x,y) - E(x*,y)")):
-        axes[row, 0].set_ylabel(label)
-    legend = ("triangle: validation pick, star: energy pick (energy.energy_pick's default), down-triangle: peak of smoothed test PGD, X: half its fall; "
-              "circle: the gap leaves its band; dotted: learning-rate drops; energies on the training batches, their y "
-              "range fitted to the last three quarters of the epochs")
-    fig.suptitle("\n".join(textwrap.wrap(setup, 22 * len(methods) + 30) + textwrap.wrap(legend, 22 * len(methods) + 30)),
-                 fontsize=9)
-    for ax in axes[3]:
-        ax.set_xlabel("epoch")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def claims_markdown(name: str, rows: list, pairs: list, results: list, runs: list, shrunk: list, dataset: str,
-                    figure: str) -> str:
-    """The claims table (mean ± 95% t-interval over seeds), the paired falls, the per-run lags and the
-    per-run selection table, with the commands."""
-    f = lambda v, s=None, scale=100, spec=".2f": "—" if v is None or v != v else (  # noqa: E731
-        f"{scale * v:{spec}}" + (f" ± {scale * s:{spec.lstrip('+')}}" if s is not None else ""))
-    lines = [f"# {name}", "", f"Data set: {dataset}. From the training logs: test PGD (the per-epoch --test-every "
-             "attack, never used for selection), training robust accuracy and the energy gaps dE = E(x) - E(x*), "
-             "dE(x,y) = E(x,y) - E(x*,y) on the training batches (eval-mode forward); best 5 = the best mean "
-             "test PGD over 5 consecutive epochs, last 5 = the mean of the last 5 epochs (steadier than best - "
-             "last, which takes the maximum of noisy per-epoch figures); dE, best 5 = dE over the same 5 epochs. "
-             "Accuracies in %, mean ± the half-width of its 95% t-interval over seeds.", ""]
-    if shrunk:
-        lines += [f"Changed from the set's settings by `{shlex.join(shrunk)}`.", ""]
-    lines += ["| method | seeds | best test PGD | its epoch | last test PGD | best - last | test PGD, best 5 | test PGD, "
-              "last 5 | best 5 - last 5 | last training robust | dE, best 5 | dE last | dE(x,y), best 5 | dE(x,y) last |",
-              "|---" * 14 + "|"]
-    for row in rows:
-        lines.append(f"| {row['method']} | {len(row['seeds'])} | {f(row['best_test'], row['best_test_ci95'])} | "
-                     f"{row['best_epoch']:.1f} | " + " | ".join(f(row[k], row[f"{k}_ci95"]) for k in (
-                         "last_test", "gap", "peak_test", "end_test", "window_gap", "train_adv_last")) + " | "
-                     + " | ".join(f(row[k], row[f"{k}_ci95"], 1, "+.3f") for k in ("dE_peak", "dE_last", "dExy_peak", "dExy_last"))
-                     + " |")
-    lines += ["", "Paired falls: the fall (best 5 - last 5) of one method minus another's, seed by seed (the same "
-              "seed trains on the same subset), mean ± 95% t-interval half-width:", "",
-              "| methods | seeds | difference of the falls |", "|---|---|---|"]
-    lines += [f"| {p['methods'][0]} - {p['methods'][1]} | {len(p['seeds'])} | {f(p['difference'], p['ci95'])} |" for p in pairs]
-    lines += ["", "When, not only whether (the rule in `experiments.divergence_lags`, fixed before these runs): the "
-              "epoch smoothed test PGD peaks, the epoch it has lost half its fall, the epoch dE and dE(x,y) leave "
-              "their band, and the lags (leaving minus half-fall: negative, the divergence comes first):", "",
-              "| run | peak | half fall | dE leaves | dE(x,y) leaves | lag dE | lag dE(x,y) |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['method']} s{r['seed']} | " + " | ".join("—" if r[k] is None else str(r[k]) for k in (
-        "peak_epoch", "half_fall_epoch", "dE_leaves_epoch", "dExy_leaves_epoch", "dE_lag", "dExy_lag")) + " |" for r in results]
-    lines += ["", "Checkpoint selection: the validation pick (best validation PGD-20 over all epochs) against the "
-              "energy pick (`--select energy`, `energy.energy_pick`: the log alone), and the test PGD at each.", "",
-              "| run | validation pick | its test PGD | energy pick | its test PGD | energy - validation (epochs) "
-              "| energy - validation (test PGD) |", "|---|---|---|---|---|---|---|"]
-    for r in results:
-        lines.append(f"| {r['method']} s{r['seed']} | {r['val_epoch']} | {f(r['val_test'])} | {r['energy_epoch']} | "
-                     f"{f(r['energy_test'])} | {r['energy_epoch'] - r['val_epoch']:+d} | {f(r['pick_gap'])} |")
-    lines += ["", f"![claims]({os.path.basename(figure)})", "", "Commands (run from the repo root):", "", "```"]
-    lines += [shown(run.train_cmd) for run in runs]
-    return "\n".join(lines + ["```", ""])
-
-
 def write_claims(base: str, name: str, runs: list, shrunk: list, dataset: str, origin: dict) -> str:
-    """SET.md, SET.json (with `origin`, the provenance) and SET.png of the claims set; returns the .md path."""
-    results = [claims_result(run) for run in runs]
-    rows, pairs = table_rows(results, CLAIMS_KEYS, mean_interval, "ci95"), paired_falls(results)
-    setup = claims_setup(runs[0])
-    plot_claims(results, base + ".png", setup)
-    write_json(base + ".json", {"provenance": origin, "runset": name, "setup": setup, "rows": rows, "paired_falls": pairs, "shrunk_by": shrunk,
-                                "figure": base + ".png", "runs": [{k: v for k, v in r.items() if k != "rows"} for r in results]})
+    """SET.json (with `origin`, the provenance, and every run's per-epoch log), SET.md and SET.png of a claims
+    set; returns the .md path."""
+    logs = [read_log(os.path.join(run.folder, "log.jsonl"))[1] for run in runs]
+    with open(os.path.join(runs[0].folder, "args.json")) as f:
+        test_points = json.load(f)["test_examples"]
+    summaries = [{**claims.run_summary(run.method, run.seed, rows), "log": epoch_columns(rows)} for run, rows in zip(runs, logs)]
+    r = {"provenance": origin, "runset": name, "setup": claims_setup(runs[0]), "shrunk_by": shrunk,
+         "figure": base + ".png", **claims.analyse(summaries, test_points)}
+    claims.plot(r, base + ".png")
+    write_json(base + ".json", r)
     with open(base + ".md", "w") as f:
-        f.write(claims_markdown(name, rows, pairs, results, runs, shrunk, dataset, base + ".png"))
+        f.write("\n\n".join([f"# {name}", f"Data set: {dataset}. {r['setup']}." + (
+            f" Changed from the set's settings by `{shlex.join(shrunk)}`." if shrunk else ""),
+            claims.falls_table(r), claims.energies_table(r), claims.pairs_table(r), claims.lags_table(r),
+            claims.picks_table(r)] + ([claims.intervention_table(r)] if r["intervention"] else [])
+            + [f"![claims]({os.path.basename(base)}.png)", "Commands (run from the repo root):",
+               "```\n" + "\n".join(shown(run.train_cmd) for run in runs) + "\n```\n"]))
     return base + ".md"
 
 

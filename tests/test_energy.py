@@ -229,3 +229,12 @@ def test_der_loss_is_ce_on_x_adv_plus_beta_times_the_penalty_and_has_finite_grad
     same = random_logits().requires_grad_(True)
     der_loss(same, same.detach().clone(), y, beta=1.0).backward()  # every gap exactly 0: the norm's kink
     assert torch.isfinite(same.grad).all()
+
+
+def test_kl_per_sample_is_the_marginal_minus_the_expected_joint_energy_gap():
+    """Proposition 1 of the paper, as kl_per_sample's docstring writes it."""
+    logits_nat, logits_adv = random_logits(), random_logits()
+    k = torch.arange(10)
+    joint = lambda logits: torch.stack([energy_xy(logits, torch.full((16,), int(c))) for c in k], 1)  # noqa: E731
+    expected = (energy_x(logits_nat) - energy_x(logits_adv)) - (F.softmax(logits_nat, 1) * (joint(logits_nat) - joint(logits_adv))).sum(1)
+    torch.testing.assert_close(kl_per_sample(logits_nat, logits_adv), expected)

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+import claims
 import experiments
 
 
@@ -106,69 +107,3 @@ def test_a_folder_with_other_settings_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         experiments.main(smoke_argv(tmp_path))
     assert stop.value.code == 2 and "other settings (epochs)" in capsys.readouterr().err
-
-
-def synthetic_claims_log(seed: int, overfits: bool) -> list:
-    """60 epochs with the claims schedule: lr drops after epochs 30 and 45; an overfitting run's test PGD
-    peaks after the first drop and falls while its energy gap leaves its band."""
-    rng = __import__("random").Random(seed)
-    rows = []
-    for epoch in range(1, 61):
-        lr = 0.1 if epoch < 30 else 0.01 if epoch < 45 else 0.001
-        late = max(0, epoch - 32) if overfits else 0
-        rows.append({"epoch": epoch, "lr": lr, "train_adv_acc": 0.2 + 0.005 * epoch, "train_loss": 1.0,
-                     "delta_E": -0.05 + 0.002 * rng.uniform(-1, 1) - 0.01 * late,
-                     "delta_Exy": -0.3 - 0.01 * late, "val_pgd_acc": 0.2 + 0.001 * epoch - 0.002 * late,
-                     "test_pgd_acc": 0.2 + (0.03 if 30 <= epoch <= 32 else 0) - 0.003 * late, "test_nat_acc": 0.4})
-    return rows
-
-
-def test_claims_table_and_figure_from_logs(tmp_path, monkeypatch):
-    argv = ["claims-cpu", "--methods", "sat,trades", "--seeds", "2", "--runs-dir", str(tmp_path / "runs"),
-            "--results-dir", str(tmp_path / "results")]
-    args = experiments.build_parser().parse_args(argv)
-    runs = experiments.plan(args)
-    for run in runs:
-        os.makedirs(run.folder)
-        with open(os.path.join(run.folder, "log.jsonl"), "w") as f:
-            f.writelines(json.dumps(row) + "\n" for row in synthetic_claims_log(run.seed, run.method == "sat"))
-    path = experiments.write_results(args, runs)
-    table = json.loads((tmp_path / "results" / "claims-cpu.json").read_text())
-    assert table["provenance"]["command"].startswith("python ") and table["provenance"]["data"] == []
-    sat, trades = table["rows"]
-    assert sat["method"] == "sat" and sat["best_epoch"] == 30 and sat["gap"] > 0.08 and trades["gap"] == pytest.approx(0.03)
-    # the best 5-epoch mean (epochs 28-32 for SAT: 0.2, 0.2, 0.23, 0.23, 0.23; 29-33 ends at 0.197) against
-    # the last 5 epochs, 56-60
-    assert sat["peak_test"] == pytest.approx(0.218) and sat["end_test"] == pytest.approx(0.2 - 0.003 * 26)
-    assert [r["peak_epochs"] for r in table["runs"] if r["method"] == "sat"] == [[28, 32]] * 2
-    assert trades["window_gap"] == pytest.approx(0.018)
-    assert sat["dE_last"] < sat["dE_peak"] - 0.2 and trades["dE_last"] == pytest.approx(trades["dE_peak"], abs=0.01)
-    energy_sat = [r for r in table["runs"] if r["method"] == "sat"]
-    assert all(31 <= r["energy_epoch"] <= 34 for r in energy_sat)  # the gap leaves its band from epoch 33 on
-    text = open(path).read()
-    assert "| sat | 2 |" in text and "energy pick" in text and (tmp_path / "results" / "claims-cpu.png").stat().st_size > 20_000
-    assert "Paired falls" in text and "| sat - trades | 2 |" in text and "| sat s0 | 31 |" in text
-    pair = table["paired_falls"][0]  # SAT's fall minus TRADES', seed by seed: 0.218 - 0.122 - 0.018 on both seeds
-    assert pair["methods"] == ["sat", "trades"] and pair["difference"] == pytest.approx(0.078) and pair["ci95"] == pytest.approx(0)
-    assert sat["best_test_ci95"] == pytest.approx(0)  # both seeds peak alike: a zero-width interval
-
-
-def test_divergence_lags_read_off_a_synthetic_overfitting_run():
-    lags = experiments.divergence_lags(synthetic_claims_log(0, overfits=True))
-    # smoothed test PGD peaks at epoch 31 (0.23), ends at 0.122 (epochs 56-60): half its fall reached at 0.176,
-    # i.e. 8 epochs of -0.003 after epoch 32 (epoch 40; 41 where the float sum lands a hair above)
-    assert lags["peak_epoch"] == 31 and lags["fall"] == pytest.approx(0.108) and lags["half_fall_epoch"] in (40, 41)
-    # dE(x,y) = -0.30 - 0.01 (epoch - 32): band over epochs 32-36 is -0.32 +- 3 x 0.0158; it leaves at epoch 39
-    assert lags["dExy_leaves_epoch"] == 39 and lags["dExy_lag"] == 39 - lags["half_fall_epoch"]
-    assert lags["dExy_timing"] == "accompanies"  # within 2 epochs of the half-fall
-    assert [experiments.timing(lag, 40, 40 + lag) for lag in (-3, -2, 2, 3)] == ["precedes", "accompanies", "accompanies", "follows"]
-    assert experiments.timing(None, None, 30) == "no fall" and experiments.timing(None, 40, None) == "stays in its band"
-    steady = experiments.divergence_lags(synthetic_claims_log(0, overfits=False))
-    assert steady["half_fall_epoch"] == 33 and steady["dExy_leaves_epoch"] is None and steady["dExy_lag"] is None
-    assert steady["dExy_timing"] == "stays in its band"
-
-
-def test_mean_interval_is_students_t():
-    mean, half = experiments.mean_interval([1.0, 2.0, 3.0, 4.0, 5.0])
-    assert mean == 3.0 and half == pytest.approx(2.776445 * 1.5811388 / 5 ** 0.5, rel=1e-5)  # t(0.975, 4) s / sqrt(n)
-    assert experiments.mean_interval([0.7]) == (0.7, None)

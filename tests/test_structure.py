@@ -11,7 +11,7 @@ from conftest import HANG_TIMEOUT, ROOT
 # Each module may import only modules of a lower layer (imports at any depth of the file count).
 # metrics.py's library part imports nothing of ours; its command-line part reads data through data and models.
 LAYERS = {"energy": 0, "data": 0, "models": 1, "metrics": 2, "attacks": 2, "methods": 3,
-          "train": 4, "evaluate": 4, "generate": 4, "analysis": 4, "experiments": 5, "bench": 5}
+          "train": 4, "evaluate": 4, "generate": 4, "analysis": 4, "claims": 5, "bench": 5, "experiments": 6}
 OWN = set(LAYERS)
 
 
@@ -60,7 +60,10 @@ def test_energy_py_copied_alone_computes_the_weat_loss(tmp_path):
     assert result.returncode == 0 and result.stdout.startswith("ok"), result.stderr
 
 
-def test_energy_py_as_a_command_names_the_analysis_script():
+def test_energy_py_run_alone_checks_its_equations_and_names_the_analysis_script(tmp_path):
+    shutil.copy(os.path.join(ROOT, "energy.py"), tmp_path / "energy.py")
+    result = subprocess.run([sys.executable, "energy.py"], cwd=tmp_path, capture_output=True, text=True, timeout=HANG_TIMEOUT)
+    assert result.returncode == 0 and "log p(y|x) = E(x) - E(x, y)" in result.stdout, result.stderr
     result = subprocess.run([sys.executable, os.path.join(ROOT, "energy.py"), "attacks", "--ckpt", "x.pt"],
                             capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert result.returncode == 2 and result.stderr.count("\n") == 1

@@ -1,0 +1,506 @@
+"""The paper's claim about robust overfitting, tested on the training logs of the claims sets (experiments.py
+claims-cpu and claims-cpu-aug): how far test robustness falls, how the energy gaps move and when, which
+checkpoint each selection rule picks, and what happens when the energies are held together (SAT + DER)
+or memorisation is made harder in another way (SAT with stronger weight decay). Every statistic is read
+against its own null, and every rule was fixed in code before the runs it judges.
+
+    summary = run_summary("sat", 0, rows)       # one run, from its per-epoch log rows
+    r = analyse([summary, ...], test_points=500)  # per method, the pairs, the nulls, the verdicts
+    print(claims_table(r))
+
+The per-epoch rows of every run go into the results file (experiments.epoch_columns), so every table and
+figure here can be recomputed from the committed file alone (`from_file`).
+"""
+import numpy as np
+import scipy.stats
+
+import train
+from energy import ENERGY_BAND_EPOCHS, ENERGY_BAND_PATIENCE, ENERGY_BANDS, ENERGY_GAPS, energy_pick, fit_band, lr_decay_index
+from methods import METHODS
+
+WINDOW = ENERGY_BAND_EPOCHS  # best 5 / last 5 epochs: the peak and the end of a curve
+SMOOTHING = 3  # the lag rule reads each curve through a centred 3-epoch running mean
+# A curve is past the midpoint of its change once it stays there 2 epochs in a row; two midpoints within 3
+# epochs of each other count as together. The tolerance was set on simulated curves with a known lag of 0
+# (the half-fall epoch carries 2-3 epochs of noise) before the rule read any run: see lag_simulation.
+PATIENCE, LAG_TOLERANCE = ENERGY_BAND_PATIENCE, 3
+NULL_DRAWS, NULL_SEED = 20_000, 0  # simulated flat curves for the nulls (fixed seed: the file is reproducible)
+LAG_DRAWS, LAG_SHIFT = 400, 6  # simulated runs per scenario of the lag rule; the known lags are -6, 0, +6 epochs
+TIMINGS = ("precedes", "accompanies", "follows", "no fall", "no divergence")
+# The intervention arms (experiments.py): SAT + DER holds the energies together; SAT with stronger weight decay
+# makes memorisation harder without aiming at the energies (the control).
+BASE, INTERVENTION, CONTROL, ALIGNED = "sat", "sat-der", "sat-wd", "trades"
+
+
+def display(method: str) -> str:
+    """A method's display name (SAT, WEAT-adv, ...) from its key."""
+    return {"sat-wd": "SAT, weight decay (control)"}.get(method, METHODS[method].display if method in METHODS else method)
+
+
+def mean_interval(values: list) -> tuple:
+    """Mean and the half-width of its 95% Student-t interval (None for a single value)."""
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), None
+    return float(v.mean()), float(scipy.stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+
+
+def running_mean(values: list, width: int = SMOOTHING) -> list:
+    """Centred running mean (over fewer values at the ends)."""
+    half = width // 2
+    return [float(np.mean(values[max(0, i - half):i + half + 1])) for i in range(len(values))]
+
+
+def window_means(values: list, width: int = WINDOW) -> np.ndarray:
+    """Means of every `width` consecutive values (along the last axis)."""
+    c = np.cumsum(np.asarray(values, dtype=float), axis=-1)
+    c = np.concatenate([np.zeros(c.shape[:-1] + (1,)), c], axis=-1)
+    return (c[..., width:] - c[..., :-width]) / width
+
+
+# ---------------------------------------------------------------------------------------------------
+# One run
+
+
+def movement(rows: list, key: str, peak: tuple) -> dict:
+    """How a logged curve moves from the peak epochs (the best 5 of test PGD) to the last 5: its change, whether
+    it leaves the band of its peak epochs (energy.fit_band: their mean +- 3 standard deviations), and its
+    midpoint: the first epoch from the peak on where the smoothed curve is past half its change and stays
+    there PATIENCE epochs in a row (None where it does not move)."""
+    epochs = [r["epoch"] for r in rows if r[key] is not None]
+    values = [r[key] for r in rows if r[key] is not None]
+    centre, half_width = fit_band([v for e, v in zip(epochs, values) if peak[0] <= e <= peak[1]])
+    change = float(np.mean(values[-WINDOW:])) - centre
+    moved = abs(change) > half_width
+    past = [(s - centre - change / 2) * np.sign(change) >= 0 for s in running_mean(values)]
+    first = next((i for i, e in enumerate(epochs) if e >= peak[0] and all(past[i:i + PATIENCE])), None)
+    return {"change": change, "moved": bool(moved), "midpoint": epochs[first] if moved and first is not None else None}
+
+
+def timing(test: dict, gap: dict, tolerance: int = LAG_TOLERANCE) -> str:
+    """The lag verdict of one energy gap against test PGD: `no fall` (test PGD does not fall out of its band),
+    `no divergence` (the gap does not leave its band), else precedes / accompanies / follows by the
+    midpoints' distance."""
+    if not test["moved"] or test["change"] > 0 or test["midpoint"] is None:
+        return "no fall"
+    if not gap["moved"] or gap["midpoint"] is None:
+        return "no divergence"
+    lag = gap["midpoint"] - test["midpoint"]
+    return "precedes" if lag < -tolerance else "follows" if lag > tolerance else "accompanies"
+
+
+def lags(rows: list, peak: tuple) -> dict:
+    """When, not only whether: test PGD's and each energy gap's midpoint after the peak, and the verdicts."""
+    test = movement(rows, "test_pgd_acc", peak)
+    out = {"test_moved": test["moved"], "test_midpoint": test["midpoint"]}
+    for key, name in (("delta_E", "dE"), ("delta_Exy", "dExy")):
+        gap = movement(rows, key, peak)
+        out.update({f"{name}_moved": gap["moved"], f"{name}_midpoint": gap["midpoint"],
+                    f"{name}_lag": None if None in (gap["midpoint"], test["midpoint"]) else gap["midpoint"] - test["midpoint"],
+                    f"{name}_timing": timing(test, gap)})
+    return out
+
+
+def noise_sd(values: list) -> float:
+    """The epoch-to-epoch noise of a curve, robust to its trend: 1.4826 x the median absolute first
+    difference / sqrt(2) (the standard deviation for independent Gaussian noise)."""
+    diffs = np.diff(np.asarray(values, dtype=float))
+    return float(1.4826 * np.median(np.abs(diffs - np.median(diffs))) / np.sqrt(2))
+
+
+def run_summary(method: str, seed: int, rows: list) -> dict:
+    """One run's figures from its per-epoch log: test PGD at its best and last epoch and over its best and last
+    5 epochs (the fall: best 5 - last 5), the energy gaps there and at the first learning-rate drop, the
+    epochs and test PGD of the three picks (validation, energy, last epoch), and the lags."""
+    tested = [r for r in rows if r["test_pgd_acc"] is not None]
+    test_at = {r["epoch"]: r["test_pgd_acc"] for r in tested}
+    best = max(tested, key=lambda r: (r["test_pgd_acc"], -r["epoch"]))
+    decay_index = lr_decay_index(rows)
+    at_decay = rows[decay_index if decay_index is not None else -1]  # the last epoch at the high rate
+    windows = window_means([r["test_pgd_acc"] for r in tested])
+    start = int(np.argmax(windows))  # the first of the best windows
+    peak = (tested[start]["epoch"], tested[start + WINDOW - 1]["epoch"])
+    over = lambda key, epochs: float(np.mean([r[key] for r in rows if epochs[0] <= r["epoch"] <= epochs[1]]))  # noqa: E731
+    end = (tested[-WINDOW]["epoch"], tested[-1]["epoch"])
+    val_epoch, energy_epoch, last_epoch = train.select_epoch(rows, "best", len(rows)), energy_pick(rows), rows[-1]["epoch"]
+    return {"method": method, "seed": seed, "n_epochs": len(rows),
+            "best_test": best["test_pgd_acc"], "best_epoch": best["epoch"], "last_test": tested[-1]["test_pgd_acc"],
+            "peak_epochs": list(peak), "peak_test": float(windows[start]), "end_test": float(windows[-1]),
+            "window_gap": float(windows[start] - windows[-1]), "mean_test": float(np.mean(list(test_at.values()))),
+            "train_adv_last": rows[-1]["train_adv_acc"], "decay_epoch": at_decay["epoch"],
+            "dE_peak": over("delta_E", peak), "dE_decay": at_decay["delta_E"], "dE_last": rows[-1]["delta_E"],
+            "dE_end": over("delta_E", end), "dE_divergence": over("delta_E", end) - over("delta_E", peak),
+            "dExy_peak": over("delta_Exy", peak), "dExy_decay": at_decay["delta_Exy"], "dExy_last": rows[-1]["delta_Exy"],
+            "dExy_end": over("delta_Exy", end), "dExy_divergence": over("delta_Exy", end) - over("delta_Exy", peak),
+            "dE_noise": noise_sd([r["delta_E"] for r in rows]),
+            "validation": train.validation_key(rows), "val_epoch": val_epoch, "val_test": test_at.get(val_epoch),
+            "energy_epoch": energy_epoch, "energy_test": test_at.get(energy_epoch), "last_epoch": last_epoch,
+            "last_pick_test": test_at.get(last_epoch),
+            # every candidate rule of energy.energy_pick (the default is energy_epoch; delta_E/decay the first design)
+            "rule_picks": {f"{gap}/{band}": {"epoch": e, "test": test_at.get(e)}
+                           for gap in ENERGY_GAPS for band in ENERGY_BANDS for e in [energy_pick(rows, gap, band)]},
+            **lags(rows, peak)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Nulls: what a statistic does on curves with nothing in them
+
+
+def flat_falls(p: float, points: int, epochs: int, draws: int = NULL_DRAWS, seed: int = NULL_SEED) -> np.ndarray:
+    """The fall (best 5 - last 5 epochs) of flat test-PGD curves: every epoch an independent binomial
+    accuracy of `points` test points at accuracy p. Positive on average: the best window is a maximum."""
+    acc = np.random.default_rng(seed).binomial(points, p, size=(draws, epochs)) / points
+    windows = window_means(acc)
+    return windows.max(axis=1) - windows[:, -1]
+
+
+def fall_null(runs: list, points: int) -> dict:
+    """The null of a method's falls: flat curves at its mean test PGD over the epochs and seeds, as many
+    epochs as its runs; the mean and 95th percentile of one run's fall and of the mean of its seeds' falls."""
+    p, epochs, k = float(np.mean([r["mean_test"] for r in runs])), runs[0]["n_epochs"], len(runs)
+    falls = flat_falls(p, points, epochs)
+    means = falls[:len(falls) // k * k].reshape(-1, k).mean(axis=1)
+    return {"p": p, "points": points, "epochs": epochs, "draws": NULL_DRAWS, "mean": float(falls.mean()),
+            "p95": float(np.percentile(falls, 95)), "seeds": k, "p95_of_mean": float(np.percentile(means, 95)),
+            "runs_above_p95": int(sum(r["window_gap"] > np.percentile(falls, 95) for r in runs))}
+
+
+def synthetic_run(rng, epochs: int, p: float, points: int, fall: float, gap_change: float, gap_noise: float,
+                  fall_at: float, lag: float) -> list:
+    """A simulated claims log: test PGD at p (binomial noise on `points`) that falls by `fall` around epoch
+    `fall_at` (a logistic of 2 epochs' width), dE with Gaussian noise `gap_noise` that moves by `gap_change`
+    around `fall_at + lag`; dE(x,y) the same as dE."""
+    e = np.arange(1, epochs + 1)
+    step = lambda centre: 1 / (1 + np.exp(-(e - centre) / 2))  # noqa: E731
+    test = rng.binomial(points, np.clip(p - fall * step(fall_at), 0, 1)) / points
+    gap = gap_change * step(fall_at + lag) + rng.normal(0, gap_noise, epochs)
+    return [{"epoch": int(i), "test_pgd_acc": float(t), "delta_E": float(g), "delta_Exy": float(g)} for i, t, g in zip(e, test, gap)]
+
+
+def lag_simulation(params: dict, draws: int = LAG_DRAWS, seed: int = NULL_SEED) -> dict:
+    """How often the lag rule says each verdict on simulated runs with the set's own noise and effect sizes
+    (`params`: epochs, p, points, fall, gap_change, gap_noise, fall_at): flat curves (no fall, no divergence:
+    any timing verdict is false), and a known lag of -LAG_SHIFT, 0, +LAG_SHIFT epochs."""
+    rng = np.random.default_rng(seed)
+    scenarios = {"flat": dict(fall=0.0, gap_change=0.0, lag=0.0)}
+    scenarios.update({f"lag {lag:+d}": dict(fall=params["fall"], gap_change=params["gap_change"], lag=float(lag))
+                      for lag in (-LAG_SHIFT, 0, LAG_SHIFT)})
+    rates = {}
+    for name, effect in scenarios.items():
+        counts = dict.fromkeys(TIMINGS, 0)
+        for _ in range(draws):
+            rows = synthetic_run(rng, params["epochs"], params["p"], params["points"], effect["fall"],
+                                 effect["gap_change"], params["gap_noise"], params["fall_at"], effect["lag"])
+            tested = window_means([r["test_pgd_acc"] for r in rows])
+            start = int(np.argmax(tested))
+            counts[lags(rows, (start + 1, start + WINDOW))["dE_timing"]] += 1
+        rates[name] = {k: v / draws for k, v in counts.items()}
+    return {"params": params, "draws": draws, "tolerance": LAG_TOLERANCE, "rates": rates}
+
+
+def lag_params(runs: list, points: int) -> dict:
+    """The lag simulation's settings from a set's runs whose test PGD fell out of its band: their median fall,
+    dE change (size), dE noise and test-PGD midpoint, their median mean test PGD, and their length."""
+    fell = [r for r in runs if r["test_moved"] and r["test_midpoint"] is not None] or runs
+    median = lambda key: float(np.median([key(r) for r in fell]))  # noqa: E731
+    return {"epochs": runs[0]["n_epochs"], "p": median(lambda r: r["mean_test"]), "points": points,
+            "fall": median(lambda r: r["window_gap"]), "gap_change": median(lambda r: abs(r["dE_divergence"])),
+            "gap_noise": median(lambda r: r["dE_noise"]),
+            "fall_at": median(lambda r: r["test_midpoint"] or r["peak_epochs"][1])}
+
+
+# ---------------------------------------------------------------------------------------------------
+# A set of runs
+
+
+def by_method(runs: list) -> dict:
+    """The runs grouped by method, in their order."""
+    groups = {}
+    for run in runs:
+        groups.setdefault(run["method"], []).append(run)
+    return groups
+
+
+ROW_KEYS = ("best_test", "last_test", "peak_test", "end_test", "window_gap", "train_adv_last", "dE_peak", "dE_decay",
+            "dE_last", "dE_end", "dE_divergence", "dExy_peak", "dExy_decay", "dExy_last", "dExy_end", "dExy_divergence",
+            "val_test", "energy_test", "last_pick_test")
+
+
+def method_rows(runs: list) -> list:
+    """Per method, over its seeds: the mean and 95% t-interval of each of ROW_KEYS."""
+    rows = []
+    for method, mine in by_method(runs).items():
+        row = {"method": method, "seeds": [r["seed"] for r in mine]}
+        for key in ROW_KEYS:
+            values = [r[key] for r in mine]
+            row[key], row[f"{key}_ci95"] = (None, None) if None in values else mean_interval(values)
+        rows.append(row)
+    return rows
+
+
+def paired_falls(runs: list) -> list:
+    """For each pair of methods, the difference of their falls on the seeds both ran (the same seed trains on
+    the same images): mean and 95% t-interval."""
+    fall = {(r["method"], r["seed"]): r["window_gap"] for r in runs}
+    methods, pairs = list(by_method(runs)), []
+    for i, a in enumerate(methods):
+        for b in methods[i + 1:]:
+            seeds = sorted(s for m, s in fall if m == a and (b, s) in fall)
+            mean, half = mean_interval([fall[a, s] - fall[b, s] for s in seeds]) if seeds else (None, None)
+            pairs.append({"methods": [a, b], "seeds": seeds, "difference": mean, "ci95": half})
+    return pairs
+
+
+def correlation(x: list, y: list) -> dict:
+    """Pearson's r with its 95% interval (Fisher's z), and n."""
+    r = float(np.corrcoef(x, y)[0, 1])
+    half = 1.959964 / np.sqrt(len(x) - 3) if len(x) > 3 else np.inf
+    z = np.arctanh(np.clip(r, -0.999999, 0.999999))
+    return {"r": r, "low": float(np.tanh(z - half)), "high": float(np.tanh(z + half)), "n": len(x)}
+
+
+def correlations(runs: list) -> dict:
+    """Seed to seed, does the size of the fall go with how far dE fell (-(dE over the last 5 epochs - over the
+    best 5)), and with the final training robust accuracy (memorisation)? Pooled over the runs, and within
+    methods (each method's mean taken off first, so that differences between methods make no correlation)."""
+    groups = by_method(runs)
+    value = {"dE fell by": lambda r: -r["dE_divergence"], "final training robust accuracy": lambda r: r["train_adv_last"],
+             "fall": lambda r: r["window_gap"]}
+    centred = lambda name: [value[name](r) - np.mean([value[name](q) for q in groups[r["method"]]]) for r in runs]  # noqa: E731
+    return {name: {"pooled": correlation([value["fall"](r) for r in runs], [value[name](r) for r in runs]),
+                   "within methods": correlation(centred("fall"), centred(name))}
+            for name in ("dE fell by", "final training robust accuracy")}
+
+
+def shrinks(pair) -> bool:
+    """SAT's fall minus an arm's, seed by seed: its 95% interval lies above 0."""
+    return pair is not None and pair["ci95"] is not None and pair["difference"] - pair["ci95"] > 0
+
+
+def intervention(rows: list, pairs: list) -> dict:
+    """The intervention's verdict: does holding SAT's energies together (SAT + DER) shrink its fall, and does
+    the control (stronger weight decay, as much less memorisation without aiming at the energies)? First the
+    manipulation check: SAT + DER's |dE| over its last 5 epochs at most TRADES' (at most SAT's at its peak without
+    TRADES). None without the arms."""
+    row = {r["method"]: r for r in rows}
+    if not {BASE, INTERVENTION, CONTROL} <= set(row):
+        return None
+    pair = {tuple(p["methods"]): p for p in pairs}
+    der, control = pair.get((BASE, INTERVENTION)), pair.get((BASE, CONTROL))
+    aligned = abs(row[INTERVENTION]["dE_end"]) <= abs(row[ALIGNED]["dE_end"] if ALIGNED in row else row[BASE]["dE_peak"])
+    c = row[CONTROL]
+    control_diverges = c["dE_divergence_ci95"] is not None and c["dE_divergence"] + c["dE_divergence_ci95"] < 0
+    if not aligned:
+        verdict = "no verdict: SAT + DER did not hold the energies together"
+    elif shrinks(der) and not shrinks(control):
+        verdict = "the alignment matters: DER shrinks the fall, the control does not"
+    elif shrinks(der) and control_diverges:
+        verdict = "memorisation, not alignment: both shrink the fall while the control's dE still diverges"
+    elif shrinks(der):
+        verdict = "not told apart: both shrink the fall, and the control's dE does not diverge either"
+    elif shrinks(control):
+        verdict = "not the alignment: the control shrinks the fall, DER does not"
+    else:
+        verdict = "neither shrinks the fall"
+    return {"verdict": verdict, "der_shrinks": shrinks(der), "control_shrinks": shrinks(control),
+            "der_aligned": bool(aligned), "control_diverges": bool(control_diverges)}
+
+
+def analyse(runs: list, test_points: int) -> dict:
+    """Everything the claims tables show, from the run summaries: per method (with the null of its fall),
+    the paired falls, the lag rule's simulated verdict rates at this set's noise, and the intervention."""
+    rows = method_rows(runs)
+    for row in rows:
+        row["null"] = fall_null(by_method(runs)[row["method"]], test_points)
+    pairs = paired_falls(runs)
+    return {"rows": rows, "paired_falls": pairs, "lag_rule": lag_simulation(lag_params(runs, test_points)),
+            "intervention": intervention(rows, pairs), "test_points": test_points, "runs": runs}
+
+
+def from_file(r: dict) -> dict:
+    """The analysis recomputed from a claims results file's per-epoch rows alone (every run's "log")."""
+    runs = [{**run_summary(run["method"], run["seed"], epoch_rows(run["log"])), "log": run["log"]} for run in r["runs"]]
+    return analyse(runs, r["test_points"])
+
+
+EPOCH_KEYS = ("epoch", "lr", "train_loss", "train_nat_acc", "train_adv_acc", "val_nat_acc", "val_pgd_acc",
+              "val_all_nat_acc", "val_all_pgd_acc", "test_nat_acc", "test_pgd_acc", "E_nat", "E_adv", "delta_E",
+              "Exy_nat", "Exy_adv", "delta_Exy", "weight_mean", "seconds")  # the log columns a results file keeps
+
+
+def epoch_columns(rows: list) -> dict:
+    """A run's per-epoch log as columns (those of EPOCH_KEYS it has): the results files keep them, so that every
+    table can be recomputed from the committed files."""
+    return {k: [row[k] for row in rows] for k in EPOCH_KEYS if k in rows[0]}
+
+
+def epoch_rows(columns: dict) -> list:
+    """Per-epoch rows from the columns a results file keeps."""
+    return [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tables (Markdown), the same for results/SET.md and the docs (tools/report.py)
+
+
+def interval(mean, half, scale: float = 100, spec: str = ".1f") -> str:
+    """mean ± the half-width of its 95% interval ('—' where there is no value)."""
+    if mean is None:
+        return "—"
+    return f"{scale * mean:{spec}}" + (f" ± {scale * half:{spec.lstrip('+')}}" if half is not None else "")
+
+
+def falls_table(r: dict) -> str:
+    """Per method: test PGD over the best and the last 5 epochs, the fall, and the fall of flat noisy curves."""
+    lines = ["| method | seeds | test PGD, best 5 epochs | last 5 | fall | flat noise: mean fall, 95th percentile | its "
+             "95th percentile for a mean of this many seeds | runs above the 95th percentile |", "|---|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        null, pct = row["null"], lambda k: interval(row[k], row[f"{k}_ci95"])  # noqa: E731
+        lines.append(f"| {display(row['method'])} | {len(row['seeds'])} | {pct('peak_test')} | {pct('end_test')} | "
+                     f"{pct('window_gap')} | {100 * null['mean']:.1f}, {100 * null['p95']:.1f} | {100 * null['p95_of_mean']:.1f} "
+                     f"| {null['runs_above_p95']} of {null['seeds']} |")
+    null = r["rows"][0]["null"]
+    return "\n".join(lines + ["", f"(Test PGD in % on {r['test_points']} test points, mean ± the half-width of the 95% "
+                                  f"Student-t interval over seeds. Fall: best 5 minus last 5. Flat noise: {NULL_DRAWS:,} "
+                                  f"simulated flat curves of {null['epochs']} epochs at the method's mean test PGD, each epoch "
+                                  "an independent binomial draw on the same number of points: the fall such a curve shows "
+                                  "with no overfitting at all.)"])
+
+
+def energies_table(r: dict) -> str:
+    """Per method: training robust accuracy at the end and the energy gaps at the peak, the first drop and the end."""
+    lines = ["| method | training robust, last epoch | dE, best 5 | dE, at the first drop | dE, last 5 | dE(x,y), best 5 "
+             "| dE(x,y), last 5 |", "|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        gap = lambda k: interval(row[k], row[f"{k}_ci95"], 1, "+.3f")  # noqa: E731
+        lines.append(f"| {display(row['method'])} | {interval(row['train_adv_last'], row['train_adv_last_ci95'])} | "
+                     f"{gap('dE_peak')} | {gap('dE_decay')} | {gap('dE_end')} | {gap('dExy_peak')} | {gap('dExy_end')} |")
+    return "\n".join(lines + ["", "(dE = E(x) - E(x*), dE(x,y) = E(x,y) - E(x*,y), means over the training batches "
+                                  "(eval-mode forward), over the same best 5 and last 5 epochs; at the first drop: the last "
+                                  "epoch at the high learning rate. Training robust accuracy is on each method's own training "
+                                  "attack: it compares epochs, not methods.)"])
+
+
+def pairs_table(r: dict, pairs: tuple = None) -> str:
+    """The falls of two methods compared seed by seed (all pairs, or those named)."""
+    lines = ["| falls compared (same seeds, same training images) | seeds | difference of the falls | told apart? |",
+             "|---|---|---|---|"]
+    for p in r["paired_falls"]:
+        if pairs is not None and tuple(p["methods"]) not in pairs:
+            continue
+        apart = "—" if p["ci95"] is None else "yes" if abs(p["difference"]) > p["ci95"] else "no: the interval holds 0"
+        lines.append(f"| {display(p['methods'][0])} - {display(p['methods'][1])} | {len(p['seeds'])} | "
+                     f"{interval(p['difference'], p['ci95'])} | {apart} |")
+    return "\n".join(lines)
+
+
+def lags_table(r: dict) -> str:
+    """The lag verdicts counted per method, then how often the rule says each on simulated runs of this set."""
+    lines = ["| method | dE: " + " / ".join(TIMINGS) + " | dE(x,y): the same |", "|---|---|---|"]
+    for method, mine in by_method(r["runs"]).items():
+        lines.append(f"| {display(method)} | " + " | ".join(" / ".join(str(sum(run[f'{k}_timing'] == t for run in mine))
+                                                           for t in TIMINGS) for k in ("dE", "dExy")) + " |")
+    sim = r["lag_rule"]
+    p = sim["params"]
+    lines += ["", "| simulated runs | " + " | ".join(TIMINGS) + " |", "|---|" + "---|" * len(TIMINGS)]
+    for name, rates in sim["rates"].items():
+        label = "flat: no fall, no divergence" if name == "flat" else f"dE's midpoint {name.split()[1]} epochs from test PGD's"
+        lines.append(f"| {label} | " + " | ".join(f"{100 * rates[t]:.0f}%" for t in TIMINGS) + " |")
+    return "\n".join(lines + ["", f"(Simulated: {sim['draws']} runs per row at this set's medians: {p['epochs']} epochs, "
+                                  f"test PGD {100 * p['p']:.1f}% on {p['points']} points falling by {100 * p['fall']:.1f} "
+                                  f"points around epoch {p['fall_at']:.0f}, dE moving by {p['gap_change']:.3f} with noise "
+                                  f"{p['gap_noise']:.3f}; tolerance {sim['tolerance']} epochs.)"])
+
+
+def picks_table(r: dict) -> str:
+    """Per method: the test PGD of the epoch each rule picks (validation, energy, last), and the energy pick
+    against the other two."""
+    lines = ["| method | validation pick | energy pick | last epoch | energy - validation: mean (min, max) | energy - last "
+             "| energy pick at least as robust as validation / as last |", "|---|---|---|---|---|---|---|"]
+    spread = lambda d: f"{100 * np.mean(d):+.1f} ({100 * min(d):+.1f}, {100 * max(d):+.1f})"  # noqa: E731
+    for method, mine in by_method(r["runs"]).items():
+        to_val = [run["energy_test"] - run["val_test"] for run in mine]
+        to_last = [run["energy_test"] - run["last_pick_test"] for run in mine]
+        mean = lambda k: f"{100 * np.mean([run[k] for run in mine]):.1f}"  # noqa: E731
+        lines.append(f"| {display(method)} | {mean('val_test')} | {mean('energy_test')} | {mean('last_pick_test')} | "
+                     f"{spread(to_val)} | {spread(to_last)} | {sum(d >= 0 for d in to_val)} / {sum(d >= 0 for d in to_last)} "
+                     f"of {len(mine)} |")
+    held_out = sorted({run["validation"] for run in r["runs"]})
+    return "\n".join(lines + ["", "(Test PGD in % at each pick, mean over seeds. Validation pick: the best validation "
+                                  f"PGD-20 over all epochs ({', '.join(held_out)} in the log: " + ("every held-out image"
+                                  if held_out == ["val_all_pgd_acc"] else "the first --eval-examples held-out images")
+                                  + "); energy pick: energy.energy_pick, from the training log alone; last: no early stopping.)"])
+
+
+def intervention_table(r: dict) -> str:
+    """SAT, SAT + DER, the control and TRADES side by side, SAT's fall against each arm's, and the verdict."""
+    rows = {row["method"]: row for row in r["rows"]}
+    lines = ["| arm | seeds | fall | dE, best 5 | dE, last 5 | training robust, last epoch |", "|---|---|---|---|---|---|"]
+    for method in (BASE, INTERVENTION, CONTROL, ALIGNED):
+        if method in rows:
+            row = rows[method]
+            lines.append(f"| {display(method)} | {len(row['seeds'])} | {interval(row['window_gap'], row['window_gap_ci95'])} | "
+                         f"{interval(row['dE_peak'], row['dE_peak_ci95'], 1, '+.3f')} | "
+                         f"{interval(row['dE_end'], row['dE_end_ci95'], 1, '+.3f')} | "
+                         f"{interval(row['train_adv_last'], row['train_adv_last_ci95'])} |")
+    lines += ["", pairs_table(r, ((BASE, INTERVENTION), (BASE, CONTROL)))]
+    if r["intervention"]:
+        lines += ["", f"Verdict: **{r['intervention']['verdict']}**."]
+    return "\n".join(lines)
+
+
+def correlations_table(results: dict) -> str:
+    """Per claims file and pooled over them: the fall against how far dE fell and against the final training
+    robust accuracy, across runs (pooled) and within methods."""
+    sets = {name: r["runs"] for name, r in results.items()}
+    sets["both regimes"] = [{**run, "method": f"{name}: {run['method']}"} for name, runs in list(sets.items()) for run in runs]
+    lines = ["| runs | n | fall vs how far dE fell: r (95% interval), pooled / within methods | fall vs final training "
+             "robust accuracy: the same |", "|---|---|---|---|"]
+    show = lambda c: f"{c['r']:+.2f} ({c['low']:+.2f}, {c['high']:+.2f})"  # noqa: E731
+    for name, runs in sets.items():
+        c = correlations(runs)
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(
+            f"{show(c[k]['pooled'])} / {show(c[k]['within methods'])}" for k in c) + " |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The figure
+
+PANELS = (("test_pgd_acc", "test PGD accuracy %", 100), ("train_adv_acc", "training robust accuracy %", 100),
+          ("delta_E", "dE = E(x) - E(x*)", 1), ("delta_Exy", "dE(x,y) = E(x,y) - E(x*,y)", 1))
+
+
+def plot(r: dict, path: str, title: str = "") -> None:
+    """Four panels (test PGD, training robust accuracy, dE, dE(x,y) over epochs): per method the mean over its
+    seeds (thick) and each seed (thin), dotted lines at the learning-rate drops, the legend below. Drawn 900
+    pixels wide with labels of at least 10 pixels."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    plt.rcParams.update({"font.size": 11, "axes.titlesize": 12})
+    fig, axes = plt.subplots(2, 2, figsize=(9, 7), sharex=True)
+    for i, (method, mine) in enumerate(by_method(r["runs"]).items()):
+        logs = [epoch_rows(run["log"]) for run in mine]
+        epochs = [row["epoch"] for row in logs[0]]
+        for ax, (key, label, scale) in zip(axes.flat, PANELS):
+            curves = np.array([[scale * (row[key] if row[key] is not None else np.nan) for row in log] for log in logs])
+            for curve in curves:
+                ax.plot(epochs, curve, color=f"C{i}", linewidth=0.6, alpha=0.35)
+            ax.plot(epochs, np.nanmean(curves, axis=0), color=f"C{i}", linewidth=2, label=display(method))
+            ax.set_title(label)
+    drops = sorted({row["epoch"] for run in r["runs"] for prev, row in zip(epoch_rows(run["log"]), epoch_rows(run["log"])[1:])
+                    if row["lr"] < 0.5 * prev["lr"]})
+    for ax in axes.flat:
+        for epoch in drops:
+            ax.axvline(epoch - 0.5, color="grey", linestyle=":", linewidth=1)
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("epoch")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.07 if len(labels) <= 3 else 0.11, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
