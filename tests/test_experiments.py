@@ -5,7 +5,6 @@ import time
 
 import pytest
 
-import claims
 import experiments
 
 
