@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # One prepared check for a CUDA machine, under 10 minutes on one H100: the CUDA tests, bench.py on CUDA,
-# and 3 epochs of WEAT-adv ResNet-18 on the CIFAR-10 copy in bf16 against the same run in float32.
+# and 3 epochs of WEAT-adv ResNet-18 on CIFAR-10 in bf16 against the same run in float32.
 #
-# Before (on the machine with ../shared):
-#   mkdir -p device_data && cp ../shared/data/cifar10-jpeg.npz ../shared/data/decode_cifar10.py device_data/
-# Then, on the GPU machine, from the repo root:   bash bench_cuda.sh      (outputs under $OUT)
+# On the GPU machine, from the repo root:   bash bench_cuda.sh [DATA]      (outputs under $OUT)
+# DATA is a folder holding cifar10_train.npz and cifar10_test.npz (train.py's --dataset npz layout), or
+# else the folder where torchvision keeps CIFAR-10 (train.py's --data-dir; downloaded there if it is not
+# there yet). Without DATA: torchvision's CIFAR-10 in data/, downloaded on first use.
 # SUBSET=N trains on the first N images (default 10000, to stay within 10 minutes); SUBSET=all for 49,000.
 set -uo pipefail
+DATA=$(realpath -m "${1:-data}")  # before the cd below, so that a relative DATA means the caller's folder
 cd "$(dirname "$0")"
 OUT=${OUT:-bench-cuda-out}
 SUBSET=${SUBSET:-10000}
+if [ -f "$DATA/cifar10_train.npz" ] && [ -f "$DATA/cifar10_test.npz" ]; then
+    data=(--dataset npz --train-npz "$DATA/cifar10_train.npz" --test-npz "$DATA/cifar10_test.npz")
+else
+    data=(--dataset cifar10 --data-dir "$DATA")
+fi
 mkdir -p "$OUT"
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))" \
     | tee "$OUT/env.txt"
@@ -20,14 +27,10 @@ timeout 120 python -m pytest -q -p no:cacheprovider tests/cuda_checks.py 2>&1 | 
 echo "== bench.py" | tee "$OUT/bench.txt"
 timeout 240 python bench.py --device cuda --quick 2>&1 | tail -20 | tee -a "$OUT/bench.txt"
 
-echo "== 3 epochs of WEAT-adv, bf16 against float32"
-if [ ! -f device_data/cifar10/cifar10_train.npz ]; then
-    python device_data/decode_cifar10.py device_data/cifar10 || { echo "no CIFAR-10 copy: see the top of this file"; exit 1; }
-fi
+echo "== 3 epochs of WEAT-adv, bf16 against float32, data: ${data[*]}"
 subset=(); [ "$SUBSET" != all ] && subset=(--train-subset "$SUBSET")
 for amp in bf16 none; do
-    timeout 100 python train.py --dataset npz --train-npz device_data/cifar10/cifar10_train.npz \
-        --test-npz device_data/cifar10/cifar10_test.npz --weat adv --epochs 3 "${subset[@]}" --amp "$amp" \
+    timeout 100 python train.py "${data[@]}" --weat adv --epochs 3 "${subset[@]}" --amp "$amp" \
         $([ "$amp" = bf16 ] && echo --channels-last) --out-dir "$OUT/weat-adv-$amp" --overwrite 2>&1 \
         | grep -v "it/s\]\|s/it\]" | tail -5
 done

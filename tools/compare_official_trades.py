@@ -1,8 +1,8 @@
 """Developer check: one TRADES epoch with `train.py` against the official TRADES code, as whole processes.
 
     git clone https://github.com/yaodongyu/TRADES /tmp/TRADES
-    python tools/compare_official_trades.py --trades-repo /tmp/TRADES --train-npz data/cifar10/cifar10_train.npz \\
-        --test-npz data/cifar10/cifar10_test.npz --results results/speed-vs-official-trades.json
+    python tools/compare_official_trades.py --trades-repo /tmp/TRADES --dataset cifar10 \\
+        --results results/speed-vs-official-trades.json
 
 The same work on both sides: one epoch (K = 10, eps 8/255, step 2/255, beta 6, batch 128, SGD lr 0.1) of a
 width-16 ResNet-18 from `models.py` over the first 2,048 training images left after the 128 held out,
@@ -10,7 +10,8 @@ then PGD-20 on those 128. The official side is that repository's `trades_loss` (
 attack, imported from the given checkout, not copied) in the shape of its `train()` loop, with
 torchvision's transforms and DataLoader (random crop + flip, as its script); its evaluation follows its
 `_pgd_whitebox`. Our side is `python train.py` with the matching flags (its energy snapshot and log
-included). The two take turns, `--rounds` times; the file keeps every round's seconds.
+included). The two take turns, `--rounds` times; the file keeps every round's seconds. The committed
+results came from the developers' JPEG-derived CIFAR-10 copy (--train-npz and --test-npz).
 """
 import argparse
 import os
@@ -18,14 +19,14 @@ import subprocess
 import sys
 import time
 
-from common import tool_parser  # first: it puts the repo on sys.path
+from common import data_files, parse_tool_args, tool_parser  # first: it puts the repo on sys.path
 from models import provenance, write_json
 
 GOAL = 0.75  # our whole-process time over the official one
 TRAIN_IMAGES, VAL_IMAGES, WIDTH, BATCH, STEPS = 2048, 128, 16, 128, 10
 
 
-def official_epoch(trades_repo: str, train_npz: str, test_npz: str) -> None:
+def official_epoch(trades_repo: str, args) -> None:
     """The official machinery's epoch and PGD-20 evaluation (run in its own process)."""
     import torch
     import torch.nn.functional as F
@@ -48,7 +49,7 @@ def official_epoch(trades_repo: str, train_npz: str, test_npz: str) -> None:
             return self.transform(Image.fromarray(self.x[i])), int(self.y[i])
 
     torch.manual_seed(0)
-    data = load_data("npz", "data", train_npz, test_npz, None, VAL_IMAGES, TRAIN_IMAGES, 0)
+    data = load_data(args.dataset or "npz", args.data_dir, args.train_npz, args.test_npz, None, VAL_IMAGES, TRAIN_IMAGES, 0)
     augment = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor()])
     loader = torch.utils.data.DataLoader(Images(data.train, augment), batch_size=BATCH, shuffle=True)
     val = torch.utils.data.DataLoader(Images(data.val, transforms.ToTensor()), batch_size=BATCH)
@@ -75,28 +76,37 @@ def official_epoch(trades_repo: str, train_npz: str, test_npz: str) -> None:
     print(f"official: validation PGD-20 {robust / len(data.val):.3f}")
 
 
+def data_words(args) -> list:
+    """The data flags as command-line words (train.py takes them too, after `--dataset npz` for npz files)."""
+    if args.train_npz:
+        return ["--train-npz", args.train_npz, "--test-npz", args.test_npz]
+    return ["--dataset", args.dataset, "--data-dir", args.data_dir]
+
+
 def timed(cmd: list, env: dict) -> float:
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
-def main():
-    p = tool_parser()
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this tool."""
+    p = tool_parser(splits=("train", "test"), models=False, description=__doc__)
     p.add_argument("--trades-repo", required=True, help="a checkout of github.com/yaodongyu/TRADES")
-    p.add_argument("--train-npz", required=True, help="CIFAR-10 training images (--dataset npz layout)")
-    p.add_argument("--test-npz", required=True, help="CIFAR-10 test images")
     p.add_argument("--rounds", type=int, default=3, help="turns of official, then ours")
     p.add_argument("--results", default=None, help="write the seconds of every round here, with provenance")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    return p
+
+
+def main(argv=None) -> None:
+    args = parse_tool_args(build_parser(), argv)
     if args.worker:
-        return official_epoch(args.trades_repo, args.train_npz, args.test_npz)
+        return official_epoch(args.trades_repo, args)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    official = [sys.executable, os.path.abspath(__file__), "--worker", "--trades-repo", args.trades_repo,
-                "--train-npz", args.train_npz, "--test-npz", args.test_npz]
-    ours = [sys.executable, os.path.join(root, "train.py"), "--dataset", "npz", "--train-npz", args.train_npz,
-            "--test-npz", args.test_npz, "--train-subset", str(TRAIN_IMAGES), "--val-size", str(VAL_IMAGES),
+    official = [sys.executable, os.path.abspath(__file__), "--worker", "--trades-repo", args.trades_repo, *data_words(args)]
+    ours = [sys.executable, os.path.join(root, "train.py"), *(["--dataset", "npz"] if args.train_npz else []), *data_words(args),
+            "--train-subset", str(TRAIN_IMAGES), "--val-size", str(VAL_IMAGES),
             "--eval-examples", str(VAL_IMAGES), "--width", str(WIDTH), "--batch-size", str(BATCH), "--steps", str(STEPS),
             "--epochs", "1", "--device", "cpu", "--out-dir", os.path.join(args.out, "official-trades-comparison"),
             "--overwrite"]
@@ -107,7 +117,7 @@ def main():
               f"({rounds[-1]['ours_s'] / rounds[-1]['official_s']:.3f})", flush=True)
     if args.results:
         settings = {"train_images": TRAIN_IMAGES, "val_images": VAL_IMAGES, "width": WIDTH, "batch_size": BATCH, "steps": STEPS}
-        write_json(args.results, {"provenance": provenance([args.train_npz, args.test_npz]), "settings": settings,
+        write_json(args.results, {"provenance": provenance(data_files(args, True) + data_files(args, False)), "settings": settings,
                                   "goal": GOAL, "rounds": rounds})
 
 

@@ -5,6 +5,7 @@ class (the first of each), the class names above the columns.
         runs/reference/gen-samplers-cpu-w16-10k-natural/SGLD-no_momentum --labels "TRADES,natural" \
         --out docs/generation-models.png
 """
+import argparse
 import os
 
 import torch
@@ -20,10 +21,16 @@ def first_per_class(folder: str) -> torch.Tensor:
     return torch.stack([samples.images[samples.labels == c][0] for c in samples.labels.unique()]).float() / 255
 
 
-def main(argv=None) -> None:
-    p = tool_parser()
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this tool."""
+    p = tool_parser(models=False, description=__doc__)
     p.add_argument("--runs", nargs="+", required=True, help="generate.py run folders (each holding samples.npz)")
     p.add_argument("--labels", required=True, help="comma-separated, one row label per run")
+    return p
+
+
+def main(argv=None) -> None:
+    p = build_parser()
     args = p.parse_args(argv)
     labels = args.labels.split(",")
     if len(labels) != len(args.runs):

@@ -1,11 +1,14 @@
-"""Developer check: how attacks move E(x) and E(x, y), on reference models and on our own checkpoints,
-with the paper's attack points and with the robust-accuracy points side by side.
+"""Developer check: how attacks move E(x) and E(x, y), on models trained elsewhere and on our own
+checkpoints, with the paper's attack points and with the robust-accuracy points side by side.
 
-Needs the developers' reference models (not shipped with the repo; a train.py checkpoint path works
-too) and the decoded CIFAR-10 copy; the torchattacks comparison needs `pip install torchattacks` (a
-development check, not a dependency):
+    python tools/reference_energy.py --dataset cifar10 --models robustbench:Wong2020Fast --n-examples 200
+    python tools/reference_energy.py --dataset cifar10 --models vnncomp21-resnet4b.pth,wong18-cifar-small-8px.pth \
+        --results results/energy-attacks-reference.json
 
-    python tools/reference_energy.py --test-npz data/cifar10/cifar10_test.npz --results results/energy-attacks-reference.json
+A model is PATH.pt (a train.py checkpoint), PATH/NAME.pth (a reference model file: tools/reference_models.py
+says where the VNN-COMP 2021 and Wong et al. 2018 weights come from) or robustbench:NAME. The committed
+results came from the developers' JPEG-derived CIFAR-10 copy (--test-npz) and their reference .pth files.
+The torchattacks comparison needs `pip install torchattacks` (a development check, not a dependency).
 
 Writes energy_attacks-<model>.json / .png per model under --out (the tables and figure of `analysis.py
 attacks`) and, with --results, one file for docs/ (tools/report.py renders it): per model every attack
@@ -14,11 +17,14 @@ each random attack run with --attack-seeds seeds (the shift averaged over them, 
 shift beside it), PGD-CE and APGD-CE under both point rules (`final`, the paper's, and `first-adversarial`, the
 robust-accuracy rule) and, with torchattacks installed, the mean E(x) of its PGD and TPGD points.
 """
+import argparse
 import os
 
 import torch
 
-from common import classifier, first_points, tool_parser  # first: it puts the repo on sys.path
+# common first: it puts the repo on sys.path
+from common import (SPEC_HELP, check_spec, classifier, data_files, first_points, guarded, model_specs,
+                    parse_tool_args, recorded_name, tool_parser)
 from attacks import PGD20_STEP_SIZE, eval_mode
 from analysis import ANALYSIS_STEPS, POINT_RULES, attack_energies, attacks_table, plot_attack_panels, point_energies
 from models import provenance, write_json
@@ -47,29 +53,35 @@ def torchattacks_means(model, x, y, eps: float, steps: int) -> dict:
     return means
 
 
-def main():
-    p = tool_parser()
-    p.add_argument("--test-npz", required=True, help="decoded CIFAR-10 test set")
-    p.add_argument("--models", default="vnncomp21-resnet4b,wong18-cifar-small-8px",
-                   help="reference model names, or paths to train.py checkpoints")
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this tool."""
+    p = tool_parser(splits=("test",), description=__doc__)
+    p.add_argument("--models", type=model_specs, required=True, help="comma-separated model specs, each " + SPEC_HELP)
     p.add_argument("--eps", type=float, default=8.0, help="Linf radius in pixels")
     p.add_argument("--steps", type=int, default=ANALYSIS_STEPS, help="iterations of every attack")
     p.add_argument("--n-examples", type=int, default=500, help="first n test points")
     p.add_argument("--attack-seeds", type=int, default=3, help="seeds 0 .. N-1 of every random attack (analysis.attacks_table)")
     p.add_argument("--results", default=None, help="also write every model's tables here, with provenance")
-    args = p.parse_args()
-    x, y = first_points(args.test_npz, args.n_examples)
+    return p
+
+
+def main(argv=None) -> None:
+    args = parse_tool_args(build_parser(), argv)
+    specs = args.models
+    for spec in specs:  # every spec checked before anything runs or is written
+        check_spec(spec)
+    x, y = first_points(args, args.n_examples)
     eps = args.eps / 255
     os.makedirs(args.out, exist_ok=True)
     models = {}
-    for name in args.models.split(","):
-        model, tag = classifier(name, args.shared)
+    for spec in specs:
+        model, tag = classifier(spec, args.model_dir)
         clean = point_energies(model, x, y)["E_x"]
         rules = {attack: {rule: {"mean_E_x": out["E_x"].mean().item(), "frac_E_x_down": (out["E_x"] < clean).double().mean().item()}
                           for rule, out in ((r, attack_energies(model, x, y, attack, eps, args.steps, r)) for r in POINT_RULES)}
                  for attack in ("pgd-ce", "apgd-ce")}
         table, per_point = attacks_table(model, x, y, eps, steps=args.steps, seeds=tuple(range(args.attack_seeds)))
-        models[tag] = {"model": name, "attacks": table, "point_rules": rules,
+        models[tag] = {"model": recorded_name(spec), "attacks": table, "point_rules": rules,
                        "torchattacks_mean_E_x": torchattacks_means(model, x, y, eps, args.steps)}
         write_json(os.path.join(args.out, f"energy_attacks-{tag}.json"), models[tag])
         plot_attack_panels(per_point, table, os.path.join(args.out, f"energy_attacks-{tag}.png"),
@@ -81,8 +93,8 @@ def main():
         settings = {"n": len(y), "eps_pixels": args.eps, "steps": args.steps, "step_size": PGD20_STEP_SIZE, "points": "final",
                     "attack_seeds": args.attack_seeds,
                     "torchattacks": getattr(optional_torchattacks(), "__version__", None)}
-        write_json(args.results, {"provenance": provenance([args.test_npz]), "settings": settings, "models": models})
+        write_json(args.results, {"provenance": provenance(data_files(args, train=False)), "settings": settings, "models": models})
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)

@@ -1,13 +1,17 @@
-"""Developer check: generate.py on a reference model (or a train.py checkpoint), with its samples scored
-by the model itself and by a different model (the judge).
+"""Developer check: generate.py on a model trained elsewhere (or a train.py checkpoint), with its samples
+scored by the model itself and by a different model (the judge).
 
-Needs the developers' reference models (not shipped with the repo) and the decoded CIFAR-10 copy. The
-flags after `--` go to generate.py unchanged (a preset, --compare-samplers, a sweep ...); the reference
-model stands in for --ckpt, so the outputs are exactly generate.py's:
+The flags after `--` go to generate.py unchanged (a preset, --compare-samplers, a sweep ...); the model
+stands in for --ckpt, so the outputs are exactly generate.py's:
 
-    python tools/reference_generation.py --train-npz data/cifar10/cifar10_train.npz --out runs/gen-paper
-    python tools/reference_generation.py --train-npz data/cifar10/cifar10_train.npz --out runs/gen-samplers \
-        -- --compare-samplers --n-per-class 50
+    python tools/reference_generation.py --dataset cifar10 --model vnncomp21-resnet4b.pth \
+        --judge vnncomp21-resnet2b.pth --out runs/gen-paper
+    python tools/reference_generation.py --dataset cifar10 --model robustbench:Wong2020Fast \
+        --judge robustbench:Engstrom2019Robustness --out runs/gen-samplers -- --compare-samplers --n-per-class 50
+
+A model is PATH.pt (a train.py checkpoint), PATH/NAME.pth (a reference model file: tools/reference_models.py
+says where the VNN-COMP 2021 and Wong et al. 2018 weights come from) or robustbench:NAME. The committed
+results came from the developers' JPEG-derived CIFAR-10 copy (--train-npz) and their reference .pth files.
 
 Prints, and with --results writes (with provenance, for tools/report.py), per run: the generating
 model's accuracy on its samples, the judge's, and the within-class diversity (mean pixel L2 between
@@ -20,7 +24,8 @@ import os
 import numpy as np
 import torch
 
-from common import classifier, tool_parser  # first: it puts the repo on sys.path
+# common first: it puts the repo on sys.path
+from common import SPEC_HELP, check_spec, classifier, data_files, guarded, model_specs, parse_tool_args, split, tool_parser
 import generate as G
 import metrics
 from data import load_npz
@@ -29,21 +34,35 @@ from models import provenance, write_json
 SETTINGS = ("preset", "steps", "eta", "zeta", "noise_std", "sigma_pca", "retained_variance", "n_per_class", "init")
 
 
-def main():
-    p = tool_parser()
-    p.add_argument("--train-npz", required=True, help="decoded CIFAR-10 training set")
-    p.add_argument("--model", default="vnncomp21-resnet4b", help="reference model name or train.py checkpoint")
-    p.add_argument("--judge", default="vnncomp21-resnet2b", help="the different model that scores the samples")
+def model_spec(text: str) -> str:
+    """argparse type of one model spec (common.model_specs, one only)."""
+    specs = model_specs(text)
+    if len(specs) != 1:
+        raise argparse.ArgumentTypeError(f"one model, not {len(specs)}")
+    return specs[0]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this tool."""
+    p = tool_parser(splits=("train",), description=__doc__)
+    p.add_argument("--model", type=model_spec, required=True, help="the generating model: " + SPEC_HELP)
+    p.add_argument("--judge", type=model_spec, required=True, help="the different model that scores the samples (a model spec, as --model)")
     p.add_argument("--results", default=None, help="also write every run's scores here, with provenance")
     p.add_argument("generate_flags", nargs=argparse.REMAINDER, help="-- then generate.py's flags")
-    args = p.parse_args()
-    (model, tag), (judge, judge_tag) = classifier(args.model, args.shared), classifier(args.judge, args.shared)
-    info = {"args": {"dataset": "npz", "train_npz": args.train_npz}, "model_config": {"num_classes": 10},
-            "source": tag, "file": args.train_npz}
-    G.load_classifier = lambda *_, **__: (model, info)  # the reference model in place of --ckpt
+    return p
+
+
+def main(argv=None) -> None:
+    args = parse_tool_args(build_parser(), argv)
+    for spec in (args.model, args.judge):  # both checked before anything runs or is written
+        check_spec(spec)
+    (model, tag), (judge, judge_tag) = classifier(args.model, args.model_dir), classifier(args.judge, args.model_dir)
+    data = {"dataset": "npz", "train_npz": args.train_npz} if args.train_npz else {"dataset": args.dataset, "data_dir": args.data_dir}
+    info = {"args": data, "model_config": {"num_classes": 10}, "source": tag, "file": args.model}
+    G.load_classifier = lambda *_, **__: (model, info)  # the model in place of --ckpt
     flags = [f for f in args.generate_flags if f != "--"]
-    G.main(["--ckpt", tag, "--train-npz", args.train_npz, "--out", args.out, *flags])
-    train = load_npz(args.train_npz)
+    G.main(["--ckpt", tag, *(["--train-npz", args.train_npz] if args.train_npz else []), "--out", args.out, *flags])
+    train = split(args, train=True)
     reference = metrics.diversity(train.images, train.labels)
     print(f"\n| generator | run | its accuracy on its samples | judge ({judge_tag}) accuracy | pixel L2 diversity "
           f"(training images: {reference:.2f}) |\n|---|---|---|---|---|")
@@ -66,7 +85,7 @@ def main():
         write_json(os.path.join(folder, "judged.json"), {"model": tag, "judge": judge_tag, **runs[-1],
                                                          "pixel_l2_diversity_training_images": reference})
     if args.results:
-        write_json(args.results, {"provenance": provenance([args.train_npz]), "model": tag, "judge": judge_tag,
+        write_json(args.results, {"provenance": provenance(data_files(args, train=True)), "model": tag, "judge": judge_tag,
                                   "pixel_l2_diversity_training_images": reference, "runs": runs})
 
 
@@ -75,4 +94,4 @@ def glob_samples(out: str) -> list:
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)

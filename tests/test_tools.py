@@ -1,0 +1,155 @@
+"""The developer tools without the developers' folder: model specs (a train.py checkpoint, a reference
+model file, a RobustBench name), their data flags, and one tool end to end offline."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import HANG_TIMEOUT, ROOT
+import models
+from models import CheckpointError, Normalize, build_model, model_config, save_checkpoint
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import common  # noqa: E402
+from reference_models import REFERENCE_MODELS, build_reference, load_reference  # noqa: E402
+
+ZOO_MODEL = "Ding2020MMA"  # as tests/test_robustbench.py: the smallest CIFAR-10 Linf architecture of the zoo
+
+
+def saved_reference(folder, name: str, wrap=lambda state: state) -> tuple:
+    """A reference architecture with random weights saved as folder/NAME.pth; (path, the model with its
+    input normalisation, in eval mode)."""
+    torch.manual_seed(len(name))
+    net = build_reference(name)
+    path = os.path.join(folder, f"{name}.pth")
+    torch.save(wrap(net.state_dict()), path)
+    _, mean, std = REFERENCE_MODELS[name]
+    return path, torch.nn.Sequential(Normalize(mean, std), net).eval()
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_MODELS))
+def test_a_reference_model_file_loads_back_into_the_same_model(name, tmp_path):
+    path, saved = saved_reference(tmp_path, name)
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        logits = load_reference(path)(x)
+        assert logits.shape == (4, 10) and torch.equal(logits, saved(x))
+    model, tag = common.classifier(path)
+    assert tag == name and common.recorded_name(path) == name and not model.training
+    with torch.no_grad():
+        assert torch.equal(model(x), logits)
+
+
+@pytest.mark.parametrize("wrap", [lambda s: {"state_dict": s, "epoch": 3}, lambda s: {"state_dict": [s], "err": 0.5}])
+def test_weights_saved_under_state_dict_are_unwrapped(wrap, tmp_path):
+    path, saved = saved_reference(tmp_path, "wong18-cifar-small-8px", wrap)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_reference(path)(x), saved(x))
+
+
+def test_a_train_py_checkpoint_is_tagged_by_its_run_folder(tmp_path):
+    config = model_config("resnet18", 10, width=4)
+    os.makedirs(tmp_path / "run-a")
+    save_checkpoint(str(tmp_path / "run-a" / "best.pt"), build_model(**config), config)
+    model, tag = common.classifier(str(tmp_path / "run-a" / "best.pt"))
+    assert tag == "run-a" and model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    assert common.recorded_name(str(tmp_path / "run-a" / "best.pt")) == str(tmp_path / "run-a" / "best.pt")
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    """A RobustBench model_dir with random weights for ZOO_MODEL, a random-weight reference model file and
+    a small test npz."""
+    try:
+        models.import_robustbench_utils()  # with the alias robustbench 1.1.1 needs to import
+    except CheckpointError as e:
+        pytest.skip(str(e))  # a test dependency (requirements-dev.txt); the tools run without it
+    root = tmp_path_factory.mktemp("zoo")
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+    torch.manual_seed(0)
+    net = model_dicts[BenchmarkDataset.cifar_10][ThreatModel.Linf][ZOO_MODEL]["model"]()
+    os.makedirs(root / "models" / "cifar10" / "Linf")
+    torch.save({"state_dict": net.state_dict()}, root / "models" / "cifar10" / "Linf" / f"{ZOO_MODEL}.pt")
+    saved_reference(root, "wong18-cifar-small-8px")
+    rng = np.random.default_rng(0)
+    np.savez(root / "test.npz", image=rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), label=np.arange(16) % 10)
+    return root
+
+
+def test_a_robustbench_spec_loads_from_the_model_dir(zoo):
+    model, tag = common.classifier(f"robustbench:{ZOO_MODEL}", str(zoo / "models"))
+    assert tag == ZOO_MODEL and not model.training
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(CheckpointError, match=f"offline, put its weights at .*{ZOO_MODEL}.pt"):
+        common.classifier(f"robustbench:{ZOO_MODEL}", str(zoo / "elsewhere"))
+
+
+@pytest.mark.parametrize("spec,why", [
+    ("vnncomp21-resnet4b", "pass its file, PATH/vnncomp21-resnet4b.pth"),
+    ("resnet_4b.onnx", "give PATH.pt (a train.py checkpoint), PATH/NAME.pth"),
+    ("robustbench:", "robustbench: needs a model name"),
+    ("weights/resnet4b.pth", "a reference model file is named NAME.pth with NAME one of vnncomp21-resnet2b"),
+    ("runs/no-such-run/best.pt", "model file not found: runs/no-such-run/best.pt"),
+])
+def test_a_bad_spec_is_one_line(spec, why):
+    with pytest.raises(CheckpointError) as error:
+        common.classifier(spec)
+    assert why in str(error.value) and "\n" not in str(error.value)
+
+
+def test_weights_of_another_architecture_are_refused_in_one_line(tmp_path):
+    torch.save(build_reference("vnncomp21-resnet2b").state_dict(), tmp_path / "vnncomp21-resnet4b.pth")
+    with pytest.raises(CheckpointError, match="not the weights of vnncomp21-resnet4b") as error:
+        load_reference(str(tmp_path / "vnncomp21-resnet4b.pth"))
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("argv,why", [
+    ([], "give --dataset cifar10 (downloaded through torchvision) or --test-npz"),
+    (["--dataset", "cifar10", "--test-npz", "t.npz"], "--dataset cifar10 and --test-npz exclude each other"),
+])
+def test_the_data_flags_name_one_source(argv, why, capsys):
+    with pytest.raises(SystemExit) as stop:
+        common.parse_tool_args(common.tool_parser(splits=("test",)), argv)
+    assert stop.value.code == 2 and why in capsys.readouterr().err
+
+
+def test_the_real_data_set_is_recorded_by_torchvisions_files():
+    args = common.parse_tool_args(common.tool_parser(splits=("train", "test")), ["--dataset", "cifar10", "--data-dir", "d"])
+    assert common.data_files(args, train=False) == [os.path.join("d", "cifar-10-batches-py", "test_batch")]
+    assert len(common.data_files(args, train=True)) == 5
+
+
+def tool(script, *args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", script), *args], capture_output=True, text=True,
+                          timeout=HANG_TIMEOUT, cwd=ROOT)
+
+
+def test_reference_attacks_runs_offline_on_a_zoo_model_and_a_reference_file(zoo):
+    specs = f"robustbench:{ZOO_MODEL},{zoo / 'wong18-cifar-small-8px.pth'}"
+    result = tool("reference_attacks.py", "--models", specs, "--model-dir", str(zoo / "models"), "--test-npz",
+                  str(zoo / "test.npz"), "--n-examples", "8", "--eps", "8", "--out", str(zoo / "out"),
+                  "--results", str(zoo / "attacks.json"))
+    assert result.returncode == 0, result.stderr
+    written = json.loads((zoo / "attacks.json").read_text())
+    assert [row["model"] for row in written["rows"]] == [f"robustbench:{ZOO_MODEL}", "wong18-cifar-small-8px"]
+    assert written["rows"][1]["n"] == 8 and written["provenance"]["data"][0]["name"] == "test.npz"
+
+
+@pytest.mark.parametrize("spec,why,usage", [
+    ("vnncomp21-resnet4b", "PATH/vnncomp21-resnet4b.pth", True),  # refused by the parser
+    ("absent/vnncomp21-resnet4b.pth", "model file not found: absent/vnncomp21-resnet4b.pth", False),
+])
+def test_a_tool_given_a_bad_spec_writes_nothing_and_says_why_in_one_line(spec, why, usage, zoo, tmp_path):
+    result = tool("reference_attacks.py", "--models", f"{zoo / 'wong18-cifar-small-8px.pth'},{spec}",
+                  "--test-npz", str(zoo / "test.npz"), "--out", str(tmp_path / "out"))
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert result.returncode == 2 and len(errors) == 1 and why in errors[0]
+    assert result.stderr.startswith("usage:") == usage and not (tmp_path / "out").exists()
