@@ -464,6 +464,35 @@ def correlations_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def trials_table(r: dict) -> str:
+    """The calibration trials of a claims regime: the flags each changed, and where its test PGD peaked
+    and how far it fell."""
+    pct = lambda v: "—" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    lines = ["| trial | flags changed from claims-cpu | epochs run | test PGD, best 5 (epochs) | 5 epochs before the "
+             "first drop | 5 after it | last 5 run | fall | training robust, last |", "|---|---|---|---|---|---|---|---|---|"]
+    for t in r["trials"]:
+        flags = f"`{t['flags']}`" if t["flags"] else "none"
+        lines.append(f"| {t['trial']} | {flags} | "
+                     f"{t['epochs_run']} of {t['epochs']} | {pct(t['best5'])} ({t['best5_epochs'][0]}-{t['best5_epochs'][1]}) | "
+                     f"{pct(t['before_drop5'])} | {pct(t['after_drop5'])} | {pct(t['last5'])} | {pct(t['fall'])} | "
+                     f"{pct(t['train_adv_last'])} |")
+    runs = ", ".join(dict.fromkeys(f"{display(t['method'])}, seed {t['seed']}" for t in r["trials"]))
+    return "\n".join(lines + ["", f"({runs}; test PGD in %, on the 500 test points of the per-epoch attack; fall: "
+                                  "best 5 minus last 5 run.)"])
+
+
+def calibration_table(r: dict) -> str:
+    """The trials that chose an intervention's setting: the flags each changed, its energy gaps over the last
+    5 epochs and its final training robust accuracy (run without the test attack: the choice saw no test
+    robustness)."""
+    lines = ["| trial | flags changed from claims-cpu | epochs run | dE, last 5 | dE(x,y), last 5 | training robust, last |",
+             "|---|---|---|---|---|---|"]
+    for t in r["trials"]:
+        lines.append(f"| {t['trial']} | `{t['flags']}` | {t['epochs_run']} of {t['epochs']} | {t['dE_last5']:+.3f} | "
+                     f"{t['dExy_last5']:+.3f} | {100 * t['train_adv_last']:.1f} |")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------------
 # The figure
 

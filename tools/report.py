@@ -1,4 +1,4 @@
-"""The tables of README.md and docs/*.md, generated from the files under results/.
+"""The tables of README.md and docs/*.md, and the numbers their sentences quote, generated from results/.
 
     python tools/report.py            # rewrite every generated block from results/
     python tools/report.py --check    # change nothing; exit 1 and name each block that differs
@@ -7,9 +7,9 @@ A generated block is everything between a line `<!-- results: NAME -->` and the 
 NAME picks one of the RENDERERS below, which reads results/NAME.json (written, with its provenance, by
 the command that measured it) and returns the block's Markdown: the table, the sentences that quote
 its numbers, and a line saying where they come from. Edit the results file's command, not the block.
+A number in a sentence sits between `<!-- value: NAME -->` and `<!-- /value -->` and is rendered by VALUES.
 """
 import argparse
-import functools
 import glob
 import json
 import os
@@ -19,9 +19,10 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from methods import METHODS  # noqa: E402  (the display names of the methods)
+import claims  # noqa: E402  (the claims tables)
 
 BLOCK = re.compile(r"(<!-- results: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+VALUE = re.compile(r"(<!-- value: (?P<name>[\w.-]+) -->)(?P<body>.*?)(<!-- /value -->)", re.S)
 
 
 class ReportError(ValueError):
@@ -38,31 +39,18 @@ def load(root: str, name: str) -> dict:
 
 
 def source_line(name: str, result: dict, depth: int) -> str:
-    """Where a block's numbers come from: the file, the command that wrote it, the commit, data, machine."""
+    """Where a block's numbers come from, in one short line: the file, the command that wrote it, the commit,
+    the data's hashes and the machine (the rest of the provenance is in the file)."""
     p = result["provenance"]
     m = p["machine"]
-    data = ", ".join(f"{d['name']} (sha256 {d['sha256'][:12]})" for d in p["data"]) or "no data files"
+    data = ", data " + " / ".join(d["sha256"][:8] for d in p["data"]) if p["data"] else ""
+    machine = f"{m['device']}, {m['cpu_cores']} cores" if m["device"] == "cpu" else m["device"]
     link = "../" * depth + f"results/{name}.json"
-    return (f"*From [`results/{name}.json`]({link}), written by `{p['command']}` on {p['date']}; commit "
-            f"{p['commit'][:12]}{'-dirty' if p['commit'].endswith('-dirty') else ''}; data: {data}; "
-            f"{m['system']}, {m['cpu_cores']} cores, {m['torch_threads']} torch threads, torch {m['torch']}, {m['device']}.*")
+    return f"*From [`results/{name}.json`]({link}): `{p['command']}` at {p['commit'][:7]}{data}; {machine}.*"
 
 
 # ---------------------------------------------------------------------------------------------------
 # Renderers: results file -> Markdown
-
-
-def shown(method: str) -> str:
-    """A method's display name (SAT, WEAT-adv, ...) from its key."""
-    return METHODS[method].display if method in METHODS else method
-
-
-def by_method(runs: list) -> dict:
-    """The runs of a claims results file grouped by method, in their order."""
-    groups = {}
-    for run in runs:
-        groups.setdefault(run["method"], []).append(run)
-    return groups
 
 
 def speed_cpu(r: dict) -> str:
@@ -200,123 +188,6 @@ def generation_sweep(r: dict) -> str:
     return "\n".join(lines)
 
 
-def interval(mean, half, scale: float = 100, spec: str = ".1f") -> str:
-    """mean ± the half-width of its 95% interval ('—' where there is no value)."""
-    if mean is None:
-        return "—"
-    return f"{scale * mean:{spec}}" + (f" ± {scale * half:{spec.lstrip('+')}}" if half is not None else "")
-
-
-def claims_cpu(r: dict) -> str:
-    """Claim 1: per method the fall of test PGD and the energy gaps, mean ± 95% t-interval over seeds, and
-    the methods' falls compared seed by seed."""
-    lines = [f"Setup: {r['setup']}." if r.get("setup") else "",
-             "", "| method | seeds | test PGD, best 5 epochs | test PGD, last 5 | fall | training robust, last epoch "
-             "| dE, best 5 | dE, at the first drop | dE, last | dE(x,y), best 5 | dE(x,y), at the first drop | dE(x,y), last |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for row in r["rows"]:
-        pct = lambda k: interval(row[k], row[f"{k}_ci95"])  # noqa: E731
-        gap = lambda k: interval(row[k], row[f"{k}_ci95"], 1, "+.3f")  # noqa: E731
-        lines.append(f"| {shown(row['method'])} | {len(row['seeds'])} | {pct('peak_test')} | {pct('end_test')} | "
-                     f"{pct('window_gap')} | {pct('train_adv_last')} | {gap('dE_peak')} | {gap('dE_decay')} | {gap('dE_last')} | "
-                     f"{gap('dExy_peak')} | {gap('dExy_decay')} | {gap('dExy_last')} |")
-    lines += ["", "| falls compared (same seeds, same training images) | seeds | difference of the falls | told apart? |",
-              "|---|---|---|---|"]
-    for p in r["paired_falls"]:
-        apart = "—" if p["ci95"] is None else "yes" if abs(p["difference"]) > p["ci95"] else "no: the interval holds 0"
-        lines.append(f"| {shown(p['methods'][0])} - {shown(p['methods'][1])} | {len(p['seeds'])} | {interval(p['difference'], p['ci95'])} "
-                     f"| {apart} |")
-    lines += ["", "| method | first drop after epoch | best 5 epochs, per seed | fall, per seed | seeds whose best 5 lie "
-              "mostly after the first drop (3 or more of the 5) |", "|---|---|---|---|---|"]
-    for method, mine in by_method(r["runs"]).items():
-        windows = ", ".join(f"{run['peak_epochs'][0]}-{run['peak_epochs'][1]}" for run in mine)
-        falls = ", ".join(f"{100 * run['window_gap']:.1f}" for run in mine)
-        after = sum(sum(epoch > run["decay_epoch"] for epoch in range(run["peak_epochs"][0], run["peak_epochs"][1] + 1)) >= 3
-                    for run in mine)
-        drops = " / ".join(str(d) for d in sorted({run["decay_epoch"] for run in mine}))
-        lines.append(f"| {shown(method)} | {drops} | {windows} | {falls} | {after} of {len(mine)} |")
-    lines += ["", "(Accuracies in %, energies in their own units; mean ± the half-width of the 95% Student-t interval over "
-                  "seeds. Best 5: the 5 consecutive epochs with the best mean test PGD; last 5: the last 5 epochs; fall: "
-                  "best 5 minus last 5. dE = E(x) - E(x*), dE(x,y) = E(x,y) - E(x*,y) on the training batches, eval-mode "
-                  "forward; at the first drop: the last epoch at the high learning rate. Training robust accuracy is on each method's own training attack, so it compares epochs, not "
-                  "methods.)"]
-    return "\n".join(lines).lstrip("\n")
-
-
-def claims_lags(r: dict) -> str:
-    """When, not only whether: per run the peak of smoothed test PGD, its half-fall, when the energy gaps
-    leave their band, and the verdicts; then the verdicts counted per method."""
-    lines = ["| run | test PGD peaks | half its fall | dE leaves its band | dE(x,y) leaves | lag dE | lag dE(x,y) | dE | dE(x,y) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    epoch = lambda v: "—" if v is None else str(v)  # noqa: E731
-    lag = lambda v: "—" if v is None else f"{v:+d}"  # noqa: E731
-    for run in r["runs"]:
-        lines.append(f"| {shown(run['method'])} s{run['seed']} | {run['peak_epoch']} | {epoch(run['half_fall_epoch'])} | "
-                     f"{epoch(run['dE_leaves_epoch'])} | {epoch(run['dExy_leaves_epoch'])} | {lag(run['dE_lag'])} | "
-                     f"{lag(run['dExy_lag'])} | {run['dE_timing']} | {run['dExy_timing']} |")
-    lines += ["", "| method | dE: precedes / accompanies / follows / stays in its band | dE(x,y): the same |", "|---|---|---|"]
-    kinds = ("precedes", "accompanies", "follows", "stays in its band")
-    for method, mine in by_method(r["runs"]).items():
-        lines.append(f"| {shown(method)} | " + " | ".join(" / ".join(str(sum(run[f'{k}_timing'] == kind for run in mine))
-                                                          for kind in kinds) for k in ("dE", "dExy")) + " |")
-    return "\n".join(lines)
-
-
-# The seeds of the claims-cpu runs energy.energy_pick's default was chosen on (from four candidate rules);
-# runs of other seeds are a test of it.
-ENERGY_PICK_DESIGN_SEEDS = (0, 1, 2)
-
-
-def claims_picks(r: dict, design_seeds: tuple = ENERGY_PICK_DESIGN_SEEDS) -> str:
-    """The validation pick against the energy picks (the default rule and the first design), per run, in
-    epochs and test PGD; then every candidate rule's mean distance from the validation pick, over all runs
-    and over the runs whose seed is not among `design_seeds` (none: every run is a test of the rules)."""
-    lines = ["| run | validation pick: epoch (test PGD) | energy pick: epoch (test PGD), energy - validation | first "
-             "design: epoch (test PGD), energy - validation |", "|---|---|---|---|"]
-    for run in r["runs"]:
-        first = run["rule_picks"]["delta_E/decay"]
-        lines.append(f"| {shown(run['method'])} s{run['seed']} | {run['val_epoch']} ({100 * run['val_test']:.1f}%) | "
-                     f"{run['energy_epoch']} ({100 * run['energy_test']:.1f}%), {run['energy_epoch'] - run['val_epoch']:+d} "
-                     f"epochs, {100 * run['pick_gap']:+.1f} points | {first['epoch']} ({100 * first['test']:.1f}%), "
-                     f"{first['epoch'] - run['val_epoch']:+d} epochs, {100 * first['gap']:+.1f} points |")
-    names = {"delta_E/start": "dE, band after the burn-in (the default)", "delta_E/decay": "dE, band before the decay (the first design)",
-             "delta_Exy/start": "dE(x,y), band after the burn-in", "delta_Exy/decay": "dE(x,y), band before the decay"}
-    spread = lambda gaps: f"{100 * statistics.mean(gaps):+.1f} points ({100 * min(gaps):+.1f}, {100 * max(gaps):+.1f})"  # noqa: E731
-    lines += ["", "| rule | mean test PGD at its pick | its pick - the validation pick's, mean (min, max) | "
-                  + ("the same on the runs the redesign did not see |" if design_seeds else "runs where its pick tests at least as robust |"),
-              "|---|---|---|---|"]
-    for rule, name in names.items():
-        picks = [run["rule_picks"][rule] for run in r["runs"]]
-        if design_seeds:
-            held_out = [run["rule_picks"][rule]["gap"] for run in r["runs"] if run["seed"] not in design_seeds]
-            last = spread(held_out) + f" ({len(held_out)} runs)" if held_out else "—"
-        else:
-            last = f"{sum(p['gap'] >= 0 for p in picks)} of {len(picks)}"
-        lines.append(f"| {name} | {100 * statistics.mean(p['test'] for p in picks):.1f}% | {spread([p['gap'] for p in picks])} | {last} |")
-    val = statistics.mean(run["val_test"] for run in r["runs"])
-    lines += ["", f"(The validation pick's mean test PGD: {100 * val:.1f}%; accuracies on the 500 test points of the "
-                  "per-epoch attack, which no rule reads." + ("" if design_seeds else " Every rule was fixed before these "
-                  "runs were made, so each run is a test of it.") + ")"]
-    return "\n".join(lines)
-
-
-def claims_trials(r: dict) -> str:
-    """The calibration trials of a claims regime: the flags each changed, and where its test PGD peaked
-    and how far it fell."""
-    pct = lambda v: "—" if v is None else f"{100 * v:.1f}"  # noqa: E731
-    lines = ["| trial | flags changed from claims-cpu | epochs run | test PGD, best 5 (epochs) | 5 epochs before the "
-             "first drop | 5 after it | last 5 run | fall | training robust, last |", "|---|---|---|---|---|---|---|---|---|"]
-    for t in r["trials"]:
-        flags = f"`{t['flags']}`" if t["flags"] else "none"
-        lines.append(f"| {t['trial']} | {flags} | "
-                     f"{t['epochs_run']} of {t['epochs']} | {pct(t['best5'])} ({t['best5_epochs'][0]}-{t['best5_epochs'][1]}) | "
-                     f"{pct(t['before_drop5'])} | {pct(t['after_drop5'])} | {pct(t['last5'])} | {pct(t['fall'])} | "
-                     f"{pct(t['train_adv_last'])} |")
-    runs = ", ".join(dict.fromkeys(f"{shown(t['method'])}, seed {t['seed']}" for t in r["trials"]))
-    return "\n".join(lines + ["", f"({runs}; test PGD in %, on the 500 test points of the per-epoch attack; fall: "
-                                  "best 5 minus last 5 run.)"])
-
-
 def claim3(results: dict) -> str:
     """Claim 3: per generating model (a --compare-samplers run each), the PCA start alone and SGLD without and
     with momentum, scored by the model itself and by a judge it has never seen."""
@@ -356,19 +227,23 @@ RENDERERS = {
     "claim3": (("generation-resnet4b-samplers", "generation-cpu-w16-10k-natural-samplers", "generation-sat-s0-samplers",
                 "generation-trades-s0-samplers", "generation-weat-adv-s0-samplers"), claim3),
     "attacks-reference": ("attacks-reference", attacks_reference),
-    "claims-cpu": ("claims-cpu", claims_cpu),
-    "claims-cpu-lags": ("claims-cpu", claims_lags),
-    "claims-cpu-picks": ("claims-cpu", claims_picks),
-    "claims-cpu-aug-trials": ("claims-cpu-aug-trials", claims_trials),
-    "claims-cpu-aug": ("claims-cpu-aug", claims_cpu),
-    "claims-cpu-aug-lags": ("claims-cpu-aug", claims_lags),
-    "claims-cpu-aug-picks": ("claims-cpu-aug", functools.partial(claims_picks, design_seeds=())),
+    **{f"{name}-{part}": (name, table) for name in ("claims-cpu", "claims-cpu-aug") for part, table in (
+        ("falls", claims.falls_table), ("energies", claims.energies_table), ("pairs", claims.pairs_table),
+        ("lags", claims.lags_table), ("picks", claims.picks_table), ("intervention", claims.intervention_table))},
+    "claims-correlations": (("claims-cpu", "claims-cpu-aug"), claims.correlations_table),
+    "claims-cpu-der-trials": ("claims-cpu-der-trials", claims.calibration_table),
+    "claims-cpu-aug-trials": ("claims-cpu-aug-trials", claims.trials_table),
     "generation-resnet4b-paper": ("generation-resnet4b-paper", generation_runs),
     "generation-resnet4b-collapsed": ("generation-resnet4b-collapsed", generation_runs),
     "generation-resnet4b-ours": ("generation-resnet4b-ours", generation_runs),
     "generation-resnet4b-samplers": ("generation-resnet4b-samplers", generation_runs),
     "generation-resnet4b-sweep": ("generation-resnet4b-sweep", generation_sweep),
 }
+
+
+# A number quoted in prose: <!-- value: NAME -->7.6<!-- /value --> is rendered by VALUES[NAME] (results file,
+# function of its contents -> text), so a sentence cannot drift from its file (report --check sees it).
+VALUES = {}
 
 
 def files_of(name: str) -> tuple:
@@ -405,7 +280,16 @@ def regenerate(root: str = ROOT, write: bool = True) -> list:
                 changed.append((os.path.relpath(page, root), m["name"]))
             return m.group(1) + body + m.group(4)
 
-        new = BLOCK.sub(fill, text)
+        def value(m):
+            if m["name"] not in VALUES:
+                raise ReportError(f"no renderer for the value '{m['name']}' (known: {', '.join(VALUES)})")
+            file, render_value = VALUES[m["name"]]
+            body = render_value(load(root, file))
+            if body != m["body"]:
+                changed.append((os.path.relpath(page, root), m["name"]))
+            return m.group(1) + body + m.group(4)
+
+        new = VALUE.sub(value, BLOCK.sub(fill, text))
         if write and new != text:
             with open(page + ".tmp", "w") as f:
                 f.write(new)
