@@ -115,10 +115,14 @@ ACCURACY_TRAIN = ["--width", "16", "--train-subset", "10000", "--balanced-subset
                   "--eval-examples", "500"]
 ACCURACY_EVAL, ACCURACY_LAST_EVAL = ["--cascade-examples", "1000"], ["--cascade-examples", "0"]
 ACCURACY_PAIRS = (("weat-adv", "trades"), ("weat-nat", "trades"), ("trades", "sat"))
-# Rough one-GPU seconds per training epoch, from a target of 12 s per CIFAR-10 ResNet-18 epoch on an
-# H100 with bf16) scaled by images x pixels; not measured: replace with bench.py figures when a GPU is used.
-GPU_SECONDS_PER_EPOCH = {"cifar10": 12, "cifar100": 12, "svhn": 18, "tinyimagenet": 96, "synthetic": 0.1}
-GPU_SECONDS_PER_EVAL = {"cifar10": 600, "cifar100": 600, "svhn": 1500, "tinyimagenet": 1200, "synthetic": 1}
+# GPU time is derived from the one GPU measurement this project has (results/gpu-h200.json: ResNet-18 WEAT-adv,
+# K = 10, batch 128, float32, 49,000 CIFAR-10 images, on one H200): seconds per epoch scaled by training images x
+# pixels, and the evaluation of 1,000 points scaled by the test points, the pixels and the share of points the
+# cascade's later attacks (APGD-T, FAB-T, Square) still have to attack (the paper's AutoAttack accuracy).
+GPU_RESULTS = os.path.join(ROOT, "results", "gpu-h200.json")
+TRAIN_PIXELS = {"cifar10": 49_000 * 32 ** 2, "cifar100": 49_000 * 32 ** 2, "svhn": 72_257 * 32 ** 2,
+                "tinyimagenet": 99_000 * 64 ** 2, "synthetic": 0}  # training images (1,000 held out) x pixels
+TEST_POINTS = {"cifar10": 10_000, "cifar100": 10_000, "svhn": 26_032, "tinyimagenet": 10_000, "synthetic": 0}
 CHECKPOINTS = ("best", "last")  # best.pt: the one --select keeps (best-late by default); last.pt: the final epoch
 
 
@@ -307,6 +311,21 @@ def run_all(runs: list) -> None:
                 execute(cmd + (["--resume"] if partial else []))
             else:
                 print(f"{run.folder}: {which}.pt evaluated", flush=True)
+
+
+def finished_runs(args, runs: list) -> list:
+    """The runs the table shows: those just run, and every other run of the set (other --methods) already
+    finished with the same settings, so that running a set's rows one command at a time builds the whole table."""
+    everything = plan(argparse.Namespace(**{**vars(args), "methods": None}))
+    ran = {run.folder for run in runs}
+
+    def finished(run):
+        try:
+            return training_state(run) == "done" and all(
+                evaluation_done(run, which) for which in run.eval_cmds if not (which == "last" and last_is_best(run)))
+        except (ExperimentError, OSError, KeyError):
+            return False
+    return [run for run in everything if run.folder in ran or finished(run)]
 
 
 def run_every_stage(run: Run) -> None:
@@ -572,23 +591,87 @@ def write_claims(base: str, name: str, runs: list, shrunk: list, dataset: str, o
     return base + ".md"
 
 
+def gpu_hours(dataset: str, runs: int, epochs: int, evaluations: int, robust: float = None, gpu: dict = None) -> dict:
+    """One GPU's hours for `runs` training runs of `epochs` epochs and `evaluations` evaluations of the whole test
+    split, derived from the measurement in results/gpu-h200.json (float32, ResNet-18 width 64); `robust`: the
+    AutoAttack accuracy expected (default: the measured model's)."""
+    if gpu is None:
+        with open(GPU_RESULTS) as f:
+            gpu = json.load(f)
+    epoch = float(np.mean([e["seconds"] for e in gpu["train_epochs"]["float32"]]))
+    ev = gpu["evaluation"]
+    late = sum(ev["attacks"][a] for a in ("apgd-t", "fab-t", "square"))  # these attack only points still robust
+    per_point = (ev["seconds"] - late + late * (robust or ev["cascade"]) / ev["cascade"]) / ev["n"]
+    pixels = TRAIN_PIXELS[dataset] / TRAIN_PIXELS["cifar10"]
+    train_h = runs * epochs * epoch * pixels / 3600
+    eval_h = evaluations * per_point * TEST_POINTS[dataset] * (4 if dataset == "tinyimagenet" else 1) / 3600
+    return {"train": train_h, "evaluate": eval_h, "total": train_h + eval_h, "epoch_seconds": epoch * pixels,
+            "device": gpu["provenance"]["machine"]["device"]}
+
+
+def expected_robust(dataset: str, method: str):
+    """The AutoAttack accuracy a row's evaluation is timed at: the paper's figure, else its data set's mean."""
+    paper = PAPER.get(dataset, {})
+    known = [aa for _, aa in paper.values() if aa is not None]
+    aa = paper.get(method, (None, None))[1]
+    return (aa if aa is not None else float(np.mean(known))) / 100 if known else None
+
+
+def paper_figures(dataset: str, methods: list) -> str:
+    """The paper's PGD-20 / AutoAttack figures of these methods' rows, in one line ('' where it has none)."""
+    paper = PAPER.get(dataset, {})
+    figure = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
+    cells = [f"{claims.display(m)} {figure(paper[m][0])} / {figure(paper[m][1])}" for m in methods if m in paper]
+    return "; ".join(cells)
+
+
 def dry_run(args, runs: list) -> None:
-    """Print every command, the table's columns and a rough GPU-time estimate."""
-    dataset = RUNSETS[args.runset].dataset
-    epochs = args.epochs or vars(train.resolve_args(train.build_parser().parse_args(runs[0].train_cmd[2:])))["epochs"]
+    """Print every command, the table's columns, the paper's figures for the rows and the GPU time."""
+    runset = RUNSETS[args.runset]
+    settings = vars(train.resolve_args(train.build_parser().parse_args(runs[0].train_cmd[2:] + ["--device", "cpu"])))
     for run in runs:
         for cmd in (run.train_cmd, *run.eval_cmds.values()):
             print(shown(cmd))
-    methods = ", ".join(dict.fromkeys(run.method for run in runs))
-    columns = ("claims table: best and last test PGD, the overfitting gap, dE, the validation and energy picks"
-               if RUNSETS[args.runset].claims else
+    methods = list(dict.fromkeys(run.method for run in runs))
+    columns = ("claims tables: the fall of test PGD against flat noise, the energy gaps, their lags, the picks"
+               if runset.claims else
                "table columns: selected epoch | clean | PGD-20 | cascade (best.pt) | last PGD-20 | last cascade (last.pt)")
-    print(f"# methods: {methods}\n# {columns}")
+    print(f"# methods: {', '.join(methods)}\n# {columns}")
+    figures = paper_figures(runset.dataset, methods)
+    if figures:
+        print(f"# the paper's PGD-20 / AutoAttack (%; {PAPER_SOURCE}): {figures}")
+    if runset.dataset == "synthetic" or runset.claims:
+        return
+    robust = [expected_robust(runset.dataset, run.method) for run in runs]
     evaluations = sum(len(run.eval_cmds) for run in runs)  # best.pt and last.pt (once where they coincide)
-    hours = (len(runs) * epochs * GPU_SECONDS_PER_EPOCH[dataset] + evaluations * GPU_SECONDS_PER_EVAL[dataset]) / 3600
-    print(f"# {len(runs)} runs x {epochs} epochs: roughly {hours:.1f} GPU hours on one H100, assuming a "
-          "target of 12 s per CIFAR-10 epoch, not a measurement (one H200 measured about 40 s per epoch in float32; "
-          "--width and --train-subset are not counted)")
+    t = gpu_hours(runset.dataset, len(runs), settings["epochs"], evaluations,
+                  float(np.mean(robust)) if None not in robust else None)
+    shrunk = " (not counting --width, --train-subset or other shrinking flags)" if passed_on(args, TRAIN_OVERRIDES) else ""
+    print(f"# GPU time: {len(runs)} runs x {settings['epochs']} epochs x {t['epoch_seconds']:.0f} s + {evaluations} "
+          f"evaluations of the test split = {t['total']:.1f} hours on one {t['device']}{shrunk}: derived from its one "
+          f"measurement in {os.path.relpath(GPU_RESULTS, ROOT)} (ResNet-18, float32)")
+
+
+def reproduce_table(gpu: dict) -> str:
+    """Every row of the paper's tables: its figures, the command that trains and evaluates exactly that row (3
+    seeds, best and last epoch) and its GPU time derived from the measurement in `gpu`."""
+    lines = ["| data set | method | paper PGD-20 / AA | command (3 seeds; best.pt and last.pt evaluated) | GPU hours "
+             "(derived) | our figures appear in |", "|---|---|---|---|---|---|"]
+    figure = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
+    for name in ("table-cifar10", "table-cifar100", "table-svhn", "table-tinyimagenet"):
+        dataset = RUNSETS[name].dataset
+        epochs = train.EPOCHS.get(dataset, 100)
+        for method in RUNSETS[name].methods:
+            pgd, aa = PAPER[dataset].get(method, (None, None))
+            hours = gpu_hours(dataset, 3, epochs, 6, expected_robust(dataset, method), gpu)["total"]
+            lines.append(f"| {dataset} | {claims.display(method)} | {figure(pgd)} / {figure(aa)} | "
+                         f"`python experiments.py {name} --methods {method}` | {hours:.1f} | `results/{name}.md` |")
+    return "\n".join(lines + ["", f"(Paper's figures: {PAPER_SOURCE}. GPU hours: one {gpu['provenance']['machine']['device']}, "
+                                  "float32, derived from its one measurement: the measured seconds per CIFAR-10 epoch scaled "
+                                  "by training images x pixels, times epochs and 3 seeds, plus 6 evaluations of the whole test "
+                                  "split scaled from the measured 1,000 points; fewer where best.pt is the last epoch. Measured "
+                                  "on WEAT-adv: SAT and MART skip the natural forwards of the TRADES loss and take a little "
+                                  "less. A row without the paper's figure is timed at its data set's mean AutoAttack accuracy.)"])
 
 
 def main(argv=None) -> None:
@@ -608,7 +691,7 @@ def main(argv=None) -> None:
         run_all(runs)
         if RUNSETS[args.runset].every_stage:
             run_every_stage(runs[-1])
-        print(f"table: {write_results(args, runs)}")
+        print(f"table: {write_results(args, finished_runs(args, runs))}")
     except ExperimentError as e:
         print(f"experiments.py: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -78,7 +78,7 @@ def test_smoke_set_end_to_end_resumes_and_its_table_equals_the_evaluation_files(
 def test_dry_run_prints_every_command_and_an_estimate(capsys):
     experiments.main(["table-cifar10", "--dry-run", "--seeds", "2"])
     out = capsys.readouterr().out
-    assert out.count("train.py") == 12 and out.count("evaluate.py") == 24 and "GPU hours" in out
+    assert out.count("train.py") == 12 and out.count("evaluate.py") == 24 and "hours on one NVIDIA H200" in out
     assert "--weat nat" in out and "--loss sat" in out and "--loss mart" in out and "--loss mail-tr" in out
     assert "--seed 1" in out and "best.pt" in out and "last.pt" in out
     assert "# methods: sat, trades, mart, mail-tr, weat-nat, weat-adv" in out and "last PGD-20" in out
@@ -106,3 +106,76 @@ def test_a_folder_with_other_settings_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         experiments.main(smoke_argv(tmp_path))
     assert stop.value.code == 2 and "other settings (epochs)" in capsys.readouterr().err
+
+
+def test_a_rows_dry_run_prints_the_papers_figures_and_the_gpu_time_of_the_reproduce_table(capsys):
+    experiments.main(["table-cifar10", "--methods", "weat-adv", "--dry-run"])
+    out = capsys.readouterr().out
+    assert out.count("train.py") == 3 and "WEAT-adv 53.35 / 49.75" in out
+    with open(experiments.GPU_RESULTS) as f:
+        row = [line for line in experiments.reproduce_table(json.load(f)).splitlines() if "--methods weat-adv` " in line
+               and line.startswith("| cifar10 ")][0]
+    hours = row.split("|")[5].strip()
+    assert f"= {hours} hours on one NVIDIA H200" in out
+
+
+def test_gpu_hours_scale_the_measurement_by_epochs_pixels_points_and_robust_share():
+    gpu = {"provenance": {"machine": {"device": "GPU"}}, "train_epochs": {"float32": [{"seconds": 30}, {"seconds": 50}]},
+           "evaluation": {"n": 1000, "seconds": 50, "cascade": 0.25, "attacks": {"apgd-ce": 5, "apgd-t": 10, "fab-t": 10, "square": 10}}}
+    t = experiments.gpu_hours("cifar10", 3, 100, 6, robust=0.5, gpu=gpu)
+    # 3 x 100 x 40 s; each evaluation: (50 - 30 + 30 x 0.5 / 0.25) s per 1,000 points x 10,000 points
+    assert t["train"] == pytest.approx(3 * 100 * 40 / 3600) and t["evaluate"] == pytest.approx(6 * 800 / 3600)
+    tiny = experiments.gpu_hours("tinyimagenet", 1, 1, 0, gpu=gpu)
+    assert tiny["epoch_seconds"] == pytest.approx(40 * 99_000 * 4 / 49_000)
+
+
+def fake_accuracy_run(run, clean, pgd, cascade, last_pgd):
+    """A finished accuracy-cpu run: its log and the two evaluation reports (best.pt is epoch 14, last.pt 15)."""
+    os.makedirs(run.folder)
+    with open(os.path.join(run.folder, "log.jsonl"), "w") as f:
+        for epoch in (1, 2):
+            f.write(json.dumps({"epoch": epoch, "lr": 0.1, "train_loss": 1.0, "train_adv_acc": 0.3, "val_pgd_acc": 0.3,
+                                "delta_E": 0.0, "delta_Exy": 0.0, "seconds": 60.0}) + "\n")
+    for which, robust in (("best", pgd), ("last", last_pgd)):
+        report = {"n": 10_000, "clean": {"accuracy": clean}, "pgd-20": {"accuracy": robust}, "attacks": ["apgd-ce"]}
+        if which == "best":
+            report["cascade"] = {"accuracy": cascade, "n": 1000}
+        with open(run.eval_file(which), "w") as f:
+            json.dump(report, f)
+
+
+def test_accuracy_set_compares_methods_seed_by_seed_with_a_verdict(tmp_path, monkeypatch):
+    argv = ["accuracy-cpu", "--methods", "trades,weat-adv", "--runs-dir", str(tmp_path / "runs"),
+            "--results-dir", str(tmp_path / "results")]
+    args = experiments.build_parser().parse_args(argv)
+    runs = experiments.plan(args)
+    assert all("--cascade-examples" in " ".join(run.eval_cmds["last"]) for run in runs)
+    monkeypatch.setattr(experiments, "checkpoint_epoch", lambda run, which: 14 if which == "best" else 15)
+    monkeypatch.setattr(experiments, "claims_setup", lambda run: "setup")
+    for run in runs:  # WEAT-adv ahead of TRADES by 2, 3 and 4 points of PGD-20 on seeds 0, 1, 2
+        ahead = 0.01 * (2 + run.seed) if run.method == "weat-adv" else 0.0
+        fake_accuracy_run(run, 0.5, 0.3 + ahead + 0.001 * run.seed, 0.25, 0.29 + ahead)
+    experiments.write_results(args, runs)
+    r = json.loads((tmp_path / "results" / "accuracy-cpu.json").read_text())
+    pgd = [p for p in r["pairs"] if p["methods"] == ["weat-adv", "trades"] and p["measure"] == "pgd20"][0]
+    assert pgd["differences"] == pytest.approx([0.02, 0.03, 0.04]) and pgd["verdict"] == "holds"
+    assert pgd["paper_margin"] == pytest.approx(0.0070) and pgd["detectable"] == pytest.approx(
+        experiments.detectable_difference(0.01, 3))
+    cascade = [p for p in r["pairs"] if p["methods"] == ["weat-adv", "trades"] and p["measure"] == "cascade"][0]
+    assert cascade["difference"] == 0 and cascade["ci95"] == 0 and cascade["verdict"].startswith("does not hold here")
+    assert len(r["runs"][0]["epochs"]["epoch"]) == 2 and "| WEAT-adv - TRADES | PGD-20 | +3.0 ± 2.5 |" in \
+        (tmp_path / "results" / "accuracy-cpu.md").read_text()
+
+
+def test_detectable_difference_and_the_comparison_verdicts():
+    import numpy as np
+    import scipy.stats
+    d = experiments.detectable_difference(1.0, 3)
+    x = np.random.default_rng(0).normal(d, 1.0, (40_000, 3))  # a paired t-test on 3 seeds finds it 80% of the time
+    t = x.mean(1) / (x.std(1, ddof=1) / np.sqrt(3))
+    assert abs((np.abs(t) > scipy.stats.t.ppf(0.975, 2)).mean() - 0.8) < 0.01
+    assert experiments.detectable_difference(2.0, 3) == pytest.approx(2 * d) and experiments.detectable_difference(1.0, 1) is None
+    verdict = experiments.comparison_verdict
+    assert verdict(0.02, 0.01, 0.007) == "holds" and verdict(-0.02, 0.01, 0.007) == "reversed"
+    assert verdict(0.0, 0.005, 0.007).startswith("does not hold here") and verdict(0.0, 0.01, 0.007) == "not shown at this scale"
+    assert verdict(-0.02, 0.01, -0.002) == "holds" and verdict(0.01, None, 0.007) == "one seed: no interval"
