@@ -652,6 +652,29 @@ def dry_run(args, runs: list) -> None:
           f"measurement in {os.path.relpath(GPU_RESULTS, ROOT)} (ResNet-18, float32)")
 
 
+def gpu_table(gpu: dict) -> str:
+    """The one GPU measurement: bench.py's training step per mode, train.py's epochs, evaluate.py's cascade."""
+    s = gpu["setting"]
+    lines = ["| what | float32 | bf16 | bf16 + channels-last | bf16 + channels-last + compile |", "|---|---|---|---|---|"]
+    bench = {row["mode"].replace("_", "-"): row for row in gpu["bench"]}
+    modes = ("float32", "bf16", "bf16 + channels-last", "bf16 + channels-last + compile")
+    cell = lambda mode, f: f(bench[mode]) if mode in bench else "—"  # noqa: E731
+    lines.append("| `bench.py`: training step, images/s | " + " | ".join(
+        cell(m, lambda b: f"{b['images_per_s']:,}") for m in modes) + " |")
+    lines.append("| the same as minutes per 100 epochs | " + " | ".join(
+        cell(m, lambda b: f"{b['minutes_per_100_epochs']:.1f}") for m in modes) + " |")
+    epochs = gpu["train_epochs"]
+    lines.append("| `train.py`: seconds per epoch (validation included), epochs 1, 2 | " + " | ".join(
+        ", ".join(f"{e['seconds']:.1f}" for e in epochs[m]) if m in epochs else "—" for m in modes) + " |")
+    ev = gpu["evaluation"]
+    return "\n".join(lines + ["", f"`evaluate.py`, the standard cascade on {ev['n']:,} test points (a 2-epoch bf16 model: "
+                                   f"{100 * ev['clean']:.1f}% clean, {100 * ev['cascade']:.1f}% robust): {ev['seconds']:.0f} s, of "
+                                   "which " + ", ".join(f"{a} {t:.1f} s" for a, t in ev["attacks"].items()) + ".", "",
+                               f"(ResNet-18 width {s['width']}, {s['method']}, K = {s['steps']}, batch {s['batch_size']}, "
+                               f"{s['train_images']:,} training images, validation PGD-20 on {s['val_points']:,} points; "
+                               f"measured {gpu['measured_once']}.)"])
+
+
 def reproduce_table(gpu: dict) -> str:
     """Every row of the paper's tables: its figures, the command that trains and evaluates exactly that row (3
     seeds, best and last epoch) and its GPU time derived from the measurement in `gpu`."""

@@ -117,3 +117,32 @@ def test_a_claims_set_keeps_every_epoch_and_its_tables_recompute_from_the_file(t
     assert sat["null"]["runs_above_p95"] == 2 and all(run["validation"] == "val_all_pgd_acc" for run in r["runs"])
     text = open(path).read()
     assert "| SAT | 2 |" in text and "flat noise" in text and (tmp_path / "results" / "claims-cpu.png").stat().st_size > 20_000
+
+
+def trial_folder(folder, rows, *flags):
+    """A trial's run folder: its args.json (the claims-cpu flags with `flags` changed) and its log."""
+    import train
+    argv = experiments.CLAIMS_TRAIN + ["--dataset", "synthetic", *flags, "--out-dir", str(folder)]
+    os.makedirs(folder)
+    with open(os.path.join(folder, "args.json"), "w") as f:
+        json.dump(vars(train.resolve_args(train.build_parser().parse_args(argv))), f)
+    with open(os.path.join(folder, "log.jsonl"), "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+
+
+def test_claims_trials_reads_a_regime_trial_and_a_blind_calibration_trial(tmp_path):
+    import sys
+    sys.path.insert(0, os.path.join(experiments.ROOT, "tools"))
+    import claims_trials
+    rows = claims_log(0, fall=0.1, gap_change=-0.8, epochs=30)
+    trial_folder(tmp_path / "regime", rows, "--augment", "flip", "--epochs", "30", "--loss", "sat")
+    t = claims_trials.trial(str(tmp_path / "regime"), claims_trials.claims_defaults())
+    summary = claims.run_summary("sat", 0, rows)
+    assert t["flags"] == "--augment flip --epochs 30 --loss sat" and t["epochs_run"] == 30 and t["method"] == "sat"
+    assert t["best5"] == summary["peak_test"] and t["fall"] == summary["window_gap"] and t["first_drop_after"] == 20
+    assert t["dE_last5"] == pytest.approx(np.mean([r["delta_E"] for r in rows[-5:]]))
+    blind = [{**row, "test_pgd_acc": None, "test_nat_acc": None} for row in rows]  # calibration: no test attack
+    trial_folder(tmp_path / "der", blind, "--epochs", "30", "--loss", "sat-der", "--beta", "2", "--test-every", "0")
+    t = claims_trials.trial(str(tmp_path / "der"), claims_trials.claims_defaults())
+    assert "best5" not in t and "--loss sat-der --beta 2.0" in t["flags"] and t["train_adv_last"] == rows[-1]["train_adv_acc"]
+    assert "| der |" in claims.calibration_table({"trials": [t]})

@@ -45,8 +45,8 @@ def changed_flags(settings: dict, defaults: dict) -> str:
     words = []
     for key in KNOBS:
         value = settings.get(key, train.CROP_PADDING if key == "crop_padding" else None)
-        if key == "crop_padding" and settings.get("augment") != "crop-flip":
-            continue
+        if value is None or (key == "crop_padding" and settings.get("augment") != "crop-flip"):
+            continue  # a knob the trial's method does not have (SAT's beta), or crops it does not make
         if value != defaults[key] or (key == "crop_padding" and defaults["augment"] != "crop-flip"):
             shown = " ".join(map(str, value)) if isinstance(value, list) else str(value)
             words.append(f"--{key.replace('_', '-')} {shown}")
