@@ -139,7 +139,7 @@ def test_claims_trials_reads_a_regime_trial_and_a_blind_calibration_trial(tmp_pa
     t = claims_trials.trial(str(tmp_path / "regime"), claims_trials.claims_defaults())
     summary = claims.run_summary("sat", 0, rows)
     assert t["flags"] == "--augment flip --epochs 30 --loss sat" and t["epochs_run"] == 30 and t["method"] == "sat"
-    assert t["best5"] == summary["peak_test"] and t["fall"] == summary["window_gap"] and t["first_drop_after"] == 20
+    assert t["best5"] == summary["peak_test"] and t["fall"] == summary["window_gap"] and t["first_drop_after"] == 21
     assert t["dE_last5"] == pytest.approx(np.mean([r["delta_E"] for r in rows[-5:]]))
     blind = [{**row, "test_pgd_acc": None, "test_nat_acc": None} for row in rows]  # calibration: no test attack
     trial_folder(tmp_path / "der", blind, "--epochs", "30", "--loss", "sat-der", "--beta", "2", "--test-every", "0")
