@@ -209,24 +209,40 @@ def pyplot():
 
 
 PANELS_PER_ROW = 5
+FIGURE_WIDTH_IN, FIGURE_DPI = 9.0, 100  # 900 px: a docs page's width, so that the fonts below show at their size
+FONT_PT = 10  # every label of the attack figures, at FIGURE_DPI and FIGURE_WIDTH_IN
 
 
 def plot_attack_panels(per_point: dict, table: dict, path: str, title: str) -> None:
-    """The paper's Fig. 2: one panel per attack, clean and attacked points as overlaid histograms on
-    shared bins, their means as lines, the mean shift with its 95% bootstrap interval (from `table`, the
-    attacks_table of the same points) in the title; the E(x) panels first, then the E(x, y) panels, at
-    most PANELS_PER_ROW a row. With several attack seeds the histograms and the attacked mean are the first
-    seed's and the title's shift is the table's (over the seeds): the title says so."""
-    plt = pyplot()
+    """The paper's Fig. 2 as two figures, each one panel per attack: E(x) at `path`, E(x, y) beside it
+    (`-xy` before the extension). Clean and attacked points as overlaid histograms on shared bins, their
+    means as lines, the mean shift with its 95% bootstrap interval (from `table`, the attacks_table of the
+    same points) in each title; at most PANELS_PER_ROW a row. With several attack seeds the histograms and
+    the attacked mean are the first seed's and the title's shift is the table's (over the seeds): the
+    figure's title says so."""
     attacks = [name for name in per_point if name != "clean"]
+    if any(len(table[name]["seeds"]) > 1 for name in attacks):
+        title += "; histograms: the first attack seed; shifts: averaged over the seeds"
+    root, ext = os.path.splitext(path)
+    for key, out in (("E_x", path), ("E_xy", f"{root}-xy{ext}")):
+        plot_energy_panels(per_point, table, attacks, key, out, f"{LABELS[key]}: {title}")
+
+
+def plot_energy_panels(per_point: dict, table: dict, attacks: list, key: str, path: str, title: str) -> None:
+    """One energy (`key`) of plot_attack_panels: a histogram panel per attack, FIGURE_WIDTH_IN wide, every
+    label FONT_PT."""
+    import textwrap
+    plt = pyplot()
     cols = min(PANELS_PER_ROW, len(attacks))
-    rows_per_key = -(-len(attacks) // cols)
-    fig, axes = plt.subplots(2 * rows_per_key, cols, figsize=(3.1 * cols, 2.5 * 2 * rows_per_key), squeeze=False)
-    for k, key in enumerate(("E_x", "E_xy")):
+    rows = -(-len(attacks) // cols)
+    with plt.rc_context({"font.size": FONT_PT, "axes.titlesize": FONT_PT, "axes.labelsize": FONT_PT,
+                         "xtick.labelsize": FONT_PT, "ytick.labelsize": FONT_PT, "legend.fontsize": FONT_PT}):
+        fig, axes = plt.subplots(rows, cols, figsize=(FIGURE_WIDTH_IN, 2.1 * rows + 1.1), squeeze=False,
+                                 sharey=True, layout="constrained")
         values = torch.cat([v[key] for v in per_point.values()]).double().numpy()
-        bins = np.linspace(*np.percentile(values, [0.5, 99.5]), 40) if len(values) > 1 else 10
+        bins = np.linspace(*np.percentile(values, [0.5, 99.5]), 30) if len(values) > 1 else 10
         clean = per_point["clean"][key].double()
-        for i, ax in enumerate(axes[k * rows_per_key:(k + 1) * rows_per_key].flat):
+        for i, ax in enumerate(axes.flat):
             if i >= len(attacks):
                 ax.axis("off")
                 continue
@@ -235,20 +251,19 @@ def plot_attack_panels(per_point: dict, table: dict, path: str, title: str) -> N
             ax.hist(attacked.numpy(), bins=bins, color=ATTACK_COLOR, alpha=0.55, label="attacked")
             ax.axvline(clean.mean().item(), color="tab:blue", lw=1.2, label="clean mean")
             ax.axvline(attacked.mean().item(), color="darkred", lw=1.2, ls="--", label="attacked mean")
-            shift, seeds = table[name][f"{key}_shift"], len(table[name]["seeds"])
-            over = f" ({seeds} seeds)" if seeds > 1 else ""
-            ax.set_title(f"{name}: shift{over} {shift['mean']:+.3f}\n95% CI [{shift['lo']:+.3f}, {shift['hi']:+.3f}]", fontsize=8.5)
-            ax.set_xlabel(LABELS[key], fontsize=8)
-            ax.tick_params(labelsize=7)
+            shift = table[name][f"{key}_shift"]
+            ax.set_title(f"{name} {shift['mean']:+.3f}\n[{shift['lo']:+.3f}, {shift['hi']:+.3f}]")
+            ax.xaxis.set_major_locator(plt.MaxNLocator(3))
+            ax.yaxis.set_major_locator(plt.MaxNLocator(3))
             if i % cols == 0:
-                ax.set_ylabel("points", fontsize=8)
-    axes[0, 0].legend(fontsize=6.5)
-    if any(len(table[name]["seeds"]) > 1 for name in attacks):
-        title += "; histograms and attacked means: the first attack seed; shifts: averaged over the seeds"
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+                ax.set_ylabel("points")
+            if i // cols == rows - 1 or i + cols >= len(attacks):
+                ax.set_xlabel(LABELS[key])
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=4, frameon=False)
+        fig.suptitle(textwrap.fill(title + "; above each panel: the shift of the mean and its 95% interval", 105),
+                     fontsize=FONT_PT)
+        fig.savefig(path, dpi=FIGURE_DPI)
+        plt.close(fig)
 
 
 def plot_histograms(per_point: dict, keys: tuple, path: str, title: str) -> None:

@@ -144,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=AMP_DTYPES, default="none",
                    help="mixed precision of the training step and its attack (fp16: CUDA only, with a gradient scaler)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="channels-last memory format: the same network, faster convolutions (default: on for the CPU, "
-                        "where a TRADES step takes about 0.75 of its NCHW time, off elsewhere)")
+                   help="channels-last memory format: the same network, numbers equal up to float rounding (default: "
+                        "on for the CPU, off elsewhere)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--sync-bn", action="store_true", help="under torchrun: BatchNorm statistics over all ranks")
     p.add_argument("--smoke", action="store_true",

@@ -58,3 +58,52 @@ def test_a_block_without_a_renderer_or_a_results_file_is_a_one_line_error(tmp_pa
     os.remove(root / "results" / "speed-cpu.json")
     with pytest.raises(report.ReportError, match="results/speed-cpu.json"):
         report.render(str(root), "speed-cpu", 1)
+
+
+def copy_with_one_page(tmp_path, page="speed.md"):
+    """The results files, README.md and one page of docs/ (the others' blocks have tests of their own)."""
+    shutil.copytree(os.path.join(ROOT, "results"), tmp_path / "results")
+    shutil.copy(os.path.join(ROOT, "README.md"), tmp_path / "README.md")
+    os.makedirs(tmp_path / "docs")
+    shutil.copy(os.path.join(ROOT, "docs", page), tmp_path / "docs" / page)
+    return tmp_path
+
+
+def test_a_changed_number_behind_a_value_span_fails_the_check(tmp_path, capsys):
+    root = copy_with_one_page(tmp_path)
+    path = root / "results" / "speed-cpu.json"
+    result = json.loads(path.read_text())
+    result["apgd"]["ratio"] += 0.1
+    path.write_text(json.dumps(result))
+    assert report.main(["--check", "--root", str(root)]) == 1
+    assert "docs/speed.md: block 'speed-apgd-ratio' differs" in capsys.readouterr().out
+    assert report.main(["--root", str(root)]) == 0  # regenerating writes the new number into the sentence
+    span = f"<!-- value: speed-apgd-ratio -->{result['apgd']['ratio']:.3f}<!-- /value -->"
+    assert span in (root / "docs" / "speed.md").read_text()
+    assert report.main(["--check", "--root", str(root)]) == 0
+
+
+def test_an_unknown_value_name_is_a_one_line_error(tmp_path, capsys):
+    root = copy_with_one_page(tmp_path)
+    before = (root / "docs" / "speed.md").read_text()
+    (root / "docs" / "speed.md").write_text(before + "\nA <!-- value: no-such-value -->1.0<!-- /value --> here.\n")
+    assert report.main(["--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no renderer for the value 'no-such-value'" in err
+    assert (root / "docs" / "speed.md").read_text().endswith("<!-- value: no-such-value -->1.0<!-- /value --> here.\n")
+
+
+def test_the_sweep_table_places_each_cell_by_its_own_settings():
+    with open(os.path.join(ROOT, "results", "generation-resnet4b-sweep.json")) as f:
+        result = json.load(f)
+    table = report.generation_sweep(result)
+    for run in result["runs"]:
+        run["run"] = "renamed"  # the folder name plays no part
+    assert report.generation_sweep(result) == table
+    cell = result["runs"][0]
+    row = next(line for line in table.splitlines() if line.startswith(f"| {cell['settings']['sigma_pca']:g}:"))
+    assert report.cell_scores(cell) in row
+    for run in result["runs"]:  # every cell recording the same settings: the bug this table must not hide
+        run["settings"] = dict(cell["settings"])
+    with pytest.raises(report.ReportError, match="own sigma_pca"):
+        report.generation_sweep(result)

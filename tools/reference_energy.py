@@ -10,8 +10,8 @@ says where the VNN-COMP 2021 and Wong et al. 2018 weights come from) or robustbe
 results came from the developers' JPEG-derived CIFAR-10 copy (--test-npz) and their reference .pth files.
 The torchattacks comparison needs `pip install torchattacks` (a development check, not a dependency).
 
-Writes energy_attacks-<model>.json / .png per model under --out (the tables and figure of `analysis.py
-attacks`) and, with --results, one file for docs/ (tools/report.py renders it): per model every attack
+Writes energy_attacks-<model>.json, .png (E(x)) and -xy.png (E(x, y)) per model under --out (the tables and
+figures of `analysis.py attacks`) and, with --results, one file for docs/ (tools/report.py renders it): per model every attack
 of the paper's Fig. 2 with the paper's points, the mean shift of E(x) with its 95% bootstrap interval,
 each random attack run with --attack-seeds seeds (the shift averaged over them, each seed's
 shift beside it), PGD-CE and APGD-CE under both point rules (`final`, the paper's, and `first-adversarial`, the

@@ -66,9 +66,8 @@ def main(argv=None) -> None:
     reference = metrics.diversity(train.images, train.labels)
     print(f"\n| generator | run | its accuracy on its samples | judge ({judge_tag}) accuracy | pixel L2 diversity "
           f"(training images: {reference:.2f}) |\n|---|---|---|---|---|")
-    with open(os.path.join(args.out, "args.json")) as f:  # generate.py writes its settings once, at the top
-        settings = json.load(f)
-    folders = sorted({os.path.dirname(path) for path in glob_samples(args.out)})
+    settings = run_settings(args.out)
+    folders = [os.path.normpath(os.path.join(args.out, run)) for run in sorted(settings)]  # this call's runs only
     runs = []
     for folder in folders:
         samples = load_npz(os.path.join(folder, "samples.npz"))
@@ -80,7 +79,7 @@ def main(argv=None) -> None:
         own, judged = accuracy(model), accuracy(judge)
         runs.append({"run": os.path.relpath(folder, args.out), "samples": len(samples.labels), "own_accuracy": float(own),
                      "judge_accuracy": float(judged), "pixel_l2_diversity": metrics.diversity(samples.images, samples.labels),
-                     "settings": {k: settings.get(k) for k in SETTINGS}})
+                     "settings": settings[os.path.relpath(folder, args.out)]})
         print(f"| {tag} | {runs[-1]['run']} | {100 * own:.1f}% | {100 * judged:.1f}% | {runs[-1]['pixel_l2_diversity']:.2f} |")
         write_json(os.path.join(folder, "judged.json"), {"model": tag, "judge": judge_tag, **runs[-1],
                                                          "pixel_l2_diversity_training_images": reference})
@@ -89,8 +88,24 @@ def main(argv=None) -> None:
                                   "pixel_l2_diversity_training_images": reference, "runs": runs})
 
 
-def glob_samples(out: str) -> list:
-    return [os.path.join(root, "samples.npz") for root, _, names in os.walk(out) if "samples.npz" in names]
+def run_settings(out: str) -> dict:
+    """Each run's own generate.py settings, by its folder relative to `out`: those of args.json (written once,
+    at the top) with what the call's comparison file (compare_inits / compare_samplers / sweep_pca .json)
+    says the run changed; a single run ('.') keeps args.json's."""
+    with open(os.path.join(out, "args.json")) as f:
+        base = json.load(f)
+    name = ("compare_inits" if base.get("compare_inits") else "compare_samplers" if base.get("compare_samplers")
+            else "sweep_pca" if base.get("sweep_pca") or base.get("sweep_variance") else None)
+    changes = {".": {}}
+    if name:
+        with open(os.path.join(out, f"{name}.json")) as f:
+            changes = {run_folder(label): run["settings"] for label, run in json.load(f)["runs"].items()}
+    return {folder: {k: {**base, **change}.get(k) for k in SETTINGS} for folder, change in changes.items()}
+
+
+def run_folder(label: str) -> str:
+    """The folder generate.run writes a comparison's run to, from its label."""
+    return label.replace(", ", "-").replace(" ", "_")
 
 
 if __name__ == "__main__":

@@ -96,15 +96,17 @@ def energy_attacks_reference(r: dict) -> str:
     lines = [f"First {s['n']} test points, eps {s['eps_pixels']:g}/255, K = {s['steps']} iterations, the paper's attack "
              f"points; {seeds_note(s)}; the interval is a 95% bootstrap interval over points (2,000 draws), and the "
              "shift counts as a move only where it excludes 0. Mean E(x), E(x, y), the share of points whose E(x) went "
-             "down and the success rate are those of the seed-0 run (the shares: averaged over the seeds).", "",
+             "down and the success rate are those of the seed-0 run (the shares: averaged over the seeds). Success: "
+             "misclassified (for the random-class attacks cw-l2, pgd-target and cw-target: reaching the target), "
+             "points misclassified to begin with included; FAB, Square and CW-L2 return the points they did not break "
+             "unchanged (not down).", "",
              "| model | attack | kind | mean E(x) | shift of the mean E(x), 95% interval | per seed | moves | mean E(x,y) "
              "| E(x) went down | success |", "|---|---|---|---|---|---|---|---|---|---|"]
     for tag, model in r["models"].items():
-        for i, (attack, row) in enumerate(model["attacks"].items()):
-            first = tag if i == 0 else ""
-            if attack == "clean":
-                lines.append(f"| {first} | clean | | {row['E_x']['mean']:.3f} | | | | {row['E_xy']['mean']:.3f} | | |")
-                continue
+        clean = model["attacks"]["clean"]
+        attacked = [(attack, row) for attack, row in model["attacks"].items() if attack != "clean"]
+        for i, (attack, row) in enumerate(attacked):
+            first = f"{tag} (clean: E(x) {clean['E_x']['mean']:.3f}, E(x,y) {clean['E_xy']['mean']:.3f})" if i == 0 else ""
             sh = row["E_x_shift"]
             per_seed = ", ".join(f"{v:+.3f}" for v in row["E_x_shift_by_seed"])
             lines.append(f"| {first} | {attack} | {row['kind']} | {row['E_x']['mean']:.3f} | {sh['mean']:+.3f} "
@@ -154,38 +156,62 @@ def energy_point_rules(r: dict) -> str:
     return "\n".join(lines)
 
 
+def run_label(run: dict) -> str:
+    """A run's row label: its folder name in a comparison, its settings for a single run."""
+    s = run["settings"]
+    return run["run"] if run["run"] != "." else (
+        f"`--preset {s['preset']}`: {s['steps']} steps, zeta {s['zeta']:g}, noise {s['noise_std']:g}, "
+        f"sigma_pca {s['sigma_pca']:g}, retained variance {s['retained_variance']:g}")
+
+
+def generation_header(r: dict) -> str:
+    return (f"| run ({r['model']} generates, {r['judge']} judges) | samples | own accuracy | judge's accuracy | pixel L2 "
+            f"diversity (training images: {r['pixel_l2_diversity_training_images']:.2f}) |\n|---|---|---|---|---|")
+
+
+def generation_row(run: dict) -> str:
+    return (f"| {run_label(run)} | {run['samples']:,} | {100 * run['own_accuracy']:.1f}% | {100 * run['judge_accuracy']:.1f}% "
+            f"| {run['pixel_l2_diversity']:.2f} |")
+
+
 def generation_runs(r: dict) -> str:
     """One row per generate.py run of a reference_generation.py call (a preset, --compare-samplers ...)."""
-    lines = [f"| run ({r['model']} generates, {r['judge']} judges) | samples | own accuracy | judge's accuracy | pixel L2 diversity |",
-             "|---|---|---|---|---|"]
-    for run in r["runs"]:
-        s = run["settings"]
-        label = run["run"] if run["run"] != "." else (
-            f"`--preset {s['preset']}`: {s['steps']} steps, zeta {s['zeta']:g}, noise {s['noise_std']:g}, "
-            f"sigma_pca {s['sigma_pca']:g}, retained variance {s['retained_variance']:g}")
-        lines.append(f"| {label} | {run['samples']:,} | {100 * run['own_accuracy']:.1f}% | {100 * run['judge_accuracy']:.1f}% "
-                     f"| {run['pixel_l2_diversity']:.2f} |")
-    lines += ["", f"(Pixel L2 diversity of the training images: {r['pixel_l2_diversity_training_images']:.2f}.)"]
-    return "\n".join(lines)
+    return "\n".join([generation_header(r)] + [generation_row(run) for run in r["runs"]])
+
+
+def generation_calls(results: dict) -> str:
+    """The runs of several reference_generation.py calls with the same generator, judge and training images,
+    in one table."""
+    first = next(iter(results.values()))
+    shared = ("model", "judge", "pixel_l2_diversity_training_images")
+    for name, r in results.items():
+        if any(r[k] != first[k] for k in shared):
+            raise ReportError(f"results/{name}.json: another generator, judge or training set than the table's first file")
+    return "\n".join([generation_header(first)] + [generation_row(run) for r in results.values() for run in r["runs"]])
 
 
 def generation_sweep(r: dict) -> str:
-    """The sigma_pca x retained-variance grid of a --sweep-pca call: own / judge accuracy / diversity per cell."""
-    cells = {}
-    for run in r["runs"]:
-        m = re.fullmatch(r"sigma_pca_([\d.e-]+)-variance_([\d.e-]+)", run["run"])
-        cells[float(m[1]), float(m[2])] = run
+    """The sigma_pca x retained-variance grid of a --sweep-pca call, each cell placed by its own recorded
+    settings: own / judge accuracy / diversity per cell."""
+    cells = {(run["settings"]["sigma_pca"], run["settings"]["retained_variance"]): run for run in r["runs"]}
+    if len(cells) != len(r["runs"]):
+        raise ReportError("results of a sweep whose cells do not each record their own sigma_pca and retained variance")
     sigmas, variances = sorted({s for s, _ in cells}), sorted({v for _, v in cells})
     lines = ["| sigma_pca \\ retained variance | " + " | ".join(f"{v:g}" for v in variances) + " |",
              "|---|" + "---|" * len(variances)]
     for s in sigmas:
         lines.append(f"| {s:g}: own / judge / diversity | " + " | ".join(
-            f"{100 * c['own_accuracy']:.1f} / {100 * c['judge_accuracy']:.1f} / {c['pixel_l2_diversity']:.2f}"
-            for c in (cells[s, v] for v in variances)) + " |")
-    run = r["runs"][0]
-    lines += ["", f"({run['samples'] // 10} samples per class per cell; {r['model']} generates, {r['judge']} judges; "
+            cell_scores(cells[s, v]) for v in variances) + " |")
+    s = r["runs"][0]["settings"]
+    lines += ["", f"(Each cell: {s['n_per_class']} samples per class from the PCA start, then {s['steps']} SGLD steps, zeta "
+                  f"{s['zeta']:g}, noise {s['noise_std']:g}; {r['model']} generates, {r['judge']} judges; accuracies in %; "
                   f"pixel L2 diversity of the training images: {r['pixel_l2_diversity_training_images']:.2f}.)"]
     return "\n".join(lines)
+
+
+def cell_scores(run: dict) -> str:
+    """own / judge accuracy (%) / pixel L2 diversity of one generation run."""
+    return f"{100 * run['own_accuracy']:.1f} / {100 * run['judge_accuracy']:.1f} / {run['pixel_l2_diversity']:.2f}"
 
 
 def claim3(results: dict) -> str:
@@ -233,9 +259,8 @@ RENDERERS = {
     "claims-correlations": (("claims-cpu", "claims-cpu-aug"), claims.correlations_table),
     "claims-cpu-der-trials": ("claims-cpu-der-trials", claims.calibration_table),
     "claims-cpu-aug-trials": ("claims-cpu-aug-trials", claims.trials_table),
-    "generation-resnet4b-paper": ("generation-resnet4b-paper", generation_runs),
-    "generation-resnet4b-collapsed": ("generation-resnet4b-collapsed", generation_runs),
-    "generation-resnet4b-ours": ("generation-resnet4b-ours", generation_runs),
+    "generation-resnet4b-calls": (("generation-resnet4b-paper", "generation-resnet4b-collapsed", "generation-resnet4b-ours"),
+                                  generation_calls),
     "generation-resnet4b-samplers": ("generation-resnet4b-samplers", generation_runs),
     "generation-resnet4b-sweep": ("generation-resnet4b-sweep", generation_sweep),
 }
@@ -243,7 +268,38 @@ RENDERERS = {
 
 # A number quoted in prose: <!-- value: NAME -->7.6<!-- /value --> is rendered by VALUES[NAME] (results file,
 # function of its contents -> text), so a sentence cannot drift from its file (report --check sees it).
-VALUES = {}
+def sweep_cell(r: dict, sigma_pca: float, retained_variance: float) -> dict:
+    """The run of a --sweep-pca results file with these settings."""
+    for run in r["runs"]:
+        if (run["settings"]["sigma_pca"], run["settings"]["retained_variance"]) == (sigma_pca, retained_variance):
+            return run
+    raise ReportError(f"the sweep has no cell sigma_pca {sigma_pca:g}, retained variance {retained_variance:g}")
+
+
+def sweep_span(r: dict, key: str, pick=None) -> str:
+    """The smallest and largest `key` over the sweep's cells, as 'lo-hi': over all cells, or over those of the
+    sigma_pca that `pick` (min or max) picks."""
+    sigma = pick(run["settings"]["sigma_pca"] for run in r["runs"]) if pick else None
+    values = [run[key] * (100 if key.endswith("accuracy") else 1) for run in r["runs"]
+              if sigma is None or run["settings"]["sigma_pca"] == sigma]
+    digits = 1 if key.endswith("accuracy") else 2  # as the table shows them
+    return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
+
+
+SWEEP_DEFAULTS = (0.005, 0.95)  # generate.py's defaults (the authors' eval.py): sigma_pca, retained variance
+SINGLE_RUN_VALUES = {"scores": lambda r: cell_scores(r["runs"][0]),
+                     "judge": lambda r: f"{100 * r['runs'][0]['judge_accuracy']:.1f}%",
+                     "diversity": lambda r: f"{r['runs'][0]['pixel_l2_diversity']:.2f}"}
+VALUES = {
+    "speed-step-ratio": ("speed-cpu", lambda r: f"{r['step']['ratio']:.3f}"),
+    "speed-apgd-ratio": ("speed-cpu", lambda r: f"{r['apgd']['ratio']:.3f}"),
+    **{f"generation-{run}-{key}": (f"generation-resnet4b-{run}", value) for run in ("paper", "collapsed", "ours")
+       for key, value in SINGLE_RUN_VALUES.items()},
+    "generation-sweep-defaults": ("generation-resnet4b-sweep", lambda r: cell_scores(sweep_cell(r, *SWEEP_DEFAULTS))),
+    "generation-sweep-diversity-low": ("generation-resnet4b-sweep", lambda r: sweep_span(r, "pixel_l2_diversity", min)),
+    "generation-sweep-diversity-high": ("generation-resnet4b-sweep", lambda r: sweep_span(r, "pixel_l2_diversity", max)),
+    "generation-sweep-judge": ("generation-resnet4b-sweep", lambda r: sweep_span(r, "judge_accuracy")),
+}
 
 
 def files_of(name: str) -> tuple:
