@@ -68,7 +68,7 @@ def attack_points(model, x, y, attack: str, eps: float, steps: int = ANALYSIS_ST
             "apgd-dlr": lambda: A.apgd(model, x, y, eps, steps, "dlr", seed=seed, last_fooled=final),
             "apgd-t": lambda: A.apgd_targeted(model, x, y, eps, steps, seed=seed, last_fooled=final),
             "fab": lambda: A.fab(model, x, y, eps, steps),
-            "square": lambda: A.square(model, x, y, eps, SQUARE_QUERIES, seed=seed),
+            "square": lambda: A.square(model, x, y, eps, SQUARE_QUERIES, seed=seed, rescale_schedule=True),  # torchattacks
             "cw-l2": lambda: A.cw_l2(model, x, y, CW_C, CW_KAPPA, steps, CW_LR, target),
             "pgd-target": lambda: A.pgd(model, x, y, eps, step_size, steps, target=target, last_iterate=final),
             "cw-target": lambda: A.pgd(model, x, y, eps, step_size, steps, loss="cw", target=target, last_iterate=final),

@@ -499,21 +499,24 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, c: float = 1.0, ka
 # ---------------------------------------------------------------------------------------------------
 # Square attack (Andriushchenko et al. 2020), Linf, untargeted, margin loss.
 
-# p schedule: the fraction p_init is halved at these query counts (for a budget rescaled to 10,000).
+# p schedule: the fraction p_init is halved at these query counts (Andriushchenko et al. 2020). AutoAttack's
+# "standard" version runs Square with resc_schedule=False: the counts as they are; the Square paper's code and
+# torchattacks (rescale_schedule=True) stretch them to the budget, as if it were 10,000 queries.
 SQUARE_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 
-def square_fraction(p_init: float, query: int, n_queries: int) -> float:
+def square_fraction(p_init: float, query: int, n_queries: int, rescale_schedule: bool = False) -> float:
     """The piecewise-constant share of pixels changed at `query` (Andriushchenko et al. 2020)."""
-    it = int(query / n_queries * 10000)
+    it = int(query / n_queries * 10000) if rescale_schedule else query
     return p_init / 2 ** sum(it > h for h in SQUARE_HALVINGS)
 
 
 def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n_queries: int = 5000,
-           p_init: float = 0.8, seed: int = 0) -> torch.Tensor:
+           p_init: float = 0.8, seed: int = 0, rescale_schedule: bool = False) -> torch.Tensor:
     """Random search on the margin f_y - max_{j != y} f_j: vertical-stripe start, then squares of side
     ~sqrt(p h w) set to +-eps per channel; a change is kept where it lowers the margin. Only points not
-    yet fooled are queried; n_queries counts forwards per point, the first one included."""
+    yet fooled are queried; n_queries counts forwards per point, the first one included. The schedule of p is
+    AutoAttack standard's by default (rescale_schedule=True: the Square paper's code and torchattacks')."""
     x = x.detach()
     g = torch.Generator(device=x.device).manual_seed(seed)
     sign = lambda *shape: 2.0 * torch.randint(0, 2, shape, generator=g, device=x.device) - 1
@@ -525,7 +528,7 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n_que
         index = (best_margin > 0).nonzero().squeeze(1)
         if not len(index):
             break
-        side = min(max(int(round(math.sqrt(square_fraction(p_init, query, n_queries) * H * W))), 1), H - 1)
+        side = min(max(int(round(math.sqrt(square_fraction(p_init, query, n_queries, rescale_schedule) * H * W))), 1), H - 1)
         top, left = (int(torch.randint(0, n - side + 1, (1,), generator=g, device=x.device)) for n in (H, W))
         x_new = x_best[index].clone()
         window = (slice(None), slice(None), slice(top, top + side), slice(left, left + side))

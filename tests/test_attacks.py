@@ -130,6 +130,10 @@ def test_apgd_checkpoints_follow_the_paper():
 def test_square_schedule_halves_p_at_the_published_query_counts():
     fractions = [A.square_fraction(0.8, q, 10000) for q in (1, 10, 11, 50, 51, 8000, 8001)]
     assert fractions == [0.8, 0.8, 0.4, 0.4, 0.2, 0.8 / 256, 0.8 / 512]
+    # AutoAttack standard (5,000 queries, resc_schedule=False) halves at the counts themselves; the Square paper's
+    # code and torchattacks stretch them to the budget, halving twice as early on 5,000 queries
+    assert [A.square_fraction(0.8, q, 5000) for q in (10, 11, 51, 4001)] == [0.8, 0.4, 0.2, 0.8 / 128]
+    assert [A.square_fraction(0.8, q, 5000, rescale_schedule=True) for q in (5, 6, 26, 2001)] == [0.8, 0.4, 0.2, 0.8 / 128]
 
 
 def test_dlr_loss_known_values():

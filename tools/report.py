@@ -20,6 +20,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import claims  # noqa: E402  (the claims tables)
+import experiments  # noqa: E402  (the reproduce and GPU tables)
 
 BLOCK = re.compile(r"(<!-- results: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 VALUE = re.compile(r"(<!-- value: (?P<name>[\w.-]+) -->)(?P<body>.*?)(<!-- /value -->)", re.S)
@@ -242,6 +243,55 @@ def attacks_reference(r: dict) -> str:
     return "\n".join(lines)
 
 
+ATTACK_NAMES = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square",
+                "cascade": "the cascade"}
+
+
+def agreement_autoattack(r: dict) -> str:
+    """Robust accuracy of each attack alone and of the cascade, official AutoAttack beside ours, with the
+    points robust under one side only and the seconds each side took."""
+    s, src = r["settings"], r["official_source"]
+    commit = (src["git_commit"] or "no git commit")[:12]
+    lines = [f"The official AutoAttack (github.com/fra31/auto-attack, commit {commit}) and `attacks.py` on "
+             f"{s['model']}, the first {s['n']} test points (clean accuracy {100 * s['clean_accuracy']:.1f}%) and seed "
+             f"{s['seed']} on both sides: each attack of "
+             "AutoAttack \"standard\" alone on every point, then the cascade. The last two columns count the points "
+             "robust under one side and broken by the other.", "",
+             "| eps | attack | robust %, official | robust %, ours | seconds, official | seconds, ours "
+             "| robust only under the official | robust only under ours |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        o, u, a = row["official"], row["ours"], row["agreement"]
+        lines.append(f"| {row['eps_pixels']:g}/255 | {ATTACK_NAMES.get(row['attack'], row['attack'])} "
+                     f"| {100 * o['robust_accuracy']:.1f} | {100 * u['robust_accuracy']:.1f} | {o['seconds']:.0f} "
+                     f"| {u['seconds']:.0f} | {a['only_official_robust']} | {a['only_ours_robust']} |")
+    return "\n".join(lines)
+
+
+def agreement_pytorch_fid(r: dict) -> str:
+    """pool3 features and FID, pytorch-fid beside metrics.py, on one state dict and the same images."""
+    s = r["settings"]
+    w = s["weights"]
+    weights = (f"one random state dict (seed {w['random_seed']})" if "random_seed" in w else
+               f"the standard FID weights file (sha256 {w['sha256'][:12]})")
+    n = s["n_per_set"]
+    lines = [f"pytorch-fid {r['pytorch_fid_version']} and `metrics.py`, both loading {weights}, on two sets of {n} "
+             f"images ({s['images']}: the first {n} and the next {n}); pytorch-fid reads them as PNG files through its "
+             f"own pipeline. Verdict (relative tolerance {r['relative_tolerance']:g}): "
+             f"**{'agree' if r['agree'] else 'DISAGREE'}**."
+             + (" With fewer images than the 2048 features the covariances are singular: this FID checks that the two "
+                "codes agree, it measures no image quality." if n < 2048 else ""), "",
+             "| measure | pytorch-fid | ours | difference |", "|---|---|---|---|",
+             f"| pool3 features ({2 * n} x 2048), largest \\|difference\\| | | | {r['feature_max_abs_diff']:.3g} "
+             f"(largest \\|feature\\| {r['feature_max_abs']:.3g}) |",
+             f"| FID between the two sets | {r['fid_pytorch_fid']:.6f} | {r['fid_ours']:.6f} | {r['fid_abs_diff']:.3g} |",
+             f"| FID, our formula on pytorch-fid's statistics | {r['fid_pytorch_fid']:.6f} "
+             f"| {r['fid_ours_on_pytorch_fid_statistics']:.6f} "
+             f"| {abs(r['fid_ours_on_pytorch_fid_statistics'] - r['fid_pytorch_fid']):.3g} |",
+             f"| seconds (features and FID of both sets) | {r['seconds_pytorch_fid']:.0f} | {r['seconds_ours']:.0f} | |"]
+    return "\n".join(lines)
+
+
 # block name -> (results file, renderer), or ((files ...), renderer of a dict file -> result)
 RENDERERS = {
     "speed-cpu": ("speed-cpu", speed_cpu),
@@ -263,6 +313,10 @@ RENDERERS = {
                                   generation_calls),
     "generation-resnet4b-samplers": ("generation-resnet4b-samplers", generation_runs),
     "generation-resnet4b-sweep": ("generation-resnet4b-sweep", generation_sweep),
+    "agreement-autoattack": ("agreement-autoattack", agreement_autoattack),
+    "agreement-pytorch-fid": ("agreement-pytorch-fid", agreement_pytorch_fid),
+    "reproduce": ("gpu-h200", experiments.reproduce_table),
+    "gpu-h200": ("gpu-h200", experiments.gpu_table),
 }
 
 
