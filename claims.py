@@ -313,7 +313,7 @@ def analyse(runs: list, test_points: int) -> dict:
     for row in rows:
         row["null"] = fall_null(by_method(runs)[row["method"]], test_points)
     pairs = paired_falls(runs)
-    return {"rows": rows, "paired_falls": pairs, "lag_rule": lag_simulation(lag_params(runs, test_points)),
+    return {"rows": rows, "paired_falls": pairs, "lag_rule": lag_simulation(lag_params(runs, test_points), LAG_DRAWS),
             "intervention": intervention(rows, pairs), "test_points": test_points, "runs": runs}
 
 
@@ -533,3 +533,59 @@ def plot(r: dict, path: str, title: str = "") -> None:
     fig.tight_layout(rect=(0, 0.07 if len(labels) <= 3 else 0.11, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Verdicts: each statement of claim 1 with the test it rests on, computed from the tables above
+
+
+def side(low: float, high: float) -> str:
+    """Where a 95% interval lies: above 0, below 0, or around it."""
+    return "above 0" if low > 0 else "below 0" if high < 0 else "holds 0"
+
+
+def statements(r: dict) -> list:
+    """Claim 1 in testable statements, each (statement, test, result, verdict), from a claims results file."""
+    rows = {row["method"]: row for row in r["rows"]}
+    pairs = {tuple(p["methods"]): p for p in r["paired_falls"]}
+    out = []
+    for method in (BASE, ALIGNED, "weat-adv", INTERVENTION, CONTROL):
+        if method not in rows:
+            continue
+        row = rows[method]
+        fall, null = row["window_gap"], row["null"]
+        out.append((f"{display(method)} overfits", "mean fall against the 95th percentile of flat noise for this many seeds",
+                    f"{interval(fall, row['window_gap_ci95'])} vs {100 * null['p95_of_mean']:.1f}",
+                    "yes" if fall > null["p95_of_mean"] else "not beyond noise"))
+    for method in (BASE, ALIGNED, "weat-adv"):
+        if method in rows:
+            row = rows[method]
+            half = row["dE_divergence_ci95"] or 0.0
+            where = side(row["dE_divergence"] - half, row["dE_divergence"] + half)
+            out.append((f"{display(method)}'s dE diverges", "dE over the last 5 epochs minus over the best 5, 95% interval",
+                        interval(row["dE_divergence"], row["dE_divergence_ci95"], 1, "+.3f"),
+                        "yes" if where != "holds 0" else "no"))
+    for a, b in ((BASE, ALIGNED), (BASE, "weat-adv"), (ALIGNED, "weat-adv")):
+        p = pairs.get((a, b))
+        if p and p["ci95"] is not None:
+            where = side(p["difference"] - p["ci95"], p["difference"] + p["ci95"])
+            claim = "holds" if where == "above 0" else "reversed" if where == "below 0" else "not shown"
+            out.append((f"{display(b)} overfits less than {display(a)}", "paired difference of the falls, 95% interval",
+                        interval(p["difference"], p["ci95"]), claim))
+    sat = [run for run in r["runs"] if run["method"] == BASE]
+    counts = {t: sum(run["dE_timing"] == t for run in sat) for t in TIMINGS}
+    out.append(("SAT's dE diverges as test robustness falls", f"the lag rule (tolerance {r['lag_rule']['tolerance']} epochs), "
+                "per seed", ", ".join(f"{t} {n}" for t, n in counts.items() if n),
+                "yes" if counts["accompanies"] > len(sat) / 2 else "mostly " + max(counts, key=counts.get)))
+    if r.get("intervention"):
+        out.append(("holding SAT's energies together stops its overfitting", "SAT + DER and the weight-decay control, "
+                    "paired falls against SAT", f"DER shrinks the fall: {'yes' if r['intervention']['der_shrinks'] else 'no'}; "
+                    f"the control: {'yes' if r['intervention']['control_shrinks'] else 'no'}", r["intervention"]["verdict"]))
+    return out
+
+
+def statements_table(r: dict) -> str:
+    """The statements of claim 1 on one claims results file, with their tests and verdicts."""
+    lines = ["| statement | test | result | verdict |", "|---|---|---|---|"]
+    lines += [f"| {s} | {t} | {res} | {v} |" for s, t, res, v in statements(r)]
+    return "\n".join(lines)

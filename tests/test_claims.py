@@ -115,6 +115,10 @@ def test_a_claims_set_keeps_every_epoch_and_its_tables_recompute_from_the_file(t
     sat, trades = r["rows"]
     assert sat["window_gap"] > 0.07 and trades["window_gap"] < trades["null"]["p95"] + 0.01
     assert sat["null"]["runs_above_p95"] == 2 and all(run["validation"] == "val_all_pgd_acc" for run in r["runs"])
+    verdicts = {statement: verdict for statement, _, _, verdict in claims.statements(r)}
+    assert verdicts["SAT overfits"] == "yes" and verdicts["TRADES overfits"] == "not beyond noise"
+    assert verdicts["SAT's dE diverges"] == "yes" and verdicts["TRADES's dE diverges"] == "no"
+    assert verdicts["TRADES overfits less than SAT"] in ("holds", "not shown")  # 2 seeds: a wide interval
     text = open(path).read()
     assert "| SAT | 2 |" in text and "flat noise" in text and (tmp_path / "results" / "claims-cpu.png").stat().st_size > 20_000
 

@@ -305,7 +305,8 @@ RENDERERS = {
     "attacks-reference": ("attacks-reference", attacks_reference),
     **{f"{name}-{part}": (name, table) for name in ("claims-cpu", "claims-cpu-aug") for part, table in (
         ("falls", claims.falls_table), ("energies", claims.energies_table), ("pairs", claims.pairs_table),
-        ("lags", claims.lags_table), ("picks", claims.picks_table), ("intervention", claims.intervention_table))},
+        ("lags", claims.lags_table), ("picks", claims.picks_table), ("intervention", claims.intervention_table),
+        ("statements", claims.statements_table))},
     "claims-correlations": (("claims-cpu", "claims-cpu-aug"), claims.correlations_table),
     "claims-cpu-der-trials": ("claims-cpu-der-trials", claims.calibration_table),
     "claims-cpu-aug-trials": ("claims-cpu-aug-trials", claims.trials_table),
