@@ -224,7 +224,9 @@ def provenance(data_files=(), device: str = "cpu") -> dict:
             "data": [{"name": os.path.basename(p), "sha256": sha256_of(p)} for p in data_files if p],
             "machine": {"system": platform.platform(terse=True), "processor": platform.machine(),
                         "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                        "torch": torch.__version__, "device": accelerator or "cpu"},
+                        "torch": torch.__version__, "device": accelerator or "cpu",
+                        # the CPU's vector instructions pick the kernels, and with them the last bits of every result
+                        "cpu_capability": torch.backends.cpu.get_cpu_capability()},
             "date": time.strftime("%Y-%m-%d")}
 
 
