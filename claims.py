@@ -340,7 +340,15 @@ def epoch_rows(columns: dict) -> list:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Tables (Markdown), the same for results/SET.md and the docs (tools/report.py)
+# Tables (Markdown), the same for results/SET.md and the docs (tools/report.py): each takes the claims results
+# files to show, {set name: its results}, one set or several side by side
+
+
+SET_NAMES = {"claims-cpu": "no augmentation", "claims-cpu-aug": "flips"}
+
+
+def set_name(name: str) -> str:
+    return SET_NAMES.get(name, name)
 
 
 def interval(mean, half, scale: float = 100, spec: str = ".1f") -> str:
@@ -350,110 +358,90 @@ def interval(mean, half, scale: float = 100, spec: str = ".1f") -> str:
     return f"{scale * mean:{spec}}" + (f" ± {scale * half:{spec.lstrip('+')}}" if half is not None else "")
 
 
-def falls_table(r: dict) -> str:
-    """Per method: test PGD over the best and the last 5 epochs, the fall, and the fall of flat noisy curves."""
-    lines = ["| method | seeds | test PGD, best 5 epochs | last 5 | fall | flat noise: mean fall, 95th percentile | its "
-             "95th percentile for a mean of this many seeds | runs above the 95th percentile |", "|---|---|---|---|---|---|---|---|"]
-    for row in r["rows"]:
-        null, pct = row["null"], lambda k: interval(row[k], row[f"{k}_ci95"])  # noqa: E731
-        lines.append(f"| {display(row['method'])} | {len(row['seeds'])} | {pct('peak_test')} | {pct('end_test')} | "
-                     f"{pct('window_gap')} | {100 * null['mean']:.1f}, {100 * null['p95']:.1f} | {100 * null['p95_of_mean']:.1f} "
-                     f"| {null['runs_above_p95']} of {null['seeds']} |")
-    null = r["rows"][0]["null"]
-    return "\n".join(lines + ["", f"(Test PGD in % on {r['test_points']} test points, mean ± the half-width of the 95% "
-                                  f"Student-t interval over seeds. Fall: best 5 minus last 5. Flat noise: {NULL_DRAWS:,} "
-                                  f"simulated flat curves of {null['epochs']} epochs at the method's mean test PGD, each epoch "
-                                  "an independent binomial draw on the same number of points: the fall such a curve shows "
-                                  "with no overfitting at all.)"])
-
-
-def energies_table(r: dict) -> str:
-    """Per method: training robust accuracy at the end and the energy gaps at the peak, the first drop and the end."""
-    lines = ["| method | training robust, last epoch | dE, best 5 | dE, at the first drop | dE, last 5 | dE(x,y), best 5 "
-             "| dE(x,y), last 5 |", "|---|---|---|---|---|---|---|"]
-    for row in r["rows"]:
-        gap = lambda k: interval(row[k], row[f"{k}_ci95"], 1, "+.3f")  # noqa: E731
-        lines.append(f"| {display(row['method'])} | {interval(row['train_adv_last'], row['train_adv_last_ci95'])} | "
-                     f"{gap('dE_peak')} | {gap('dE_decay')} | {gap('dE_end')} | {gap('dExy_peak')} | {gap('dExy_end')} |")
-    return "\n".join(lines + ["", "(dE = E(x) - E(x*), dE(x,y) = E(x,y) - E(x*,y), means over the training batches "
-                                  "(eval-mode forward), over the same best 5 and last 5 epochs; at the first drop: the last "
-                                  "epoch at the high learning rate. Training robust accuracy is on each method's own training "
+def methods_table(results: dict) -> str:
+    """Per set and method: the fall of test PGD against the fall of flat noise, dE at the peak and the end,
+    and the training robust accuracy at the end."""
+    lines = ["| set | method | seeds | test PGD, best 5 epochs | fall (best 5 - last 5) | flat noise: 95th percentile "
+             "for this many seeds | dE, best 5 | dE, last 5 | training robust, last epoch |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        for row in r["rows"]:
+            pct = lambda k: interval(row[k], row[f"{k}_ci95"])  # noqa: E731
+            gap = lambda k: interval(row[k], row[f"{k}_ci95"], 1, "+.3f")  # noqa: E731
+            lines.append(f"| {set_name(name)} | {display(row['method'])} | {len(row['seeds'])} | {pct('peak_test')} | "
+                         f"{pct('window_gap')} | {100 * row['null']['p95_of_mean']:.1f} | {gap('dE_peak')} | {gap('dE_end')} "
+                         f"| {pct('train_adv_last')} |")
+    r = next(iter(results.values()))
+    return "\n".join(lines + ["", f"(Test PGD-10 in % on {r['test_points']} test points; mean ± the half-width of the "
+                                  "95% Student-t interval over seeds. Flat noise: the fall that flat test-PGD curves at "
+                                  f"the method's mean accuracy show with no overfitting at all ({NULL_DRAWS:,} simulated "
+                                  "runs, each epoch an independent binomial draw), 95th percentile of the mean over the "
+                                  "seeds. dE = E(x) - E(x*) on the training batches (eval-mode forward), over the best 5 "
+                                  "and the last 5 epochs. Training robust accuracy is on each method's own training "
                                   "attack: it compares epochs, not methods.)"])
 
 
-def pairs_table(r: dict, pairs: tuple = None) -> str:
-    """The falls of two methods compared seed by seed (all pairs, or those named)."""
-    lines = ["| falls compared (same seeds, same training images) | seeds | difference of the falls | told apart? |",
-             "|---|---|---|---|"]
-    for p in r["paired_falls"]:
-        if pairs is not None and tuple(p["methods"]) not in pairs:
-            continue
-        apart = "—" if p["ci95"] is None else "yes" if abs(p["difference"]) > p["ci95"] else "no: the interval holds 0"
-        lines.append(f"| {display(p['methods'][0])} - {display(p['methods'][1])} | {len(p['seeds'])} | "
-                     f"{interval(p['difference'], p['ci95'])} | {apart} |")
+def statements_table(results: dict) -> str:
+    """Claim 1 as testable statements: each with its test, and its result and verdict in every set."""
+    verdicts = {name: {s: (res, v) for s, _, res, v in statements(r)} for name, r in results.items()}
+    tests = {s: t for r in results.values() for s, t, _, _ in statements(r)}
+    lines = ["| statement | test | " + " | ".join(set_name(n) for n in results) + " |", "|---|---|" + "---|" * len(results)]
+    for s, t in tests.items():
+        cells = [f"{verdicts[n][s][0]}: **{verdicts[n][s][1]}**" if s in verdicts[n] else "—" for n in results]
+        lines.append(f"| {s} | {t} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def lags_table(r: dict) -> str:
-    """The lag verdicts counted per method, then how often the rule says each on simulated runs of this set."""
-    lines = ["| method | dE: " + " / ".join(TIMINGS) + " | dE(x,y): the same |", "|---|---|---|"]
-    for method, mine in by_method(r["runs"]).items():
-        lines.append(f"| {display(method)} | " + " | ".join(" / ".join(str(sum(run[f'{k}_timing'] == t for run in mine))
-                                                           for t in TIMINGS) for k in ("dE", "dExy")) + " |")
-    sim = r["lag_rule"]
-    p = sim["params"]
-    lines += ["", "| simulated runs | " + " | ".join(TIMINGS) + " |", "|---|" + "---|" * len(TIMINGS)]
-    for name, rates in sim["rates"].items():
-        label = "flat: no fall, no divergence" if name == "flat" else f"dE's midpoint {name.split()[1]} epochs from test PGD's"
-        lines.append(f"| {label} | " + " | ".join(f"{100 * rates[t]:.0f}%" for t in TIMINGS) + " |")
-    return "\n".join(lines + ["", f"(Simulated: {sim['draws']} runs per row at this set's medians: {p['epochs']} epochs, "
-                                  f"test PGD {100 * p['p']:.1f}% on {p['points']} points falling by {100 * p['fall']:.1f} "
-                                  f"points around epoch {p['fall_at']:.0f}, dE moving by {p['gap_change']:.3f} with noise "
-                                  f"{p['gap_noise']:.3f}; tolerance {sim['tolerance']} epochs.)"])
+def lags_table(results: dict) -> str:
+    """The lag verdicts counted per set and method, then how often the rule says each on simulated runs with
+    each set's noise and effect sizes."""
+    lines = ["| set | method | dE: " + " / ".join(TIMINGS) + " | dE(x,y): the same |", "|---|---|---|---|"]
+    for name, r in results.items():
+        for method, mine in by_method(r["runs"]).items():
+            lines.append(f"| {set_name(name)} | {display(method)} | " + " | ".join(" / ".join(
+                str(sum(run[f'{k}_timing'] == t for run in mine)) for t in TIMINGS) for k in ("dE", "dExy")) + " |")
+    lines += ["", "| simulated runs of the set | flat: a timing verdict (false) | dE's midpoint 6 epochs early: "
+                  "precedes | at the same time: accompanies | 6 epochs late: follows |", "|---|---|---|---|---|"]
+    for name, r in results.items():
+        rates = r["lag_rule"]["rates"]
+        false = sum(rates["flat"][t] for t in ("precedes", "accompanies", "follows"))
+        lines.append(f"| {set_name(name)} | {100 * false:.0f}% | {100 * rates[f'lag -{LAG_SHIFT}']['precedes']:.0f}% | "
+                     f"{100 * rates['lag +0']['accompanies']:.0f}% | {100 * rates[f'lag +{LAG_SHIFT}']['follows']:.0f}% |")
+    p = {name: r["lag_rule"]["params"] for name, r in results.items()}
+    return "\n".join(lines + ["", "(Simulated: " + "; ".join(
+        f"{set_name(n)}, {r['lag_rule']['draws']} runs per column at the set's medians: test PGD {100 * q['p']:.1f}% on "
+        f"{q['points']} points falling {100 * q['fall']:.1f} points around epoch {q['fall_at']:.0f}, dE moving "
+        f"{q['gap_change']:.3f} with noise {q['gap_noise']:.3f}" for (n, q), r in zip(p.items(), results.values()))
+        + f"; tolerance {LAG_TOLERANCE} epochs. The other verdicts of each column: no fall or no divergence.)"])
 
 
-def picks_table(r: dict) -> str:
-    """Per method: the test PGD of the epoch each rule picks (validation, energy, last), and the energy pick
-    against the other two."""
-    lines = ["| method | validation pick | energy pick | last epoch | energy - validation: mean (min, max) | energy - last "
-             "| energy pick at least as robust as validation / as last |", "|---|---|---|---|---|---|---|"]
+def picks_table(results: dict) -> str:
+    """Per set and method: the test PGD of the epoch each rule picks (validation, energy, last), and the energy
+    pick against the other two."""
+    lines = ["| set | method | validation pick | energy pick | last epoch | energy - validation: mean (min, max) | "
+             "energy - last | energy pick at least as robust as validation / as last |", "|---|---|---|---|---|---|---|---|"]
     spread = lambda d: f"{100 * np.mean(d):+.1f} ({100 * min(d):+.1f}, {100 * max(d):+.1f})"  # noqa: E731
-    for method, mine in by_method(r["runs"]).items():
-        to_val = [run["energy_test"] - run["val_test"] for run in mine]
-        to_last = [run["energy_test"] - run["last_pick_test"] for run in mine]
-        mean = lambda k: f"{100 * np.mean([run[k] for run in mine]):.1f}"  # noqa: E731
-        lines.append(f"| {display(method)} | {mean('val_test')} | {mean('energy_test')} | {mean('last_pick_test')} | "
-                     f"{spread(to_val)} | {spread(to_last)} | {sum(d >= 0 for d in to_val)} / {sum(d >= 0 for d in to_last)} "
-                     f"of {len(mine)} |")
-    held_out = sorted({run["validation"] for run in r["runs"]})
+    for name, r in results.items():
+        for method, mine in by_method(r["runs"]).items():
+            to_val = [run["energy_test"] - run["val_test"] for run in mine]
+            to_last = [run["energy_test"] - run["last_pick_test"] for run in mine]
+            mean = lambda k: f"{100 * np.mean([run[k] for run in mine]):.1f}"  # noqa: E731
+            lines.append(f"| {set_name(name)} | {display(method)} | {mean('val_test')} | {mean('energy_test')} | "
+                         f"{mean('last_pick_test')} | {spread(to_val)} | {spread(to_last)} | {sum(d >= 0 for d in to_val)} / "
+                         f"{sum(d >= 0 for d in to_last)} of {len(mine)} |")
+    held_out = sorted({run["validation"] for r in results.values() for run in r["runs"]})
     return "\n".join(lines + ["", "(Test PGD in % at each pick, mean over seeds. Validation pick: the best validation "
-                                  f"PGD-20 over all epochs ({', '.join(held_out)} in the log: " + ("every held-out image"
-                                  if held_out == ["val_all_pgd_acc"] else "the first --eval-examples held-out images")
-                                  + "); energy pick: energy.energy_pick, from the training log alone; last: no early stopping.)"])
-
-
-def intervention_table(r: dict) -> str:
-    """SAT, SAT + DER, the control and TRADES side by side, SAT's fall against each arm's, and the verdict."""
-    rows = {row["method"]: row for row in r["rows"]}
-    lines = ["| arm | seeds | fall | dE, best 5 | dE, last 5 | training robust, last epoch |", "|---|---|---|---|---|---|"]
-    for method in (BASE, INTERVENTION, CONTROL, ALIGNED):
-        if method in rows:
-            row = rows[method]
-            lines.append(f"| {display(method)} | {len(row['seeds'])} | {interval(row['window_gap'], row['window_gap_ci95'])} | "
-                         f"{interval(row['dE_peak'], row['dE_peak_ci95'], 1, '+.3f')} | "
-                         f"{interval(row['dE_end'], row['dE_end_ci95'], 1, '+.3f')} | "
-                         f"{interval(row['train_adv_last'], row['train_adv_last_ci95'])} |")
-    lines += ["", pairs_table(r, ((BASE, INTERVENTION), (BASE, CONTROL)))]
-    if r["intervention"]:
-        lines += ["", f"Verdict: **{r['intervention']['verdict']}**."]
-    return "\n".join(lines)
+                                  "PGD-20 over all epochs (" + ("every held-out image" if held_out == ["val_all_pgd_acc"]
+                                  else "the first --eval-examples held-out images") + "); energy pick: "
+                                  "energy.energy_pick, from the training log alone; last: no early stopping.)"])
 
 
 def correlations_table(results: dict) -> str:
-    """Per claims file and pooled over them: the fall against how far dE fell and against the final training
-    robust accuracy, across runs (pooled) and within methods."""
-    sets = {name: r["runs"] for name, r in results.items()}
-    sets["both regimes"] = [{**run, "method": f"{name}: {run['method']}"} for name, runs in list(sets.items()) for run in runs]
+    """Per set and pooled over them: the fall against how far dE fell and against the final training robust
+    accuracy, across runs (pooled) and within methods."""
+    sets = {set_name(name): r["runs"] for name, r in results.items()}
+    if len(sets) > 1:
+        sets["both"] = [{**run, "method": f"{name}: {run['method']}"} for name, runs in list(sets.items()) for run in runs]
     lines = ["| runs | n | fall vs how far dE fell: r (95% interval), pooled / within methods | fall vs final training "
              "robust accuracy: the same |", "|---|---|---|---|"]
     show = lambda c: f"{c['r']:+.2f} ({c['low']:+.2f}, {c['high']:+.2f})"  # noqa: E731
@@ -461,7 +449,8 @@ def correlations_table(results: dict) -> str:
         c = correlations(runs)
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(
             f"{show(c[k]['pooled'])} / {show(c[k]['within methods'])}" for k in c) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + ["", "(Pearson's r with its 95% interval (Fisher's z); within methods: each method's "
+                                  "mean taken off first, so that differences between methods make no correlation.)"])
 
 
 def trials_table(r: dict) -> str:
@@ -565,7 +554,7 @@ def statements(r: dict) -> list:
             out.append((f"{display(method)}'s dE diverges", "dE over the last 5 epochs minus over the best 5, 95% interval",
                         interval(row["dE_divergence"], row["dE_divergence_ci95"], 1, "+.3f"),
                         "yes" if where != "holds 0" else "no"))
-    for a, b in ((BASE, ALIGNED), (BASE, "weat-adv"), (ALIGNED, "weat-adv")):
+    for a, b in ((BASE, ALIGNED), (BASE, "weat-adv"), (ALIGNED, "weat-adv"), (BASE, INTERVENTION), (BASE, CONTROL)):
         p = pairs.get((a, b))
         if p and p["ci95"] is not None:
             where = side(p["difference"] - p["ci95"], p["difference"] + p["ci95"])
@@ -582,10 +571,3 @@ def statements(r: dict) -> list:
                     "paired falls against SAT", f"DER shrinks the fall: {'yes' if r['intervention']['der_shrinks'] else 'no'}; "
                     f"the control: {'yes' if r['intervention']['control_shrinks'] else 'no'}", r["intervention"]["verdict"]))
     return out
-
-
-def statements_table(r: dict) -> str:
-    """The statements of claim 1 on one claims results file, with their tests and verdicts."""
-    lines = ["| statement | test | result | verdict |", "|---|---|---|---|"]
-    lines += [f"| {s} | {t} | {res} | {v} |" for s, t, res, v in statements(r)]
-    return "\n".join(lines)

@@ -584,10 +584,10 @@ def write_claims(base: str, name: str, runs: list, shrunk: list, dataset: str, o
     with open(base + ".md", "w") as f:
         f.write("\n\n".join([f"# {name}", f"Data set: {dataset}. {r['setup']}." + (
             f" Changed from the set's settings by `{shlex.join(shrunk)}`." if shrunk else ""),
-            claims.falls_table(r), claims.energies_table(r), claims.pairs_table(r), claims.lags_table(r),
-            claims.picks_table(r)] + ([claims.intervention_table(r)] if r["intervention"] else [])
-            + [f"![claims]({os.path.basename(base)}.png)", "Commands (run from the repo root):",
-               "```\n" + "\n".join(shown(run.train_cmd) for run in runs) + "\n```\n"]))
+            *[table({name: r}) for table in (claims.statements_table, claims.methods_table, claims.lags_table,
+                                             claims.picks_table, claims.correlations_table)],
+            f"![claims]({os.path.basename(base)}.png)", "Commands (run from the repo root):",
+            "```\n" + "\n".join(shown(run.train_cmd) for run in runs) + "\n```\n"]))
     return base + ".md"
 
 

@@ -303,11 +303,9 @@ RENDERERS = {
     "claim3": (("generation-resnet4b-samplers", "generation-cpu-w16-10k-natural-samplers", "generation-sat-s0-samplers",
                 "generation-trades-s0-samplers", "generation-weat-adv-s0-samplers"), claim3),
     "attacks-reference": ("attacks-reference", attacks_reference),
-    **{f"{name}-{part}": (name, table) for name in ("claims-cpu", "claims-cpu-aug") for part, table in (
-        ("falls", claims.falls_table), ("energies", claims.energies_table), ("pairs", claims.pairs_table),
-        ("lags", claims.lags_table), ("picks", claims.picks_table), ("intervention", claims.intervention_table),
-        ("statements", claims.statements_table))},
-    "claims-correlations": (("claims-cpu", "claims-cpu-aug"), claims.correlations_table),
+    **{f"claims-{part}": (("claims-cpu", "claims-cpu-aug"), table) for part, table in (
+        ("statements", claims.statements_table), ("methods", claims.methods_table), ("lags", claims.lags_table),
+        ("picks", claims.picks_table), ("correlations", claims.correlations_table))},
     "claims-cpu-der-trials": ("claims-cpu-der-trials", claims.calibration_table),
     "claims-cpu-aug-trials": ("claims-cpu-aug-trials", claims.trials_table),
     "generation-resnet4b-calls": (("generation-resnet4b-paper", "generation-resnet4b-collapsed", "generation-resnet4b-ours"),
