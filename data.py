@@ -288,6 +288,9 @@ class Batches:
         self.shuffle, self.augment, self.pad, self.seed, self.drop_last = shuffle, augment, pad, seed, drop_last
         self.rank, self.world, self.resident, self.epoch = rank, world, resident, 0
         self.with_index = with_index  # also yield each image's index in the split (a CPU tensor)
+        # the 256 values i / 255, divided on the CPU: a gather gives every device the same bits (CUDA's torch.div
+        # by a scalar multiplies by its reciprocal, which differs from the division in the last bit)
+        self.to_unit = (torch.arange(256, dtype=torch.float32) / 255).to(self.device)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -317,7 +320,7 @@ class Batches:
                 x = crop_padded(images, where, shifts[0, index], shifts[1, index], flips[index], self.size)
             else:
                 x = images[where]
-            x = torch.div(x, 255)  # uint8 -> float32 in [0, 1], one pass
+            x = self.to_unit[x.long()]  # uint8 -> float32 in [0, 1], one gather
             yield (x, self.labels[index], order[batch]) if self.with_index else (x, self.labels[index])
 
 
