@@ -106,6 +106,9 @@ def merged(flags: list, extra) -> list:
 # learning-rate drop as in Rice et al. 2020. Found by trials on SAT, seed 0 (tools/claims_trials.py; the
 # claims page lists them): flips alone, and the first drop after epoch 10, before the high rate overfits.
 CLAIMS_AUG_TRAIN = with_flags(CLAIMS_TRAIN, augment="flip", lr_drops=[10, 30])
+# The claims sets' arms: SAT, TRADES and WEAT-adv, and the intervention on claim 1: SAT + DER (its beta chosen on
+# claims-cpu's seed 0, methods.DER_BETA).
+CLAIMS_METHODS = {**{k: METHODS[k] for k in ("sat", "trades", "weat-adv")}, "sat-der": list(METHOD_TABLE["sat-der"].flags)}
 # The paper's headline claim (WEAT improves robust accuracy) at CPU scale: the paper's recipe (OneCycle, lr 0.1,
 # batch 128, crop + flip, K = 10, beta 6, best-late selection: the train.py defaults) made small enough for
 # 2 cores: 10,000 class-balanced training images, a width-16 ResNet-18, 15 epochs, validation PGD-20 on 500
@@ -148,10 +151,8 @@ RUNSETS = {
     "ablation-weights": RunSet("cifar10", ABLATIONS),
     "overfitting": RunSet("cifar10", {k: METHODS[k] for k in ("sat", "trades", "weat-adv")}, seeds=1,
                           plot_energies=True),
-    "claims-cpu": RunSet("cifar10", {k: METHODS[k] for k in ("sat", "trades", "weat-adv", "weat-nat")}, seeds=5,
-                         train_flags=tuple(CLAIMS_TRAIN), claims=True),
-    "claims-cpu-aug": RunSet("cifar10", {k: METHODS[k] for k in ("sat", "trades", "weat-adv")}, seeds=3,
-                             train_flags=tuple(CLAIMS_AUG_TRAIN), claims=True),
+    "claims-cpu": RunSet("cifar10", CLAIMS_METHODS, seeds=5, train_flags=tuple(CLAIMS_TRAIN), claims=True),
+    "claims-cpu-aug": RunSet("cifar10", CLAIMS_METHODS, seeds=3, train_flags=tuple(CLAIMS_AUG_TRAIN), claims=True),
     "accuracy-cpu": RunSet("cifar10", {k: METHODS[k] for k in ("sat", "trades", "weat-nat", "weat-adv")},
                            train_flags=tuple(ACCURACY_TRAIN), eval_flags=tuple(ACCURACY_EVAL),
                            last_eval_flags=tuple(ACCURACY_LAST_EVAL), compare=ACCURACY_PAIRS),

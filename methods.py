@@ -70,7 +70,9 @@ class Method:
         return None if self.beta is None else self.beta.get(dataset, self.beta["*"])
 
 
-DER_BETA = 1.0  # SAT + DER's default beta: see "sat-der" below
+# SAT + DER's default beta: the smallest of 0.3, 0.5, 1 that brought SAT's last-epoch dE on claims-cpu's seed 0 to
+# TRADES' level or below (-0.33, -0.20, -0.02 against TRADES' -0.14; docs/claims.md, results/claims-cpu-der-trials.json)
+DER_BETA = 1.0
 # deviation: MART and MAIL-TR train with the WEAT authors' schedule (OneCycle, lr 0.1, weight decay 5e-4), not
 # their own papers' (lr 0.01, weight decay 3.5e-3, 120 epochs); their loss settings are their code's
 METHODS = {  # the key is the run folder's name (runs/<dataset>-<model>-<key>-<seed>, experiments' <key>-s<seed>)
