@@ -118,7 +118,7 @@ def energy_attacks_reference(r: dict) -> str:
         checks = [f"{tag}: PGD {m['torchattacks_mean_E_x']['pgd-ce']:.3f} (ours {m['attacks']['pgd-ce']['E_x']['mean']:.3f}), "
                   f"TPGD {m['torchattacks_mean_E_x']['trades-pgd']:.3f} (ours {m['attacks']['trades-pgd']['E_x']['mean']:.3f})"
                   for tag, m in r["models"].items() if m["torchattacks_mean_E_x"]]
-        lines += ["", f"The same check against torchattacks {version}, its PGD and TPGD points on the same inputs with the "
+        lines += ["", f"The same check against torchattacks {version}, its PGD and TPGD (its TRADES attack) points on the same inputs with the "
                       "global generator seeded alike, mean E(x): " + "; ".join(checks) + "."]
     return "\n".join(lines)
 
