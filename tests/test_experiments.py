@@ -87,9 +87,10 @@ def test_dry_run_prints_every_command_and_an_estimate(capsys):
 def test_claims_set_dry_run_lists_its_runs(capsys):
     experiments.main(["claims-cpu", "--dry-run", "--train-npz", "train.npz", "--test-npz", "test.npz"])
     out = capsys.readouterr().out
-    assert out.count("train.py") == 20 and "evaluate.py" not in out  # 4 methods x 5 seeds
-    assert "--lr-schedule piecewise" in out and "--test-every 1" in out and "--seed 1" in out
-    assert "# methods: sat, trades, weat-adv, weat-nat" in out
+    methods = list(experiments.CLAIMS_METHODS)
+    assert out.count("train.py") == 5 * len(methods) and "evaluate.py" not in out  # 5 seeds
+    assert "--lr-schedule piecewise" in out and "--test-every 1" in out and "--seed 1" in out and "--val-all" in out
+    assert f"# methods: {', '.join(methods)}" in out and "--loss sat-der" in out
 
 
 def test_augmented_claims_set_changes_the_augmentation_and_the_drops():
