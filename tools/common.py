@@ -85,6 +85,15 @@ def first_points(args, n: int) -> tuple:
     return test.images[:n].float() / 255, test.labels[:n]
 
 
+def checked_models_and_points(args, n: int) -> tuple:
+    """(specs, x, y) of a tool that runs every model of --models on the first n test points: every spec checked
+    before anything runs or is written."""
+    for spec in args.models:
+        check_spec(spec)
+    x, y = first_points(args, n)
+    return args.models, x, y
+
+
 def spec_form(spec: str) -> None:
     """Raise CheckpointError (one line) unless `spec` has the form of a model spec."""
     if spec in REFERENCE_MODELS:

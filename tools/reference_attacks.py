@@ -16,7 +16,7 @@ import argparse
 import os
 
 # common first: it puts the repo on sys.path
-from common import (SPEC_HELP, check_spec, classifier, data_files, first_points, guarded, model_specs,
+from common import (SPEC_HELP, checked_models_and_points, classifier, data_files, guarded, model_specs,
                     parse_tool_args, recorded_name, tool_parser)
 from evaluate import evaluate_model
 from models import provenance, write_json
@@ -36,10 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = parse_tool_args(build_parser(), argv)
-    specs = args.models
-    for spec in specs:  # every spec checked before anything runs or is written
-        check_spec(spec)
-    x, y = first_points(args, args.n_examples)
+    specs, x, y = checked_models_and_points(args, args.n_examples)
     os.makedirs(args.out, exist_ok=True)
     rows = []
     keys = ["clean", "pgd-20"] + [f"+{a}" for a in CASCADE]

@@ -23,7 +23,7 @@ import os
 import torch
 
 # common first: it puts the repo on sys.path
-from common import (SPEC_HELP, check_spec, classifier, data_files, first_points, guarded, model_specs,
+from common import (SPEC_HELP, checked_models_and_points, classifier, data_files, guarded, model_specs,
                     parse_tool_args, recorded_name, tool_parser)
 from attacks import PGD20_STEP_SIZE, eval_mode
 from analysis import ANALYSIS_STEPS, POINT_RULES, attack_energies, attacks_table, plot_attack_panels, point_energies
@@ -67,10 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = parse_tool_args(build_parser(), argv)
-    specs = args.models
-    for spec in specs:  # every spec checked before anything runs or is written
-        check_spec(spec)
-    x, y = first_points(args, args.n_examples)
+    specs, x, y = checked_models_and_points(args, args.n_examples)
     eps = args.eps / 255
     os.makedirs(args.out, exist_ok=True)
     models = {}
