@@ -280,14 +280,17 @@ def shrinks(pair) -> bool:
 def intervention(rows: list, pairs: list) -> dict:
     """The intervention's verdict: does holding SAT's energies together (SAT + DER) shrink its fall, and does
     the control (stronger weight decay, as much less memorisation without aiming at the energies)? First the
-    manipulation check: SAT + DER's |dE| over its last 5 epochs at most TRADES' (at most SAT's at its peak without
-    TRADES). None without the arms."""
+    manipulation check: SAT + DER's dE over its last 5 epochs at TRADES' level (as close to 0, or the two 95%
+    intervals overlap). None without the arms."""
     row = {r["method"]: r for r in rows}
-    if not {BASE, INTERVENTION, CONTROL} <= set(row):
+    if not {BASE, INTERVENTION, CONTROL, ALIGNED} <= set(row):
         return None
     pair = {tuple(p["methods"]): p for p in pairs}
     der, control = pair.get((BASE, INTERVENTION)), pair.get((BASE, CONTROL))
-    aligned = abs(row[INTERVENTION]["dE_end"]) <= abs(row[ALIGNED]["dE_end"] if ALIGNED in row else row[BASE]["dE_peak"])
+    d, t = row[INTERVENTION], row[ALIGNED]
+    overlap = lambda a, b: a["dE_end"] - (a["dE_end_ci95"] or 0) <= b["dE_end"] + (b["dE_end_ci95"] or 0) and \
+        b["dE_end"] - (b["dE_end_ci95"] or 0) <= a["dE_end"] + (a["dE_end_ci95"] or 0)  # noqa: E731
+    aligned = abs(d["dE_end"]) <= abs(t["dE_end"]) or overlap(d, t)
     c = row[CONTROL]
     control_diverges = c["dE_divergence_ci95"] is not None and c["dE_divergence"] + c["dE_divergence_ci95"] < 0
     if not aligned:

@@ -61,7 +61,7 @@ def test_the_lag_simulation_measures_the_rule_on_flat_and_lagged_runs():
 
 def arms(der_fall, control_fall, control_dE_divergence, der_dE_end=-0.05):
     """Method rows and paired falls for the intervention verdict: SAT falls by 0.08 on 5 seeds."""
-    row = lambda method, fall, end, divergence: {"method": method, "window_gap": fall, "dE_end": end,  # noqa: E731
+    row = lambda method, fall, end, divergence: {"method": method, "window_gap": fall, "dE_end": end, "dE_end_ci95": 0.05,  # noqa: E731
                                                   "dE_divergence": divergence, "dE_divergence_ci95": 0.05}
     rows = [row("sat", 0.08, -0.8, -0.7), row("sat-der", der_fall, der_dE_end, -0.01),
             row("sat-wd", control_fall, -0.5, control_dE_divergence), row("trades", 0.06, -0.1, -0.1)]
