@@ -235,6 +235,9 @@ def claim3(results: dict) -> str:
 GENERATORS = ("generation-resnet4b-samplers", "generation-cpu-w16-10k-natural-samplers", "generation-sat-s0-samplers",
               "generation-trades-s0-samplers", "generation-weat-adv-s0-samplers")  # claim 3's generators
 CLAIMS_SETS = ("claims-cpu", "claims-cpu-aug")
+# The files the front page's claims table reads: claim 0's (accuracy-cpu) and claim 1's (CLAIMS_SETS) join
+# it when their runs are committed; until then their rows say the set is not run yet.
+CLAIMS_SUMMARY_FILES = ("energy-attacks-reference", "energy-attacks-trained", *GENERATORS)
 
 
 def difference(p: dict) -> str:
@@ -255,26 +258,47 @@ def claim1_divergence(name: str, r: dict) -> str:
     return f"{claims.set_name(name)}: " + ", ".join(parts)
 
 
+def set_size(name: str, seeds: int = None) -> str:
+    """How many training runs a set of experiments.py holds, e.g. '12 runs'."""
+    runset = experiments.RUNSETS[name]
+    return f"{len(runset.methods) * (seeds or runset.seeds)} runs"
+
+
 def claims_summary(results: dict) -> str:
     """The paper's claims, one row each: what the paper says, the verdict here in words, and the test behind it
-    (every word read off the results files by the rules of claims.py and the claim tables)."""
-    acc = {(tuple(p["methods"]), p["measure"]): p for p in results["accuracy-cpu"]["pairs"]}
-    pgd, cascade = acc[("weat-adv", "trades"), "pgd20"], acc[("weat-adv", "trades"), "cascade"]
-    nat = acc[("weat-nat", "trades"), "pgd20"]
-    rows = [("0. WEAT improves robust accuracy (WEAT-adv over TRADES on CIFAR-10: +0.70 PGD-20, +0.29 AutoAttack)",
-             f"PGD-20: **{pgd['verdict']}**; cascade: **{cascade['verdict']}**",
-             f"WEAT-adv - TRADES, 3 seeds at CPU scale: PGD-20 {difference(pgd)}, cascade {difference(cascade)}; "
-             f"WEAT-nat - TRADES, PGD-20: {100 * nat['difference']:+.1f} ± {100 * nat['ci95']:.1f}", "#claim-0-weat-improves-robust-accuracy")]
-    sets = {name: results[name] for name in CLAIMS_SETS}
-    rows.append(("1. Robust overfitting is a divergence of natural and adversarial energies (dE)",
-                 "; ".join(claim1_divergence(name, r) for name, r in sets.items()),
-                 "each method's fall against flat noise, its dE change against 0 (95% intervals over seeds)",
-                 "#claim-1-robust-overfitting-as-energy-divergence"))
-    verdicts = {name: r["intervention"]["verdict"] if r.get("intervention") else "not run" for name, r in sets.items()}
-    rows.append(("1. TRADES mitigates robust overfitting by aligning the energies",
-                 "; ".join(f"{claims.set_name(n)}: **{v}**" for n, v in verdicts.items()),
-                 "an intervention: SAT + DER (the energies held together) and a weight-decay control, their falls against "
-                 "SAT's seed by seed", "#claim-1-robust-overfitting-as-energy-divergence"))
+    (every word read off the results files by the rules of claims.py and the claim tables). A claim whose set
+    has no results file in CLAIMS_SUMMARY_FILES yet says so, with the set's command and size."""
+    rows = []
+    claim0 = "0. WEAT improves robust accuracy (WEAT-adv over TRADES on CIFAR-10: +0.70 PGD-20, +0.29 AutoAttack)"
+    if "accuracy-cpu" in results:
+        acc = {(tuple(p["methods"]), p["measure"]): p for p in results["accuracy-cpu"]["pairs"]}
+        pgd, cascade = acc[("weat-adv", "trades"), "pgd20"], acc[("weat-adv", "trades"), "cascade"]
+        nat = acc[("weat-nat", "trades"), "pgd20"]
+        rows.append((claim0, f"PGD-20: **{pgd['verdict']}**; cascade: **{cascade['verdict']}**",
+                     f"WEAT-adv - TRADES, 3 seeds at CPU scale: PGD-20 {difference(pgd)}, cascade {difference(cascade)}; "
+                     f"WEAT-nat - TRADES, PGD-20: {100 * nat['difference']:+.1f} ± {100 * nat['ci95']:.1f}",
+                     "#claim-0-weat-improves-robust-accuracy"))
+    else:
+        rows.append((claim0, f"**not run yet** (`python experiments.py accuracy-cpu`: {set_size('accuracy-cpu')})",
+                     "paired differences over seeds against the smallest difference the seeds can detect",
+                     "#claim-0-weat-improves-robust-accuracy"))
+    sets = {name: results[name] for name in CLAIMS_SETS if name in results}
+    if sets:
+        rows.append(("1. Robust overfitting is a divergence of natural and adversarial energies (dE)",
+                     "; ".join(claim1_divergence(name, r) for name, r in sets.items()),
+                     "each method's fall against flat noise, its dE change against 0 (95% intervals over seeds)",
+                     "#claim-1-robust-overfitting-as-energy-divergence"))
+        verdicts = {name: r["intervention"]["verdict"] if r.get("intervention") else "not run" for name, r in sets.items()}
+        rows.append(("1. TRADES mitigates robust overfitting by aligning the energies",
+                     "; ".join(f"{claims.set_name(n)}: **{v}**" for n, v in verdicts.items()),
+                     "an intervention: SAT + DER (the energies held together) and a weight-decay control, their falls against "
+                     "SAT's seed by seed", "#claim-1-robust-overfitting-as-energy-divergence"))
+    else:
+        rows.append(("1. Robust overfitting is an energy divergence, which TRADES mitigates by aligning the energies",
+                     "**being rerun** with per-epoch logs, the redesigned rules and the intervention (`python experiments.py "
+                     f"claims-cpu --seeds 5`, `claims-cpu-aug`: {set_size('claims-cpu', 5)} and {set_size('claims-cpu-aug')})",
+                     "an intervention: SAT + DER (the energies held together) and a weight-decay control, their falls against "
+                     "SAT's seed by seed", "#claim-1-robust-overfitting-as-energy-divergence"))
     models = [m for name in ("energy-attacks-reference", "energy-attacks-trained") for m in results[name]["models"].values()]
     kinds = {a: v["kind"] for a, v in models[0]["attacks"].items() if a != "clean"}
     count = lambda kind, way: sum(all(moved(m["attacks"][a]["E_x_shift"]) == way for a in kinds if kinds[a] == kind)  # noqa: E731
@@ -366,8 +390,7 @@ RENDERERS = {
     "energy-attacks-trained": ("energy-attacks-trained", energy_attacks_reference),
     "claim2": (("energy-attacks-reference", "energy-attacks-trained"), claim2),
     "claim3": (GENERATORS, claim3),
-    "claims-summary": (("accuracy-cpu", *CLAIMS_SETS, "energy-attacks-reference", "energy-attacks-trained", *GENERATORS),
-                       claims_summary),
+    "claims-summary": (CLAIMS_SUMMARY_FILES, claims_summary),
     "attacks-reference": ("attacks-reference", attacks_reference),
     **{f"claims-{part}": (("claims-cpu", "claims-cpu-aug"), table) for part, table in (
         ("statements", claims.statements_table), ("methods", claims.methods_table), ("lags", claims.lags_table),
@@ -435,6 +458,9 @@ def render(root: str, name: str, depth: int) -> str:
     body = renderer(*results.values()) if isinstance(RENDERERS[name][0], str) else renderer(results)
     if depth == 1:  # renderers link from the repo root (docs/claims.md#...); a page in docs/ links from there
         body = body.replace("](docs/", "](")
+    if len(results) > 2:  # a summary over many files: name them; each file holds its own command and commit
+        links = ", ".join(f"[`{f}`]({'../' * depth}results/{f}.json)" for f in results)
+        return body + f"\n\n*From {links} in results/; each names the command, commit, data and machine that wrote it.*\n"
     return body + "\n\n" + "\n\n".join(source_line(f, r, depth) for f, r in results.items()) + "\n"
 
 
