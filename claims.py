@@ -473,6 +473,20 @@ def trials_table(r: dict) -> str:
                                   "best 5 minus last 5 run.)"])
 
 
+def flag_value(trial: dict, flag: str) -> float:
+    """The value a trial gave one train.py flag (its 'flags' string), e.g. 1.0 for --beta 1.0."""
+    words = trial["flags"].split()
+    return float(words[words.index(flag) + 1])
+
+
+def chosen_trials(r: dict, beta: float) -> tuple:
+    """The intervention's calibration read off its trials: the SAT + DER trial with this beta, and the control
+    trial (SAT with another weight decay) whose final training robust accuracy is closest to that trial's."""
+    der = next(t for t in r["trials"] if t["method"] == INTERVENTION and flag_value(t, "--beta") == beta)
+    controls = [t for t in r["trials"] if t["method"] == BASE and "--weight-decay" in t["flags"]]
+    return der, min(controls, key=lambda t: abs(t["train_adv_last"] - der["train_adv_last"]))
+
+
 def calibration_table(r: dict) -> str:
     """The trials that chose an intervention's setting: the flags each changed, its energy gaps over the last
     5 epochs and its final training robust accuracy (run without the test attack: the choice saw no test

@@ -152,3 +152,22 @@ def test_claims_trials_reads_a_regime_trial_and_a_blind_calibration_trial(tmp_pa
     t = claims_trials.trial(str(tmp_path / "der"), claims_trials.claims_defaults())
     assert "best5" not in t and "--loss sat-der --beta 2.0" in t["flags"] and t["train_adv_last"] == rows[-1]["train_adv_acc"]
     assert "| der |" in claims.calibration_table({"trials": [t]})
+
+
+def test_the_control_arm_uses_the_weight_decay_its_committed_trials_chose():
+    """experiments.CONTROL_WEIGHT_DECAY is the trial closest to SAT + DER's final training robust accuracy."""
+    from methods import DER_BETA
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results",
+                           "claims-cpu-der-trials.json")) as f:
+        r = json.load(f)
+    der, control = claims.chosen_trials(r, DER_BETA)
+    assert der["method"] == "sat-der" and claims.flag_value(control, "--weight-decay") == float(experiments.CONTROL_WEIGHT_DECAY)
+    assert experiments.CLAIMS_METHODS["sat-wd"][-2:] == ["--weight-decay", experiments.CONTROL_WEIGHT_DECAY]
+
+
+def test_chosen_trials_picks_the_closest_training_accuracy():
+    trial = lambda name, method, flags, acc: {"trial": name, "method": method, "flags": flags, "train_adv_last": acc}  # noqa: E731
+    r = {"trials": [trial("b1", "sat-der", "--loss sat-der --beta 1.0", 0.5), trial("b2", "sat-der", "--loss sat-der --beta 2.0", 0.3),
+                    trial("w1", "sat", "--loss sat --weight-decay 0.01", 0.6), trial("w2", "sat", "--loss sat --weight-decay 0.02", 0.35)]}
+    assert [t["trial"] for t in claims.chosen_trials(r, 1.0)] == ["b1", "w1"]
+    assert [t["trial"] for t in claims.chosen_trials(r, 2.0)] == ["b2", "w2"]

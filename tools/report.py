@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import claims  # noqa: E402  (the claims tables)
 import experiments  # noqa: E402  (the reproduce and GPU tables)
+from methods import DER_BETA  # noqa: E402  (the intervention's chosen trial)
 
 BLOCK = re.compile(r"(<!-- results: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 VALUE = re.compile(r"(<!-- value: (?P<name>[\w.-]+) -->)(?P<body>.*?)(<!-- /value -->)", re.S)
@@ -441,6 +442,10 @@ VALUES = {
     "generation-sweep-diversity-low": ("generation-resnet4b-sweep", lambda r: sweep_span(r, "pixel_l2_diversity", min)),
     "generation-sweep-diversity-high": ("generation-resnet4b-sweep", lambda r: sweep_span(r, "pixel_l2_diversity", max)),
     "generation-sweep-judge": ("generation-resnet4b-sweep", lambda r: sweep_span(r, "judge_accuracy")),
+    **{f"{arm}-trial-{key}": ("claims-cpu-der-trials", lambda r, i=i, value=value: value(claims.chosen_trials(r, DER_BETA)[i]))
+       for i, arm in enumerate(("der", "control")) for key, value in (
+           ("dE", lambda t: f"{t['dE_last5']:+.3f}"), ("robust", lambda t: f"{100 * t['train_adv_last']:.1f}%"),
+           ("wd", lambda t: f"{claims.flag_value(t, '--weight-decay'):g}"))},
 }
 
 
