@@ -86,11 +86,11 @@ def moved(shift: dict) -> str:
     return "down" if shift["hi"] < 0 else "up" if shift["lo"] > 0 else "no clear move"
 
 
-def seeds_note(s: dict) -> str:
+def seeds_note(s: dict, per_seed_column: bool = True) -> str:
     seeds = s["attack_seeds"]
     return ("one run of each attack (seed 0)" if seeds == 1 else
             f"each random attack run with {seeds} seeds (FAB, deterministic, once): the shift is that of the point-wise "
-            "mean over the seeds, and the per-seed column gives each seed's own shift")
+            "mean over the seeds" + (", and the per-seed column gives each seed's own shift" if per_seed_column else ""))
 
 
 def energy_attacks_reference(r: dict) -> str:
@@ -121,6 +121,31 @@ def energy_attacks_reference(r: dict) -> str:
                   for tag, m in r["models"].items() if m["torchattacks_mean_E_x"]]
         lines += ["", f"The same check against torchattacks {version}, its PGD and TPGD (its TRADES attack) points on the same inputs with the "
                       "global generator seeded alike, mean E(x): " + "; ".join(checks) + "."]
+    return "\n".join(lines)
+
+
+def energy_attacks_compact(r: dict) -> str:
+    """The energy shifts of several models, one row per attack and one column per model: the shift of the mean
+    E(x) with its 95% interval and the move it counts as (the other figures of each attack are in the file)."""
+    s, models = r["settings"], r["models"]
+    attacks = [a for a in next(iter(models.values()))["attacks"] if a != "clean"]
+    lines = [f"First {s['n']} test points, eps {s['eps_pixels']:g}/255, K = {s['steps']} iterations, the paper's attack "
+             f"points; {seeds_note(s, per_seed_column=False)}. Each cell: the shift of the mean E(x), attacked minus clean, its 95% bootstrap "
+             "interval over points, and the move it counts as (only an interval that excludes 0 counts); the mean "
+             "E(x, y), the per-seed shifts and the success rates are in the file.", "",
+             "| attack | kind | " + " | ".join(f"{tag} (clean E(x) {m['attacks']['clean']['E_x']['mean']:.3f})"
+                                             for tag, m in models.items()) + " |", "|---|---|" + "---|" * len(models)]
+    for a in attacks:
+        cells = [f"{m['attacks'][a]['E_x_shift']['mean']:+.3f} [{m['attacks'][a]['E_x_shift']['lo']:+.3f}, "
+                 f"{m['attacks'][a]['E_x_shift']['hi']:+.3f}] {moved(m['attacks'][a]['E_x_shift'])}" for m in models.values()]
+        lines.append(f"| {a} | {next(iter(models.values()))['attacks'][a]['kind']} | " + " | ".join(cells) + " |")
+    version = s.get("torchattacks")
+    if version:
+        checks = [f"{tag}: PGD {m['torchattacks_mean_E_x']['pgd-ce']:.3f} (ours {m['attacks']['pgd-ce']['E_x']['mean']:.3f}), "
+                  f"TPGD {m['torchattacks_mean_E_x']['trades-pgd']:.3f} (ours {m['attacks']['trades-pgd']['E_x']['mean']:.3f})"
+                  for tag, m in models.items() if m["torchattacks_mean_E_x"]]
+        lines += ["", f"Against torchattacks {version} (its PGD and TPGD points on the same inputs, the global generator "
+                      "seeded alike), mean E(x): " + "; ".join(checks) + "."]
     return "\n".join(lines)
 
 
@@ -388,7 +413,7 @@ RENDERERS = {
     "speed-vs-official-trades": ("speed-vs-official-trades", speed_vs_official_trades),
     "energy-attacks-reference": ("energy-attacks-reference", energy_attacks_reference),
     "energy-point-rules-reference": ("energy-attacks-reference", energy_point_rules),
-    "energy-attacks-trained": ("energy-attacks-trained", energy_attacks_reference),
+    "energy-attacks-trained": ("energy-attacks-trained", energy_attacks_compact),
     "claim2": (("energy-attacks-reference", "energy-attacks-trained"), claim2),
     "claim3": (GENERATORS, claim3),
     "claims-summary": (CLAIMS_SUMMARY_FILES, claims_summary),
