@@ -333,14 +333,16 @@ def finished_runs(args, runs: list) -> list:
 
 
 def run_every_stage(run: Run) -> None:
-    """The smoke set's energy analysis and generation, on one finished run."""
+    """The smoke set's energy analysis and generation, on one finished run; each skipped once its last file
+    (the energy figure, the samples' trace) is written."""
     ckpt = os.path.join(run.folder, "best.pt")
-    execute([sys.executable, os.path.join(ROOT, "analysis.py"), "attacks", "--ckpt", ckpt, "--n-examples", "50",
-             "--steps", "5", "--attacks", "pgd-ce,trades-pgd,apgd-ce,apgd-t,cw-l2", "--device", "cpu",
-             "--out", os.path.join(run.folder, "energy")])
-    execute([sys.executable, os.path.join(ROOT, "generate.py"), "--ckpt", ckpt, "--n-per-class", "2", "--steps", "5",
-             "--device", "cpu", "--cache-dir", os.path.join(run.folder, "generation-cache"),
-             "--out", os.path.join(run.folder, "samples")])
+    energy, samples = os.path.join(run.folder, "energy"), os.path.join(run.folder, "samples")
+    if not os.path.isfile(os.path.join(energy, "energy_attacks.png")):
+        execute([sys.executable, os.path.join(ROOT, "analysis.py"), "attacks", "--ckpt", ckpt, "--n-examples", "50",
+                 "--steps", "5", "--attacks", "pgd-ce,trades-pgd,apgd-ce,apgd-t,cw-l2", "--device", "cpu", "--out", energy])
+    if not os.path.isfile(os.path.join(samples, "trace.json")):
+        execute([sys.executable, os.path.join(ROOT, "generate.py"), "--ckpt", ckpt, "--n-per-class", "2", "--steps", "5",
+                 "--device", "cpu", "--cache-dir", os.path.join(run.folder, "generation-cache"), "--out", samples])
 
 
 # ---------------------------------------------------------------------------------------------------
