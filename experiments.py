@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=None, help="comma-separated subset of the set's methods (default: all)")
     p.add_argument("--dry-run", action="store_true", help="print the commands and the estimated GPU time, run nothing")
     p.add_argument("--device", default="auto", help="passed to train.py and evaluate.py")
-    p.add_argument("--fast", action="store_true", help="train with --amp bf16 --channels-last --compile (GPUs)")
+    p.add_argument("--fast", action="store_true", help="train with --amp bf16 --channels-last --compile (GPUs; on the one GPU measured, slower than the float32 default: results/gpu-h200.json)")
     p.add_argument("--tag", default="", help="suffix of the set's folders and table, for a shrunk set")
     p.add_argument("--runs-dir", default=os.path.join("runs", "experiments"), help="where the run folders go")
     p.add_argument("--results-dir", default="results", help="where SET.md and SET.json go")
