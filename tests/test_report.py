@@ -37,12 +37,18 @@ def test_every_results_file_is_read_by_a_block_and_says_where_it_comes_from():
         assert p["command"].startswith("python ") and len(p["commit"]) >= 40 and p["machine"]["cpu_cores"] >= 1
 
 
-def test_a_changed_number_in_a_results_file_fails_the_check(tmp_path):
-    root = copy_of_repo_pages(tmp_path)
+def raise_speed_ratio(root, measure: str) -> dict:
+    """Add 0.1 to one ratio of the copied results/speed-cpu.json; the changed result."""
     path = root / "results" / "speed-cpu.json"
     result = json.loads(path.read_text())
-    result["step"]["ratio"] += 0.1
+    result[measure]["ratio"] += 0.1
     path.write_text(json.dumps(result))
+    return result
+
+
+def test_a_changed_number_in_a_results_file_fails_the_check(tmp_path):
+    root = copy_of_repo_pages(tmp_path)
+    result = raise_speed_ratio(root, "step")
     assert report.main(["--check", "--root", str(root)]) == 1
     assert report.main(["--root", str(root)]) == 0  # regenerating writes the new number in
     assert f"{result['step']['ratio']:.3f}" in (root / "docs" / "speed.md").read_text()
@@ -71,10 +77,7 @@ def copy_with_one_page(tmp_path, page="speed.md"):
 
 def test_a_changed_number_behind_a_value_span_fails_the_check(tmp_path, capsys):
     root = copy_with_one_page(tmp_path)
-    path = root / "results" / "speed-cpu.json"
-    result = json.loads(path.read_text())
-    result["apgd"]["ratio"] += 0.1
-    path.write_text(json.dumps(result))
+    result = raise_speed_ratio(root, "apgd")
     assert report.main(["--check", "--root", str(root)]) == 1
     assert "docs/speed.md: block 'speed-apgd-ratio' differs" in capsys.readouterr().out
     assert report.main(["--root", str(root)]) == 0  # regenerating writes the new number into the sentence
