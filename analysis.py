@@ -17,7 +17,7 @@ import torch
 
 import attacks as A
 from attacks import PIXEL
-from data import DataError, split_of_run
+from data import DataError, split_of_run, to_unit
 from energy import energy_x, energy_xy, weat_weights
 from methods import METHODS, method_key, method_name, training_attack
 from models import (CheckpointError, add_classifier_flags, add_zoo_flags, load_classifier, resolve_device, run_command,
@@ -407,7 +407,7 @@ def load_points(args, device: str, train: bool = False) -> tuple:
     split = split_of_run(info["args"], train, args.data_dir, args.test_npz if not train else args.train_npz,
                          info["model_config"]["num_classes"])
     n = min(args.n_examples, len(split))
-    return model, split.images[:n].to(device).float() / 255, split.labels[:n].to(device), info
+    return model, to_unit(split.images[:n].to(device)), split.labels[:n].to(device), info
 
 
 def build_parser() -> argparse.ArgumentParser:

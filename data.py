@@ -261,6 +261,16 @@ def crop_padded(padded: torch.Tensor, index: torch.Tensor, dx: torch.Tensor, dy:
     return padded.view(-1).take(flat)
 
 
+# The 256 values i / 255, divided on the CPU: a gather from this table gives every device the same bits (CUDA's
+# torch.div by a scalar multiplies by its reciprocal, which differs from the division in the last bit).
+UNIT_VALUES = torch.arange(256, dtype=torch.float32) / 255
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 in [0, 1] on their own device, the same bits on every device (UNIT_VALUES)."""
+    return UNIT_VALUES.to(images.device)[images.long()]
+
+
 class Batches:
     """(x, y) batches of a split: x float in [0, 1] on `device`, y int64.
 
@@ -288,9 +298,7 @@ class Batches:
         self.shuffle, self.augment, self.pad, self.seed, self.drop_last = shuffle, augment, pad, seed, drop_last
         self.rank, self.world, self.resident, self.epoch = rank, world, resident, 0
         self.with_index = with_index  # also yield each image's index in the split (a CPU tensor)
-        # the 256 values i / 255, divided on the CPU: a gather gives every device the same bits (CUDA's torch.div
-        # by a scalar multiplies by its reciprocal, which differs from the division in the last bit)
-        self.to_unit = (torch.arange(256, dtype=torch.float32) / 255).to(self.device)
+        self.to_unit = UNIT_VALUES.to(self.device)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -20,7 +20,7 @@ import torch
 from scipy import stats
 
 from attacks import PGD20_STEP_SIZE, PGD20_STEPS, PIXEL, STANDARD_ATTACKS, attack_by_name, autoattack, eval_mode, predict, sanity_checks, square_flag
-from data import DataError, split_of_run
+from data import DataError, split_of_run, to_unit
 from models import (CheckpointError, add_classifier_flags, atomic_save, load_classifier, load_weights_only,
                     resolve_device, run_command, sha256_of)
 
@@ -167,7 +167,7 @@ def evaluate_one(args, ckpt: str = None) -> dict:
     model, info = load_classifier(args, device, ckpt)
     test = split_of_run(info["args"], False, args.data_dir, args.test_npz, info["model_config"]["num_classes"])
     n = len(test) if args.n_examples is None else min(args.n_examples, len(test))
-    x, y = test.images[:n].to(device).float() / 255, test.labels[:n].to(device)
+    x, y = to_unit(test.images[:n].to(device)), test.labels[:n].to(device)
     settings = {"n_iter": args.n_iter, "n_queries": args.n_queries, "n_target_classes": 9, "n_restarts": 1}
     cascade_n = n if args.cascade_examples is None else min(args.cascade_examples, n)
     identity = {"attacks": attacks, "eps_pixels": args.eps, "n": n, "cascade_n": cascade_n, "seed": args.seed,
@@ -198,7 +198,10 @@ def evaluate_one(args, ckpt: str = None) -> dict:
 def write_outputs(out: str, report: dict, masks: dict) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     report["mask_file"] = os.path.splitext(out)[0] + "-mask.npz"
-    np.savez(report["mask_file"], index=np.arange(report["n"]), **{k: v.cpu().numpy() for k, v in masks.items()})
+    # index: the test points of the clean and PGD-20 masks; cascade_index: those of the cascade's mask (the first
+    # cascade_n of them where --cascade-examples attacks fewer)
+    np.savez(report["mask_file"], index=np.arange(report["n"]), cascade_index=np.arange(len(masks["cascade_robust"])),
+             **{k: v.cpu().numpy() for k, v in masks.items()})
     with open(out + ".tmp", "w") as f:
         json.dump(report, f, indent=2)
     os.replace(out + ".tmp", out)

@@ -458,7 +458,8 @@ def comparison_verdict(mean: float, half, paper_margin) -> str:
     return "not shown at this scale"
 
 
-COMPARED = {"clean": None, "pgd20": 0, "cascade": 1, "last_pgd20": 0}  # measure -> its column in PAPER (None: none)
+# measure -> its column in PAPER (None: the paper gives no figure: no margin; clean accuracy gets no verdict either)
+COMPARED = {"clean": None, "pgd20": 0, "cascade": 1, "last_pgd20": None}
 
 
 def paired_differences(results: list, pairs: tuple, paper: dict) -> list:
@@ -479,7 +480,8 @@ def paired_differences(results: list, pairs: tuple, paper: dict) -> list:
                 paper.get(b, (None,) * 2)[column] is None else (paper[a][column] - paper[b][column]) / 100
             out.append({"methods": [a, b], "measure": measure, "seeds": seeds, "differences": values,
                         "difference": mean, "ci95": half, "detectable": detectable_difference(sd, len(values)),
-                        "paper_margin": margin, "verdict": comparison_verdict(mean, half, margin)})
+                        "paper_margin": margin,
+                        "verdict": "—" if measure == "clean" else comparison_verdict(mean, half, margin)})
     return out
 
 
@@ -506,9 +508,10 @@ def accuracy_table(r: dict) -> str:
         lines.append(f"| {claims.display(p['methods'][0])} - {claims.display(p['methods'][1])} | {MEASURES[p['measure']]} | "
                      f"{100 * p['difference']:+.1f}" + (f" ± {100 * p['ci95']:.1f}" if p["ci95"] is not None else "")
                      + f" | {detect} | {margin} | {p['verdict']} |")
-    points = {row["n"] for row in r["runs"]} | {row["cascade_n"] for row in r["runs"]}
-    lines += ["", f"(Accuracy in % on the first {' / '.join(f'{n:,}' for n in sorted(points))} test points (PGD-20 / "
-                  f"cascade); selected = best.pt by the authors' rule (best validation PGD-20 of the last 10% of epochs). "
+    pgd_points = " / ".join(f"{n:,}" for n in sorted({row["n"] for row in r["runs"]}))
+    cascade_points = " / ".join(f"{n:,}" for n in sorted({row["cascade_n"] for row in r["runs"] if row["cascade_n"]}))
+    lines += ["", f"(Accuracy in %: clean and PGD-20 on the first {pgd_points} test points, the cascade on the first "
+                  f"{cascade_points or '—'}; selected = best.pt by the authors' rule (best validation PGD-20 of the last 10% of epochs). "
                   f"Detectable: the smallest true difference a paired t-test on these seeds finds 80% of the time "
                   f"(two-sided, 5%), from the seed-to-seed spread of the differences; paper's margin: the paper's "
                   f"ResNet-18 CIFAR-10 figures (PGD-20, AutoAttack), {PAPER_SOURCE}.)"]
@@ -639,14 +642,20 @@ def dry_run(args, runs: list) -> None:
         for cmd in (run.train_cmd, *run.eval_cmds.values()):
             print(shown(cmd))
     methods = list(dict.fromkeys(run.method for run in runs))
+    pairs = ", ".join(f"{claims.display(a)} - {claims.display(b)}" for a, b in runset.compare)
     columns = ("claims tables: the fall of test PGD against flat noise, the energy gaps, their lags, the picks"
                if runset.claims else
+               "table: clean, PGD-20 and cascade (best.pt), PGD-20 (last.pt) per method, mean ± 95% interval over seeds; "
+               f"paired differences {pairs} with their verdicts" if runset.compare else
                "table columns: selected epoch | clean | PGD-20 | cascade (best.pt) | last PGD-20 | last cascade (last.pt)")
     print(f"# methods: {', '.join(methods)}\n# {columns}")
     figures = paper_figures(runset.dataset, methods)
     if figures:
         print(f"# the paper's PGD-20 / AutoAttack (%; {PAPER_SOURCE}): {figures}")
     if runset.dataset == "synthetic" or runset.claims:
+        return
+    if any(flag in runset.train_flags for flag in ("--width", "--train-subset")):
+        print("# a CPU-scale set: no GPU estimate (the one GPU measurement is of the full-size ResNet-18 on every image)")
         return
     robust = [expected_robust(runset.dataset, run.method) for run in runs]
     evaluations = sum(len(run.eval_cmds) for run in runs)  # best.pt and last.pt (once where they coincide)
@@ -721,7 +730,7 @@ def main(argv=None) -> None:
         if RUNSETS[args.runset].every_stage:
             run_every_stage(runs[-1])
         print(f"table: {write_results(args, finished_runs(args, runs))}")
-    except ExperimentError as e:
+    except (ExperimentError, claims.ClaimsError) as e:
         print(f"experiments.py: error: {e}", file=sys.stderr)
         sys.exit(2)
 

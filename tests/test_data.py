@@ -213,10 +213,11 @@ def test_tinyimagenet_survives_a_kill_while_sorting_and_while_caching(tmp_path, 
     assert torch.equal(again.images, test.images) and torch.equal(again.labels, test.labels)
 
 
-def test_batches_turn_uint8_into_the_same_floats_as_a_division_on_the_cpu():
+def test_batches_and_to_unit_turn_uint8_into_the_same_floats_as_a_division_on_the_cpu():
     """Every value i / 255 exactly as torch.div computes it on the CPU (the batches come from a lookup table,
     so that every device gets these bits)."""
     images = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16).expand(2, 3, 16, 16).contiguous()
     split = Split(images, torch.zeros(2, dtype=torch.long))
     x, _ = next(iter(Batches(split, 2, "cpu")))
     assert torch.equal(x, torch.div(split.images, 255))
+    assert torch.equal(data.to_unit(split.images), x)  # what evaluate.py and analysis.py read their points with

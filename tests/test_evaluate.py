@@ -113,7 +113,7 @@ def test_the_default_is_the_whole_test_split_and_several_checkpoints_get_a_repor
     assert result.stdout.count("sanity flags") == 2
 
 
-def test_the_cascade_can_run_on_the_first_points_only(trained_model):
+def test_the_cascade_can_run_on_the_first_points_only(trained_model, tmp_path):
     """--cascade-examples m: PGD-20 on all n points, the cascade on the first m (its clean accuracy beside it);
     0 runs no cascade; the first m points' cascade mask equals the one of a cascade on those m points alone."""
     model, x, y = trained_model
@@ -125,5 +125,9 @@ def test_the_cascade_can_run_on_the_first_points_only(trained_model):
     assert rows["pgd-20"]["n"] == 40 and rows["cascade"]["n"] == 15 and rows["clean (cascade points)"]["n"] == 15
     assert torch.equal(part["masks"]["cascade_robust"], alone["masks"]["cascade_robust"])
     assert rows["clean (cascade points)"]["correct"] == alone["rows"]["clean"]["correct"]
+    evaluate.write_outputs(str(tmp_path / "eval.json"), {"n": 40}, part["masks"])
+    masks = np.load(tmp_path / "eval-mask.npz")
+    assert list(masks["index"]) == list(range(40)) and list(masks["cascade_index"]) == list(range(15))
+    assert len(masks["pgd20_robust"]) == 40 and len(masks["cascade_robust"]) == 15
     none = evaluate.evaluate_model(model, x[:40], y[:40], cascade_n=0, **kw)["rows"]
     assert "cascade" not in none and none["pgd-20"] == {**rows["pgd-20"], "seconds": none["pgd-20"]["seconds"]}

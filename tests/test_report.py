@@ -110,3 +110,13 @@ def test_the_sweep_table_places_each_cell_by_its_own_settings():
         run["settings"] = dict(cell["settings"])
     with pytest.raises(report.ReportError, match="own sigma_pca"):
         report.generation_sweep(result)
+
+
+def test_the_claims_summary_takes_claim_0_once_its_file_is_there_and_one_seed_gives_no_interval():
+    committed = {name: report.load(ROOT, name) for name in report.CLAIMS_SUMMARY_FILES}
+    assert "**not run yet**" in report.claims_summary(committed)
+    pair = lambda measure: {"methods": ["weat-adv", "trades"], "measure": measure, "seeds": [0], "difference": 0.02,  # noqa: E731
+                            "ci95": None, "detectable": None, "paper_margin": 0.007, "verdict": "one seed: no interval"}
+    text = report.claims_summary({**committed, "accuracy-cpu": {"pairs": [pair("pgd20"), pair("cascade")]}})
+    assert "not run yet" not in text.split("\n")[2] and "PGD-20: **one seed: no interval**" in text
+    assert "1 seed at CPU scale: PGD-20 +2.0 ± — points (the seeds could detect —; paper +0.70)" in text

@@ -64,8 +64,8 @@ def trial(folder: str, defaults: dict) -> dict:
     out = {"trial": os.path.basename(os.path.normpath(folder)), "flags": changed_flags(settings, defaults),
            "method": method_key(settings), "seed": settings["seed"], "epochs": settings["epochs"], "epochs_run": rows[-1]["epoch"],
            "dE_last5": last5("delta_E"), "dExy_last5": last5("delta_Exy"), "train_adv_last": rows[-1]["train_adv_acc"]}
-    if rows[0].get("test_pgd_acc") is None:
-        return out
+    if rows[0].get("test_pgd_acc") is None or sum(row["test_pgd_acc"] is not None for row in rows) < WINDOW:
+        return out  # no test attack, or a trial stopped before its first 5 tested epochs: the figures above only
     r = run_summary(out["method"], out["seed"], rows)
     dropped = lr_decay_index(rows) is not None  # run_summary's decay_epoch is the last epoch without a drop
     tested = {row["epoch"]: row["test_pgd_acc"] for row in rows if row["test_pgd_acc"] is not None}

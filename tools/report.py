@@ -97,8 +97,8 @@ def energy_attacks_reference(r: dict) -> str:
     s = r["settings"]
     lines = [f"First {s['n']} test points, eps {s['eps_pixels']:g}/255, K = {s['steps']} iterations, the paper's attack "
              f"points; {seeds_note(s)}; the interval is a 95% bootstrap interval over points (2,000 draws), and the "
-             "shift counts as a move only where it excludes 0. Mean E(x), E(x, y), the share of points whose E(x) went "
-             "down and the success rate are those of the seed-0 run (the shares: averaged over the seeds). Success: "
+             "shift counts as a move only where it excludes 0. Mean E(x) and E(x, y) are the seed-0 run's; the share of "
+             "points whose E(x) went down and the success rate are averaged over the seeds. Success: "
              "misclassified (for the random-class attacks cw-l2, pgd-target and cw-target: reaching the target), "
              "points misclassified to begin with included; FAB, Square and CW-L2 return the points they did not break "
              "unchanged (not down).", "",
@@ -180,7 +180,7 @@ def energy_point_rules(r: dict) -> str:
             f, a = rules["final"], rules["first-adversarial"]
             lines.append(f"| {tag} | {attack} | {model['attacks']['clean']['E_x']['mean']:.3f} | {f['mean_E_x']:.3f} | "
                          f"{100 * f['frac_E_x_down']:.1f}% | {a['mean_E_x']:.3f} | {100 * a['frac_E_x_down']:.1f}% |")
-    return "\n".join(lines)
+    return "\n".join(lines + ["", "(The first attack seed's points; the table below averages its shares over the seeds.)"])
 
 
 def run_label(run: dict) -> str:
@@ -267,9 +267,11 @@ CLAIMS_SUMMARY_FILES = ("energy-attacks-reference", "energy-attacks-trained", *G
 
 
 def difference(p: dict) -> str:
-    """A paired difference with its interval, the smallest one its seeds could detect and the paper's margin."""
-    return (f"{100 * p['difference']:+.1f} ± {100 * p['ci95']:.1f} points (the seeds could detect {100 * p['detectable']:.1f}; "
-            f"paper {100 * p['paper_margin']:+.2f})")
+    """A paired difference with its interval, the smallest one its seeds could detect and the paper's margin
+    ('—' for a figure one seed, or no spread, cannot give)."""
+    figure = lambda v, spec: "—" if v is None else format(100 * v, spec)  # noqa: E731
+    return (f"{figure(p['difference'], '+.1f')} ± {figure(p['ci95'], '.1f')} points (the seeds could detect "
+            f"{figure(p['detectable'], '.1f')}; paper {figure(p['paper_margin'], '+.2f')})")
 
 
 def claim1_divergence(name: str, r: dict) -> str:
@@ -280,7 +282,8 @@ def claim1_divergence(name: str, r: dict) -> str:
         over, diverges = verdicts.get(f"{claims.display(method)} overfits"), verdicts.get(f"{claims.display(method)}'s dE diverges")
         if over is not None:
             parts.append(f"{claims.display(method)} " + ("overfits" if over == "yes" else "does not overfit beyond noise")
-                         + (" with" if diverges == "yes" else " without") + " a divergence")
+                         + {"yes": " with a divergence", "no: it converges": ", its energies converging"}.get(
+                             diverges, " without a clear divergence"))
     return f"{claims.set_name(name)}: " + ", ".join(parts)
 
 
@@ -299,10 +302,10 @@ def claims_summary(results: dict) -> str:
     if "accuracy-cpu" in results:
         acc = {(tuple(p["methods"]), p["measure"]): p for p in results["accuracy-cpu"]["pairs"]}
         pgd, cascade = acc[("weat-adv", "trades"), "pgd20"], acc[("weat-adv", "trades"), "cascade"]
-        nat = acc[("weat-nat", "trades"), "pgd20"]
+        nat = acc.get((("weat-nat", "trades"), "pgd20"))
         rows.append((claim0, f"PGD-20: **{pgd['verdict']}**; cascade: **{cascade['verdict']}**",
-                     f"WEAT-adv - TRADES, 3 seeds at CPU scale: PGD-20 {difference(pgd)}, cascade {difference(cascade)}; "
-                     f"WEAT-nat - TRADES, PGD-20: {100 * nat['difference']:+.1f} ± {100 * nat['ci95']:.1f}",
+                     f"WEAT-adv - TRADES, {len(pgd['seeds'])} seed{'s' * (len(pgd['seeds']) != 1)} at CPU scale: PGD-20 {difference(pgd)}, cascade "
+                     f"{difference(cascade)}" + (f"; WEAT-nat - TRADES, PGD-20: {difference(nat)}" if nat else ""),
                      "#claim-0-weat-improves-robust-accuracy"))
     else:
         rows.append((claim0, f"**not run yet** (`python experiments.py accuracy-cpu`: {set_size('accuracy-cpu')})",
@@ -332,8 +335,8 @@ def claims_summary(results: dict) -> str:
     ce = [m for m in models if moved(m["attacks"]["pgd-ce"]["E_x_shift"]) == "down"]
     rows.append(("2. Untargeted attacks lower E(x), targeted attacks raise it",
                  f"targeted: every targeted attack raises E(x) on {count('targeted', 'up')} of {len(models)} models; "
-                 f"untargeted: PGD-CE lowers it on {len(ce)} of {len(models)}, every untargeted attack on "
-                 f"{count('untargeted', 'down')}", "the mean E(x) shift per attack and model, moved only where its 95% "
+                 f"untargeted: PGD-CE lowers it on {len(ce)} of {len(models)}; on {count('untargeted', 'down')} of "
+                 f"{len(models)} does every untargeted attack lower it", "the mean E(x) shift per attack and model, moved only where its 95% "
                  "bootstrap interval excludes 0", "#claim-2-how-attacks-move-ex"))
     recognised = [r for name in GENERATORS for r in [results[name]] if
                   {x["run"]: x for x in r["runs"]}["SGLD-no_momentum"]["judge_accuracy"]
@@ -469,8 +472,9 @@ VALUES = {
     "generation-sweep-judge": ("generation-resnet4b-sweep", lambda r: sweep_span(r, "judge_accuracy")),
     **{f"{arm}-trial-{key}": ("claims-cpu-der-trials", lambda r, i=i, value=value: value(claims.chosen_trials(r, DER_BETA)[i]))
        for i, arm in enumerate(("der", "control")) for key, value in (
-           ("dE", lambda t: f"{t['dE_last5']:+.3f}"), ("robust", lambda t: f"{100 * t['train_adv_last']:.1f}%"),
-           ("wd", lambda t: f"{claims.flag_value(t, '--weight-decay'):g}"))},
+           ("dE", lambda t: f"{t['dE_last5']:+.3f}"), ("robust", lambda t: f"{100 * t['train_adv_last']:.1f}%"))},
+    "control-trial-wd": ("claims-cpu-der-trials",
+                         lambda r: f"{claims.flag_value(claims.chosen_trials(r, DER_BETA)[1], '--weight-decay'):g}"),
 }
 
 
