@@ -707,9 +707,10 @@ def reproduce_table(gpu: dict) -> str:
     return "\n".join(lines + ["", f"(Paper's figures: {PAPER_SOURCE}. GPU hours: one {gpu['provenance']['machine']['device']}, "
                                   "float32, derived from its one measurement: the measured seconds per CIFAR-10 epoch scaled "
                                   "by training images x pixels, times epochs and 3 seeds, plus 6 evaluations of the whole test "
-                                  "split scaled from the measured 1,000 points; fewer where best.pt is the last epoch. Measured "
-                                  "on WEAT-adv: SAT and MART skip the natural forwards of the TRADES loss and take a little "
-                                  "less. A row without the paper's figure is timed at its data set's mean AutoAttack accuracy.)"])
+                                  "split scaled from the measured 1,000 points (the cascade's later attacks also by the share of "
+                                  "points still robust, which the paper's AutoAttack accuracy gives; a row without that figure "
+                                  "takes its data set's mean); fewer where best.pt is the last epoch. Measured on WEAT-adv: SAT "
+                                  "and MART skip the natural forwards of the TRADES loss and take a little less.)"])
 
 
 def main(argv=None) -> None:
