@@ -120,3 +120,10 @@ def test_the_claims_summary_takes_claim_0_once_its_file_is_there_and_one_seed_gi
     text = report.claims_summary({**committed, "accuracy-cpu": {"pairs": [pair("pgd20"), pair("cascade")]}})
     assert "not run yet" not in text.split("\n")[2] and "PGD-20: **one seed: no interval**" in text
     assert "1 seed at CPU scale: PGD-20 +2.0 ± — points (the seeds could detect —; paper +0.70)" in text
+
+
+def test_the_judges_lift_is_a_difference_of_two_binomial_accuracies_with_its_interval():
+    runs = [{"run": "pca_start-no_SGLD", "judge_accuracy": 0.3, "samples": 100},
+            {"run": "SGLD-no_momentum", "judge_accuracy": 0.8, "samples": 100}]
+    lift, half = report.judge_lift({"runs": runs})
+    assert lift == pytest.approx(0.5) and half == pytest.approx(1.959964 * (0.0016 + 0.0021) ** 0.5)
