@@ -135,6 +135,7 @@ def run_summary(method: str, seed: int, rows: list) -> dict:
             "peak_epochs": list(peak), "peak_test": float(windows[start]), "end_test": float(windows[-1]),
             "window_gap": float(windows[start] - windows[-1]), "mean_test": float(np.mean(list(test_at.values()))),
             "train_adv_last": rows[-1]["train_adv_acc"], "decay_epoch": at_decay["epoch"],
+            "minutes": sum(r.get("seconds") or 0.0 for r in rows) / 60,  # the run's epochs, evaluation passes included
             "dE_peak": over("delta_E", peak), "dE_decay": at_decay["delta_E"], "dE_last": rows[-1]["delta_E"],
             "dE_end": over("delta_E", end), "dE_divergence": over("delta_E", end) - over("delta_E", peak),
             "dExy_peak": over("delta_Exy", peak), "dExy_decay": at_decay["delta_Exy"], "dExy_last": rows[-1]["delta_Exy"],
@@ -230,7 +231,7 @@ def by_method(runs: list) -> dict:
 
 ROW_KEYS = ("best_test", "last_test", "peak_test", "end_test", "window_gap", "train_adv_last", "dE_peak", "dE_decay",
             "dE_last", "dE_end", "dE_divergence", "dExy_peak", "dExy_decay", "dExy_last", "dExy_end", "dExy_divergence",
-            "val_test", "energy_test", "last_pick_test")
+            "val_test", "energy_test", "last_pick_test", "minutes")
 
 
 def method_rows(runs: list) -> list:
@@ -375,15 +376,15 @@ def methods_table(results: dict) -> str:
     """Per set and method: the fall of test PGD against the fall of flat noise, dE at the peak and the end,
     and the training robust accuracy at the end."""
     lines = ["| set | method | seeds | test PGD, best 5 epochs | fall (best 5 - last 5) | flat noise: 95th percentile "
-             "for this many seeds | dE, best 5 | dE, last 5 | training robust, last epoch |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "for this many seeds | dE, best 5 | dE, last 5 | training robust, last epoch | minutes per run |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         for row in r["rows"]:
             pct = lambda k: interval(row[k], row[f"{k}_ci95"])  # noqa: E731
             gap = lambda k: interval(row[k], row[f"{k}_ci95"], 1, "+.3f")  # noqa: E731
             lines.append(f"| {set_name(name)} | {display(row['method'])} | {len(row['seeds'])} | {pct('peak_test')} | "
                          f"{pct('window_gap')} | {100 * row['null']['p95_of_mean']:.1f} | {gap('dE_peak')} | {gap('dE_end')} "
-                         f"| {pct('train_adv_last')} |")
+                         f"| {pct('train_adv_last')} | {row['minutes']:.0f} |")
     r = next(iter(results.values()))
     return "\n".join(lines + ["", f"(Test PGD-10 in % on {r['test_points']} test points; mean ± the half-width of the "
                                   "95% Student-t interval over seeds. Flat noise: the fall that flat test-PGD curves at "
@@ -391,7 +392,9 @@ def methods_table(results: dict) -> str:
                                   "runs, each epoch an independent binomial draw), 95th percentile of the mean over the "
                                   "seeds. dE = E(x) - E(x*) on the training batches (eval-mode forward), over the best 5 "
                                   "and the last 5 epochs. Training robust accuracy is on each method's own training "
-                                  "attack: it compares epochs, not methods.)"])
+                                  "attack: it compares epochs, not methods. Minutes: the mean over seeds of a run's logged epoch "
+                                  "times (training, the per-epoch attacks and logging; the development runs: one core each, "
+                                  "two runs at a time).)"])
 
 
 def statements_table(results: dict) -> str:
