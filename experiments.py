@@ -493,13 +493,15 @@ def accuracy_table(r: dict) -> str:
     differences with their verdicts and the smallest difference the seeds could detect."""
     paper = r.get("paper", {})
     cell = lambda m, h: "—" if m is None else f"{100 * m:.1f}" + (f" ± {100 * h:.1f}" if h is not None else "")  # noqa: E731
-    lines = ["| method | seeds | clean | PGD-20 | cascade | PGD-20, last epoch | paper PGD-20 / AA |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| method | seeds | clean | PGD-20 | cascade | PGD-20, last epoch | paper PGD-20 / AA | training minutes per run |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
         pgd, aa = paper.get(row["method"], (None, None))
+        minutes = [run.get("train_minutes") for run in r["runs"] if run["method"] == row["method"]]
         lines.append(f"| {claims.display(row['method'])} | {len(row['seeds'])} | " + " | ".join(
             cell(row[k], row[f"{k}_ci95"]) for k in ("clean", "pgd20", "cascade", "last_pgd20"))
-            + f" | {pgd if pgd is not None else '—'} / {aa if aa is not None else '—'} |")
+            + f" | {pgd if pgd is not None else '—'} / {aa if aa is not None else '—'} | "
+            + ("—" if None in minutes else f"{np.mean(minutes):.0f}") + " |")
     lines += ["", "| difference (seed by seed) | measure | mean ± 95% interval | detectable | paper's margin | verdict |",
               "|---|---|---|---|---|---|"]
     for p in r["pairs"]:
@@ -513,7 +515,8 @@ def accuracy_table(r: dict) -> str:
     lines += ["", f"(Accuracy in %: clean and PGD-20 on the first {pgd_points} test points, the cascade on the first "
                   f"{cascade_points or '—'}; selected = best.pt by the authors' rule (best validation PGD-20 of the last 10% of epochs). "
                   f"Detectable: the smallest true difference a paired t-test on these seeds finds 80% of the time "
-                  f"(two-sided, 5%), from the seed-to-seed spread of the differences; paper's margin: the paper's "
+                  f"(two-sided, 5%), from the seed-to-seed spread of the differences; training minutes: the mean over seeds "
+                  f"of a run's logged epoch times, evaluations not included; paper's margin: the paper's "
                   f"ResNet-18 CIFAR-10 figures (PGD-20, AutoAttack), {PAPER_SOURCE}.)"]
     return "\n".join(lines)
 
@@ -548,6 +551,7 @@ def write_comparison(base: str, name: str, runset: RunSet, runs: list, results: 
     """SET.json (rows with 95% t-intervals, the paired differences, every run's per-epoch log) and SET.md."""
     for run, result in zip(runs, results):
         result["epochs"] = epoch_columns(read_log(os.path.join(run.folder, "log.jsonl"))[1])
+        result["train_minutes"] = sum(t or 0.0 for t in result["epochs"].get("seconds", [])) / 60
     paper = PAPER.get(runset.dataset, {})
     r = {"provenance": origin, "runset": name, "dataset": runset.dataset, "setup": claims_setup(runs[0]),
          "rows": table_rows(results, ROBUST_KEYS, mean_interval, "ci95"),

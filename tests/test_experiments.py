@@ -163,8 +163,10 @@ def test_accuracy_set_compares_methods_seed_by_seed_with_a_verdict(tmp_path, mon
         experiments.detectable_difference(0.01, 3))
     cascade = [p for p in r["pairs"] if p["methods"] == ["weat-adv", "trades"] and p["measure"] == "cascade"][0]
     assert cascade["difference"] == 0 and cascade["ci95"] == 0 and cascade["verdict"].startswith("does not hold here")
-    assert len(r["runs"][0]["epochs"]["epoch"]) == 2 and "| WEAT-adv - TRADES | PGD-20 | +3.0 ± 2.5 |" in \
-        (tmp_path / "results" / "accuracy-cpu.md").read_text()
+    table = (tmp_path / "results" / "accuracy-cpu.md").read_text()
+    assert len(r["runs"][0]["epochs"]["epoch"]) == 2 and "| WEAT-adv - TRADES | PGD-20 | +3.0 ± 2.5 |" in table
+    assert r["runs"][0]["train_minutes"] == 2.0 and "| 52.65 / 49.46 | 2 |" in table  # two logged epochs of 60 s
+    assert "clean and PGD-20 on the first 10,000 test points, the cascade on the first 1,000" in table
 
 
 def test_detectable_difference_and_the_comparison_verdicts():
