@@ -714,7 +714,7 @@ def reproduce_table(gpu: dict) -> str:
                                   "split scaled from the measured 1,000 points (the cascade's later attacks also by the share of "
                                   "points still robust, which the paper's AutoAttack accuracy gives; a row without that figure "
                                   "takes its data set's mean); fewer where best.pt is the last epoch. Measured on WEAT-adv: SAT "
-                                  "and MART skip the natural forwards of the TRADES loss and take a little less.)"])
+                                  "skips the TRADES loss's natural forwards and MART its attack's, so they take a little less.)"])
 
 
 def main(argv=None) -> None:
