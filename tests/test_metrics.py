@@ -156,15 +156,15 @@ def test_reference_statistics_are_cached_by_set_and_weights(net, tmp_path, monke
 
 def test_cli_end_to_end_with_random_weights(tmp_path):
     rng = np.random.default_rng(0)
-    for name in ("samples", "ref"):  # 80 images through the network in all
-        np.savez(tmp_path / f"{name}.npz", image=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
-                 label=np.arange(40) % 10)
+    for name in ("samples", "ref"):  # 40 images through the network in all
+        np.savez(tmp_path / f"{name}.npz", image=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
+                 label=np.arange(20) % 10)
     result = subprocess.run([sys.executable, os.path.join(ROOT, "metrics.py"), str(tmp_path / "samples.npz"),
                              "--ref", "npz", "--ref-npz", str(tmp_path / "ref.npz"), "--inception-weights", "random",
                              "--batch-size", "50"], capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "metrics.json").read_text())
-    assert report["n_samples"] == 40 and report["n_ref"] == 40 and report["inception_weights_sha256"] == "random"
+    assert report["n_samples"] == 20 and report["n_ref"] == 20 and report["inception_weights_sha256"] == "random"
     assert report["fid"] > 0 and report["is_mean"] >= 1 and np.isfinite(report["kid_mean"])
     assert "2048" in report["warnings"][0] and "warning:" in result.stdout and "299x299" in report["resize"]
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "metrics.py"), str(tmp_path / "samples.npz"),
@@ -260,8 +260,8 @@ def test_diversity_is_the_mean_distance_of_same_class_pairs(lpips_net):
 def test_cli_lpips_with_random_weights(tmp_path):
     rng = np.random.default_rng(0)
     for name in ("samples", "ref"):
-        np.savez(tmp_path / f"{name}.npz", image=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
-                 label=np.arange(40) % 10)
+        np.savez(tmp_path / f"{name}.npz", image=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
+                 label=np.arange(20) % 10)
     result = subprocess.run([sys.executable, os.path.join(ROOT, "metrics.py"), str(tmp_path / "samples.npz"),
                              "--metrics", "lpips", "--ref", "npz", "--ref-npz", str(tmp_path / "ref.npz"),
                              "--lpips-backbone", "random", "--lpips-linear", "random"], capture_output=True, text=True,
