@@ -449,6 +449,8 @@ def comparison_verdict(mean: float, half, paper_margin) -> str:
     not hold here (it holds 0 and excludes the paper's margin), or not shown at this scale (it holds both)."""
     if half is None:
         return "one seed: no interval"
+    if half == 0:
+        return "no spread over the seeds: no interval"
     low, high = mean - half, mean + half
     sign = 1 if paper_margin is None or paper_margin >= 0 else -1
     if low > 0 or high < 0:
@@ -501,7 +503,7 @@ def accuracy_table(r: dict) -> str:
         lines.append(f"| {claims.display(row['method'])} | {len(row['seeds'])} | " + " | ".join(
             cell(row[k], row[f"{k}_ci95"]) for k in ("clean", "pgd20", "cascade", "last_pgd20"))
             + f" | {pgd if pgd is not None else '—'} / {aa if aa is not None else '—'} | "
-            + ("—" if None in minutes else f"{np.mean(minutes):.0f}") + " |")
+            + ("—" if None in minutes else f"{np.mean(minutes):.{0 if np.mean(minutes) >= 10 else 1}f}") + " |")
     lines += ["", "| difference (seed by seed) | measure | mean ± 95% interval | detectable | paper's margin | verdict |",
               "|---|---|---|---|---|---|"]
     for p in r["pairs"]:
@@ -578,9 +580,9 @@ def claims_setup(run: Run) -> str:
     with open(path) as f:
         a = json.load(f)
     images = f"{a['train_subset']:,} training images" if a["train_subset"] else "the full training set"
+    tested = f"; test PGD-{a['test_steps']} on {a['test_examples']} test points every epoch" if a.get("test_every") else ""
     return (f"{a['dataset']}: {images}, {a['model']} width {a['width']}, augmentation {a['augment']}, batch "
-            f"{a['batch_size']}, lr {a['lr']:g} ({a['lr_schedule']}), {a['epochs']} epochs, K = {a['steps']}; "
-            f"test PGD-{a['test_steps']} on {a['test_examples']} test points")
+            f"{a['batch_size']}, lr {a['lr']:g} ({a['lr_schedule']}), {a['epochs']} epochs, K = {a['steps']}{tested}")
 
 
 def write_claims(base: str, name: str, runs: list, shrunk: list, dataset: str, origin: dict) -> str:
