@@ -351,11 +351,13 @@ def run_every_stage(run: Run) -> None:
 
 def run_result(run: Run) -> dict:
     """One run's accuracies (fractions) on best.pt and last.pt from their reports, and where they came from."""
-    result = {"method": run.method, "seed": run.seed, "log": os.path.join(run.folder, "log.jsonl")}
+    result = {"method": run.method, "seed": run.seed, "log": os.path.join(run.folder, "log.jsonl"), "eval_minutes": 0.0}
     for which in CHECKPOINTS:
         path = run.eval_file("best" if which == "last" and last_is_best(run) else which)
         with open(path) as f:
             report = json.load(f)
+        if not (which == "last" and last_is_best(run)):  # the whole evaluate.py run, as its report logs it
+            result["eval_minutes"] += (report.get("seconds") or 0.0) / 60
         prefix = "" if which == "best" else "last_"
         cascade = report.get("cascade")  # none where the set runs no cascade on last.pt
         result.update({f"{prefix}n": report["n"], f"{prefix}clean": report["clean"]["accuracy"],
@@ -495,15 +497,17 @@ def accuracy_table(r: dict) -> str:
     differences with their verdicts and the smallest difference the seeds could detect."""
     paper = r.get("paper", {})
     cell = lambda m, h: "—" if m is None else f"{100 * m:.1f}" + (f" ± {100 * h:.1f}" if h is not None else "")  # noqa: E731
-    lines = ["| method | seeds | clean | PGD-20 | cascade | PGD-20, last epoch | paper PGD-20 / AA | training minutes per run |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | seeds | clean | PGD-20 | cascade | PGD-20, last epoch | paper PGD-20 / AA | minutes per run: "
+             "training / evaluation |", "|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
         pgd, aa = paper.get(row["method"], (None, None))
-        minutes = [run.get("train_minutes") for run in r["runs"] if run["method"] == row["method"]]
+        mine = [run for run in r["runs"] if run["method"] == row["method"]]
+        minutes = lambda key: "—" if any(run.get(key) is None for run in mine) else (  # noqa: E731
+            lambda m: f"{m:.{0 if m >= 10 else 1}f}")(float(np.mean([run[key] for run in mine])))
         lines.append(f"| {claims.display(row['method'])} | {len(row['seeds'])} | " + " | ".join(
             cell(row[k], row[f"{k}_ci95"]) for k in ("clean", "pgd20", "cascade", "last_pgd20"))
             + f" | {pgd if pgd is not None else '—'} / {aa if aa is not None else '—'} | "
-            + ("—" if None in minutes else f"{np.mean(minutes):.{0 if np.mean(minutes) >= 10 else 1}f}") + " |")
+            + f"{minutes('train_minutes')} / {minutes('eval_minutes')} |")
     lines += ["", "| difference (seed by seed) | measure | mean ± 95% interval | detectable | paper's margin | verdict |",
               "|---|---|---|---|---|---|"]
     for p in r["pairs"]:
@@ -517,8 +521,8 @@ def accuracy_table(r: dict) -> str:
     lines += ["", f"(Accuracy in %: clean and PGD-20 on the first {pgd_points} test points, the cascade on the first "
                   f"{cascade_points or '—'}; selected = best.pt by the authors' rule (best validation PGD-20 of the last 10% of epochs). "
                   f"Detectable: the smallest true difference a paired t-test on these seeds finds 80% of the time "
-                  f"(two-sided, 5%), from the seed-to-seed spread of the differences; training minutes: the mean over seeds "
-                  f"of a run's logged epoch times, evaluations not included; paper's margin: the paper's "
+                  f"(two-sided, 5%), from the seed-to-seed spread of the differences; minutes: the mean over seeds of a "
+                  f"run's logged epoch times and of its evaluations' logged times; paper's margin: the paper's "
                   f"ResNet-18 CIFAR-10 figures (PGD-20, AutoAttack), {PAPER_SOURCE}.)"]
     return "\n".join(lines)
 
