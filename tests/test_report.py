@@ -127,3 +127,18 @@ def test_the_judges_lift_is_a_difference_of_two_binomial_accuracies_with_its_int
             {"run": "SGLD-no_momentum", "judge_accuracy": 0.8, "samples": 100}]
     lift, half = report.judge_lift({"runs": runs})
     assert lift == pytest.approx(0.5) and half == pytest.approx(1.959964 * (0.0016 + 0.0021) ** 0.5)
+
+
+def test_claim_0s_block_renders_the_accuracy_set_once_its_file_is_there(tmp_path):
+    """The accuracy-cpu block is ready for the file `python experiments.py accuracy-cpu` writes."""
+    shutil.copytree(os.path.join(ROOT, "results"), tmp_path / "results")
+    pair = {"methods": ["weat-adv", "trades"], "measure": "pgd20", "seeds": [0, 1, 2], "differences": [0.01, 0.02, 0.03],
+            "difference": 0.02, "ci95": 0.0248, "detectable": 0.035, "paper_margin": 0.007, "verdict": "not shown at this scale"}
+    row = {"method": "trades", "seeds": [0, 1, 2], **{k: 0.3 for k in ("clean", "pgd20", "cascade", "last_pgd20")},
+           **{f"{k}_ci95": 0.01 for k in ("clean", "pgd20", "cascade", "last_pgd20")}}
+    run = {"method": "trades", "seed": 0, "n": 10_000, "cascade_n": 1000, "train_minutes": 60.0, "eval_minutes": 50.0}
+    result = {"provenance": report.load(ROOT, "speed-cpu")["provenance"], "rows": [row], "pairs": [pair], "runs": [run],
+              "paper": report.experiments.PAPER["cifar10"]}
+    (tmp_path / "results" / "accuracy-cpu.json").write_text(json.dumps(result))
+    text = report.render(str(tmp_path), "accuracy-cpu", 1)
+    assert "| TRADES | 3 | 30.0 ± 1.0 |" in text and "| 60 / 50 |" in text and "not shown at this scale" in text

@@ -454,6 +454,7 @@ RENDERERS = {
     "generation-resnet4b-sweep": ("generation-resnet4b-sweep", generation_sweep),
     "agreement-autoattack": ("agreement-autoattack", agreement_autoattack),
     "agreement-pytorch-fid": ("agreement-pytorch-fid", agreement_pytorch_fid),
+    "accuracy-cpu": ("accuracy-cpu", experiments.accuracy_table),  # claim 0's table, once its runs are committed
     "reproduce": ("gpu-h200", experiments.reproduce_table),
     "gpu-h200": ("gpu-h200", experiments.gpu_table),
 }
