@@ -113,6 +113,11 @@ def noise_sd(values: list) -> float:
     return float(1.4826 * np.median(np.abs(diffs - np.median(diffs))) / np.sqrt(2))
 
 
+def logged_minutes(rows: list) -> float:
+    """A run's time from its log: the sum of its epochs' seconds (training and the per-epoch attacks), in minutes."""
+    return sum(r.get("seconds") or 0.0 for r in rows) / 60
+
+
 def run_summary(method: str, seed: int, rows: list) -> dict:
     """One run's figures from its per-epoch log: test PGD at its best and last epoch and over its best and last
     5 epochs (the fall: best 5 - last 5), the energy gaps there and at the first learning-rate drop, the
@@ -135,7 +140,7 @@ def run_summary(method: str, seed: int, rows: list) -> dict:
             "peak_epochs": list(peak), "peak_test": float(windows[start]), "end_test": float(windows[-1]),
             "window_gap": float(windows[start] - windows[-1]), "mean_test": float(np.mean(list(test_at.values()))),
             "train_adv_last": rows[-1]["train_adv_acc"], "decay_epoch": at_decay["epoch"],
-            "minutes": sum(r.get("seconds") or 0.0 for r in rows) / 60,  # the run's epochs, evaluation passes included
+            "minutes": logged_minutes(rows),
             "dE_peak": over("delta_E", peak), "dE_decay": at_decay["delta_E"], "dE_last": rows[-1]["delta_E"],
             "dE_end": over("delta_E", end), "dE_divergence": over("delta_E", end) - over("delta_E", peak),
             "dExy_peak": over("delta_Exy", peak), "dExy_decay": at_decay["delta_Exy"], "dExy_last": rows[-1]["delta_Exy"],

@@ -502,8 +502,12 @@ def accuracy_table(r: dict) -> str:
     for row in r["rows"]:
         pgd, aa = paper.get(row["method"], (None, None))
         mine = [run for run in r["runs"] if run["method"] == row["method"]]
-        minutes = lambda key: "—" if any(run.get(key) is None for run in mine) else (  # noqa: E731
-            lambda m: f"{m:.{0 if m >= 10 else 1}f}")(float(np.mean([run[key] for run in mine])))
+
+        def minutes(key: str) -> str:
+            if any(run.get(key) is None for run in mine):
+                return "—"
+            m = float(np.mean([run[key] for run in mine]))
+            return f"{m:.{0 if m >= 10 else 1}f}"
         lines.append(f"| {claims.display(row['method'])} | {len(row['seeds'])} | " + " | ".join(
             cell(row[k], row[f"{k}_ci95"]) for k in ("clean", "pgd20", "cascade", "last_pgd20"))
             + f" | {pgd if pgd is not None else '—'} / {aa if aa is not None else '—'} | "
@@ -556,8 +560,8 @@ def write_comparison(base: str, name: str, runset: RunSet, runs: list, results: 
                      origin: dict) -> str:
     """SET.json (rows with 95% t-intervals, the paired differences, every run's per-epoch log) and SET.md."""
     for run, result in zip(runs, results):
-        result["epochs"] = epoch_columns(read_log(os.path.join(run.folder, "log.jsonl"))[1])
-        result["train_minutes"] = sum(t or 0.0 for t in result["epochs"].get("seconds", [])) / 60
+        rows = read_log(os.path.join(run.folder, "log.jsonl"))[1]
+        result["epochs"], result["train_minutes"] = epoch_columns(rows), claims.logged_minutes(rows)
     paper = PAPER.get(runset.dataset, {})
     r = {"provenance": origin, "runset": name, "dataset": runset.dataset, "setup": claims_setup(runs[0]),
          "rows": table_rows(results, ROBUST_KEYS, mean_interval, "ci95"),

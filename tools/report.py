@@ -93,6 +93,18 @@ def seeds_note(s: dict, per_seed_column: bool = True) -> str:
             "mean over the seeds" + (", and the per-seed column gives each seed's own shift" if per_seed_column else ""))
 
 
+def torchattacks_check(r: dict) -> list:
+    """The lines comparing our PGD and TPGD points' mean E(x) with torchattacks' (none where the file has no check)."""
+    version = r["settings"].get("torchattacks")
+    if not version:
+        return []
+    checks = [f"{tag}: PGD {m['torchattacks_mean_E_x']['pgd-ce']:.3f} (ours {m['attacks']['pgd-ce']['E_x']['mean']:.3f}), "
+              f"TPGD {m['torchattacks_mean_E_x']['trades-pgd']:.3f} (ours {m['attacks']['trades-pgd']['E_x']['mean']:.3f})"
+              for tag, m in r["models"].items() if m["torchattacks_mean_E_x"]]
+    return ["", f"The same check against torchattacks {version}, its PGD and TPGD (its TRADES attack) points on the same "
+                "inputs with the global generator seeded alike, mean E(x): " + "; ".join(checks) + "."]
+
+
 def energy_attacks_reference(r: dict) -> str:
     s = r["settings"]
     lines = [f"First {s['n']} test points, eps {s['eps_pixels']:g}/255, K = {s['steps']} iterations, the paper's attack "
@@ -114,14 +126,7 @@ def energy_attacks_reference(r: dict) -> str:
             lines.append(f"| {first} | {attack} | {row['kind']} | {row['E_x']['mean']:.3f} | {sh['mean']:+.3f} "
                          f"[{sh['lo']:+.3f}, {sh['hi']:+.3f}] | {per_seed} | {moved(sh)} | {row['E_xy']['mean']:.3f} "
                          f"| {100 * row['frac_E_x_down']:.1f}% | {100 * row['success_rate']:.1f}% |")
-    version = r["settings"].get("torchattacks")
-    if version:
-        checks = [f"{tag}: PGD {m['torchattacks_mean_E_x']['pgd-ce']:.3f} (ours {m['attacks']['pgd-ce']['E_x']['mean']:.3f}), "
-                  f"TPGD {m['torchattacks_mean_E_x']['trades-pgd']:.3f} (ours {m['attacks']['trades-pgd']['E_x']['mean']:.3f})"
-                  for tag, m in r["models"].items() if m["torchattacks_mean_E_x"]]
-        lines += ["", f"The same check against torchattacks {version}, its PGD and TPGD (its TRADES attack) points on the same inputs with the "
-                      "global generator seeded alike, mean E(x): " + "; ".join(checks) + "."]
-    return "\n".join(lines)
+    return "\n".join(lines + torchattacks_check(r))
 
 
 def energy_attacks_compact(r: dict) -> str:
@@ -139,14 +144,7 @@ def energy_attacks_compact(r: dict) -> str:
         cells = [f"{m['attacks'][a]['E_x_shift']['mean']:+.3f} [{m['attacks'][a]['E_x_shift']['lo']:+.3f}, "
                  f"{m['attacks'][a]['E_x_shift']['hi']:+.3f}] {moved(m['attacks'][a]['E_x_shift'])}" for m in models.values()]
         lines.append(f"| {a} | {next(iter(models.values()))['attacks'][a]['kind']} | " + " | ".join(cells) + " |")
-    version = s.get("torchattacks")
-    if version:
-        checks = [f"{tag}: PGD {m['torchattacks_mean_E_x']['pgd-ce']:.3f} (ours {m['attacks']['pgd-ce']['E_x']['mean']:.3f}), "
-                  f"TPGD {m['torchattacks_mean_E_x']['trades-pgd']:.3f} (ours {m['attacks']['trades-pgd']['E_x']['mean']:.3f})"
-                  for tag, m in models.items() if m["torchattacks_mean_E_x"]]
-        lines += ["", f"Against torchattacks {version} (its PGD and TPGD points on the same inputs, the global generator "
-                      "seeded alike), mean E(x): " + "; ".join(checks) + "."]
-    return "\n".join(lines)
+    return "\n".join(lines + torchattacks_check(r))
 
 
 def claim2(results: dict) -> str:
@@ -308,6 +306,10 @@ def set_size(name: str, seeds: int = None) -> str:
     return f"{len(runset.methods) * (seeds or runset.seeds)} runs"
 
 
+INTERVENTION_TEST = ("an intervention: SAT + DER (the energies held together) and a weight-decay control, their falls "
+                     "against SAT's seed by seed")
+
+
 def claims_summary(results: dict) -> str:
     """The paper's claims, one row each: what the paper says, the verdict here in words, and the test behind it
     (every word read off the results files by the rules of claims.py and the claim tables). A claim whose set
@@ -337,14 +339,12 @@ def claims_summary(results: dict) -> str:
         verdicts = {name: r["intervention"]["verdict"] if r.get("intervention") else "not run" for name, r in sets.items()}
         rows.append(("1. TRADES mitigates robust overfitting by aligning the energies",
                      "; ".join(f"{claims.set_name(n)}: **{v}**" for n, v in verdicts.items()),
-                     "an intervention: SAT + DER (the energies held together) and a weight-decay control, their falls against "
-                     "SAT's seed by seed", "#claim-1-robust-overfitting-as-energy-divergence"))
+                     INTERVENTION_TEST, "#claim-1-robust-overfitting-as-energy-divergence"))
     else:
         rows.append(("1. Robust overfitting is an energy divergence, which TRADES mitigates by aligning the energies",
                      "**being rerun** with per-epoch logs, the redesigned rules and the intervention (`python experiments.py "
                      f"claims-cpu --seeds 5`, `claims-cpu-aug`: {set_size('claims-cpu', 5)} and {set_size('claims-cpu-aug')})",
-                     "an intervention: SAT + DER (the energies held together) and a weight-decay control, their falls against "
-                     "SAT's seed by seed", "#claim-1-robust-overfitting-as-energy-divergence"))
+                     INTERVENTION_TEST, "#claim-1-robust-overfitting-as-energy-divergence"))
     models = [m for name in ("energy-attacks-reference", "energy-attacks-trained") for m in results[name]["models"].values()]
     kinds = {a: v["kind"] for a, v in models[0]["attacks"].items() if a != "clean"}
     count = lambda kind, way: sum(all(moved(m["attacks"][a]["E_x_shift"]) == way for a in kinds if kinds[a] == kind)  # noqa: E731
@@ -361,7 +361,8 @@ def claims_summary(results: dict) -> str:
                  f"{len(models)}" + (f"; {', '.join(raising)} raise it on all {len(models)}" if raising else "") + ")",
                  "the mean E(x) shift per attack and model, moved only where its 95% bootstrap interval excludes 0",
                  "#claim-2-how-attacks-move-ex"))
-    recognised = [name for name in GENERATORS if judge_lift(results[name])[0] - judge_lift(results[name])[1] > 0]
+    lifts = {name: judge_lift(results[name]) for name in GENERATORS}
+    recognised = [name for name, (lift, half) in lifts.items() if lift - half > 0]
     rows.append(("3. A robust classifier generates images (PCA start + SGLD, Eq. 7)",
                  f"SGLD lifts an unseen judge's accuracy on the samples above the PCA start's on {len(recognised)} of "
                  f"{len(GENERATORS)} generators, the naturally trained one included: the score does not single out robustness",
