@@ -290,16 +290,22 @@ def shrinks(pair) -> bool:
     return pair is not None and pair["ci95"] is not None and pair["difference"] - pair["ci95"] > 0
 
 
+def below(pair) -> bool:
+    """The first method's fall minus the second's, seed by seed: its 95% interval lies below 0."""
+    return pair is not None and pair["ci95"] is not None and pair["difference"] + pair["ci95"] < 0
+
+
 def intervention(rows: list, pairs: list) -> dict:
     """The intervention's verdict: does holding SAT's energies together (SAT + DER) shrink its fall, and does
     the control (stronger weight decay, as much less memorisation without aiming at the energies)? First the
     manipulation check: SAT + DER's dE over its last 5 epochs at TRADES' level (as close to 0, or the two 95%
-    intervals overlap). None without the arms."""
+    intervals overlap). "The alignment matters" asks for more than the control's shrinking not being shown:
+    DER's fall must also lie below the control's, seed by seed. None without the arms."""
     row = {r["method"]: r for r in rows}
     if not {BASE, INTERVENTION, CONTROL, ALIGNED} <= set(row):
         return None
     pair = {tuple(p["methods"]): p for p in pairs}
-    der, control = pair.get((BASE, INTERVENTION)), pair.get((BASE, CONTROL))
+    der, control, between = pair.get((BASE, INTERVENTION)), pair.get((BASE, CONTROL)), pair.get((INTERVENTION, CONTROL))
     if der is None or control is None or der["ci95"] is None or control["ci95"] is None:
         return {"verdict": "no verdict: the paired falls need at least 2 seeds of each arm", "der_shrinks": False,
                 "control_shrinks": False, "der_aligned": False, "control_diverges": False}
@@ -311,8 +317,10 @@ def intervention(rows: list, pairs: list) -> dict:
     control_diverges = c["dE_divergence_ci95"] is not None and c["dE_divergence"] + c["dE_divergence_ci95"] < 0
     if not aligned:
         verdict = "no verdict: SAT + DER did not hold the energies together"
+    elif shrinks(der) and not shrinks(control) and below(between):
+        verdict = "the alignment matters: DER shrinks the fall, the control does not, and DER's fall is below the control's"
     elif shrinks(der) and not shrinks(control):
-        verdict = "the alignment matters: DER shrinks the fall, the control does not"
+        verdict = "DER shrinks the fall; the control's shrinking is not shown, nor told apart from DER's"
     elif shrinks(der) and control_diverges:
         verdict = "memorisation, not alignment: both shrink the fall while the control's dE still diverges"
     elif shrinks(der):
