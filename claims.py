@@ -482,21 +482,28 @@ def correlations_table(results: dict) -> str:
                                   "mean taken off first, so that differences between methods make no correlation.)"])
 
 
+TRIAL_TEST_POINTS = 500  # the claims sets' per-epoch test attack (--test-examples), on which the trials ran
+
+
 def trials_table(r: dict) -> str:
     """The calibration trials of a claims regime: the flags each changed, and where its test PGD peaked
     and how far it fell."""
     pct = lambda v: "—" if v is None else f"{100 * v:.1f}"  # noqa: E731
     lines = ["| trial | flags changed from claims-cpu | epochs run | test PGD, best 5 (epochs) | 5 epochs before the "
-             "first drop | 5 after it | last 5 run | fall | training robust, last |", "|---|---|---|---|---|---|---|---|---|"]
+             "first drop | 5 after it | last 5 run | fall | flat noise: 95th percentile of the fall | training robust, last |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for t in r["trials"]:
         flags = f"`{t['flags']}`" if t["flags"] else "none"
+        null = np.percentile(flat_falls(t["best5"], TRIAL_TEST_POINTS, t["epochs_run"]), 95)
         lines.append(f"| {t['trial']} | {flags} | "
                      f"{t['epochs_run']} of {t['epochs']} | {pct(t['best5'])} ({t['best5_epochs'][0]}-{t['best5_epochs'][1]}) | "
                      f"{pct(t['before_drop5'])} | {pct(t['after_drop5'])} | {pct(t['last5'])} | {pct(t['fall'])} | "
-                     f"{pct(t['train_adv_last'])} |")
+                     f"{pct(null)} | {pct(t['train_adv_last'])} |")
     runs = ", ".join(dict.fromkeys(f"{display(t['method'])}, seed {t['seed']}" for t in r["trials"]))
-    return "\n".join(lines + ["", f"({runs}; test PGD in %, on the 500 test points of the per-epoch attack; fall: "
-                                  "best 5 minus last 5 run.)"])
+    return "\n".join(lines + ["", f"({runs}; test PGD in %, on the {TRIAL_TEST_POINTS} test points of the per-epoch attack; "
+                                  "fall: best 5 minus last 5 run; flat noise: the fall of flat curves with binomial noise on "
+                                  "those points, as many epochs as the trial ran, at its best-5 accuracy (the highest of its "
+                                  f"curve, so the widest of its nulls), {NULL_DRAWS:,} simulated runs.)"])
 
 
 def flag_value(trial: dict, flag: str) -> float:

@@ -198,3 +198,12 @@ def test_chosen_trials_picks_the_closest_training_accuracy():
                     trial("w1", "sat", "--loss sat --weight-decay 0.01", 0.6), trial("w2", "sat", "--loss sat --weight-decay 0.02", 0.35)]}
     assert [t["trial"] for t in claims.chosen_trials(r, 1.0)] == ["b1", "w1"]
     assert [t["trial"] for t in claims.chosen_trials(r, 2.0)] == ["b2", "w2"]
+
+
+def test_the_trials_table_reads_each_trials_fall_against_flat_noise_of_its_own_length():
+    trial = {"trial": "t", "flags": "", "method": "sat", "seed": 0, "epochs": 40, "epochs_run": 20, "best5": 0.2,
+             "best5_epochs": [3, 7], "before_drop5": 0.18, "after_drop5": 0.17, "last5": 0.1, "fall": 0.1,
+             "train_adv_last": 0.5}
+    row = claims.trials_table({"trials": [trial]}).split("\n")[2].split(" | ")
+    null = np.percentile(claims.flat_falls(0.2, 500, 20), 95)
+    assert row[7] == "10.0" and row[8] == f"{100 * null:.1f}" and 1.5 < 100 * null < 5

@@ -1,8 +1,8 @@
 """Developer figure: samples of several generate.py runs side by side, one row per run, one sample per
 class (the first of each), the class names above the columns; 900 px wide, every label 10 pt at 100 dpi.
 
-    python tools/generation_figure.py --runs runs/reference/gen-samplers-trades-s0/SGLD-no_momentum \
-        runs/reference/gen-samplers-cpu-w16-10k-natural/SGLD-no_momentum --labels "TRADES,natural" \
+    python tools/generation_figure.py --runs runs/reference/gen-samplers-trades-s0/SGLD-no_momentum \\
+        runs/reference/gen-samplers-cpu-w16-10k-natural/SGLD-no_momentum --labels "TRADES,natural" \\
         --out docs/generation-models.png
 """
 import argparse

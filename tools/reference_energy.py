@@ -2,7 +2,7 @@
 checkpoints, with the paper's attack points and with the robust-accuracy points side by side.
 
     python tools/reference_energy.py --dataset cifar10 --models robustbench:Wong2020Fast --n-examples 200
-    python tools/reference_energy.py --dataset cifar10 --models vnncomp21-resnet4b.pth,wong18-cifar-small-8px.pth \
+    python tools/reference_energy.py --dataset cifar10 --models vnncomp21-resnet4b.pth,wong18-cifar-small-8px.pth \\
         --results results/energy-attacks-reference.json
 
 A model is PATH.pt (a train.py checkpoint), PATH/NAME.pth (a reference model file: tools/reference_models.py
