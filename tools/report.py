@@ -365,7 +365,7 @@ def claims_summary(results: dict) -> str:
     lifts = {name: judge_lift(results[name]) for name in GENERATORS}
     recognised = [name for name, (lift, half) in lifts.items() if lift - half > 0]
     natural = "generation-cpu-w16-10k-natural-samplers" in recognised  # the one generator not adversarially trained
-    rows.append(("3. A robust classifier generates images (PCA start + SGLD, Eq. 7)",
+    rows.append(("3. A robust classifier generates images (a PCA start, then SGLD: stochastic gradient Langevin dynamics, Eq. 7)",
                  f"**{'holds' if len(recognised) > len(GENERATORS) / 2 else 'not shown'}**, "
                  f"{'but not for robust classifiers alone' if natural else 'and for the robust classifiers only'}: SGLD lifts an unseen judge's accuracy on "
                  f"the samples above the PCA start's on {len(recognised)} of {len(GENERATORS)} generators, "
