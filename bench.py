@@ -1,9 +1,9 @@
 """Speed of the training step, the batch pipeline and APGD, as ratios measured in one process.
 
-    python bench.py                  # CPU: the three ratios (a few minutes)
-    python bench.py --quick          # the same, smaller, in under a minute
-    python bench.py --device cuda    # adds epoch throughput for float32 / bf16 / channels-last / compile
-    python bench.py --results results/speed-cpu.json   # also write the figures, with their provenance
+    python bench.py --device cpu          # the three ratios on the CPU (a few minutes)
+    python bench.py --device cpu --quick  # the same, smaller, in under a minute
+    python bench.py --device cuda         # adds epoch throughput for float32 / bf16 / channels-last / compile
+    python bench.py --device cpu --results runs/speed-cpu.json   # also write the figures, with their provenance
 
 Each ratio divides a measured time by the cost of the primitives it cannot avoid, timed alike in the
 same process, so that machine noise cancels. Times are medians over repeats; per-step and per-iteration

@@ -2,8 +2,8 @@
 model, the same points and the same eps.
 
     git clone https://github.com/fra31/auto-attack /tmp/auto-attack
-    python tools/compare_official_autoattack.py --autoattack-repo /tmp/auto-attack --model PATH/vnncomp21-resnet4b.pth \\
-        --dataset cifar10 --n-examples 200 --eps 8,2 --results results/agreement-autoattack.json
+    python tools/compare_official_autoattack.py --autoattack-repo /tmp/auto-attack --model models/vnncomp21-resnet4b.pth \\
+        --dataset cifar10 --n-examples 200 --eps 8,2 --results runs/agreement-autoattack.json
 
 The official code is imported from the checkout that --autoattack-repo names (or, without it, from an
 installed `autoattack` package), never copied into this repo; the results file records its git commit and

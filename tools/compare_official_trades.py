@@ -2,7 +2,7 @@
 
     git clone https://github.com/yaodongyu/TRADES /tmp/TRADES
     python tools/compare_official_trades.py --trades-repo /tmp/TRADES --dataset cifar10 \\
-        --results results/speed-vs-official-trades.json
+        --results runs/speed-vs-official-trades.json
 
 The same work on both sides: one epoch (K = 10, eps 8/255, step 2/255, beta 6, batch 128, SGD lr 0.1) of a
 width-16 ResNet-18 from `models.py` over the first 2,048 training images left after the 128 held out,

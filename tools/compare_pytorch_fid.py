@@ -4,9 +4,9 @@ weights and the same images.
 Needs `pip install pytorch-fid==0.3.0` (in requirements-dev.txt; a development check, not a dependency).
 
     python tools/compare_pytorch_fid.py --weights pt_inception-2015-12-05-6726825d.pth --images cifar10 \\
-        --n 1000 --results results/agreement-pytorch-fid.json
+        --n 1000 --results runs/agreement-pytorch-fid.json
     python tools/compare_pytorch_fid.py --random-weights 0 --images synthetic \\
-        --results results/agreement-pytorch-fid.json              # offline: no weights file needed
+        --results runs/agreement-pytorch-fid.json              # offline: no weights file needed
 
 Both networks get one state dict: the standard FID weights file (`--weights PATH`, or "standard": torch.hub's
 cache, downloaded once; sha256-checked by `metrics.load_inception_weights`), or with `--random-weights SEED`

@@ -2,7 +2,7 @@
 checkpoints), on the first test points.
 
     python tools/reference_attacks.py --dataset cifar10 --models robustbench:Wong2020Fast --n-examples 500
-    python tools/reference_attacks.py --dataset cifar10 --models vnncomp21-resnet4b.pth --results results/attacks-reference.json
+    python tools/reference_attacks.py --dataset cifar10 --models models/vnncomp21-resnet4b.pth --results runs/attacks-reference.json
 
 A model is PATH.pt (a train.py checkpoint), PATH/NAME.pth (a reference model file: tools/reference_models.py
 says where the VNN-COMP 2021 and Wong et al. 2018 weights come from) or robustbench:NAME. The committed

@@ -2,8 +2,8 @@
 checkpoints, with the paper's attack points and with the robust-accuracy points side by side.
 
     python tools/reference_energy.py --dataset cifar10 --models robustbench:Wong2020Fast --n-examples 200
-    python tools/reference_energy.py --dataset cifar10 --models vnncomp21-resnet4b.pth,wong18-cifar-small-8px.pth \\
-        --results results/energy-attacks-reference.json
+    python tools/reference_energy.py --dataset cifar10 --models models/vnncomp21-resnet4b.pth,models/wong18-cifar-small-8px.pth \\
+        --results runs/energy-attacks-reference.json
 
 A model is PATH.pt (a train.py checkpoint), PATH/NAME.pth (a reference model file: tools/reference_models.py
 says where the VNN-COMP 2021 and Wong et al. 2018 weights come from) or robustbench:NAME. The committed

@@ -4,8 +4,8 @@ scored by the model itself and by a different model (the judge).
 The flags after `--` go to generate.py unchanged (a preset, --compare-samplers, a sweep ...); the model
 stands in for --ckpt, so the outputs are exactly generate.py's:
 
-    python tools/reference_generation.py --dataset cifar10 --model vnncomp21-resnet4b.pth \\
-        --judge vnncomp21-resnet2b.pth --out runs/gen-paper
+    python tools/reference_generation.py --dataset cifar10 --model models/vnncomp21-resnet4b.pth \\
+        --judge models/vnncomp21-resnet2b.pth --out runs/gen-paper
     python tools/reference_generation.py --dataset cifar10 --model robustbench:Wong2020Fast \\
         --judge robustbench:Engstrom2019Robustness --out runs/gen-samplers -- --compare-samplers --n-per-class 50
 

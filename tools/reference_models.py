@@ -13,14 +13,15 @@
 A model file is a plain state dict of these architectures (`torch.load(..., weights_only=True)` reads
 it), named after the model: vnncomp21-resnet2b.pth, vnncomp21-resnet4b.pth or wong18-cifar-small-8px.pth;
 the name says which architecture to build. A dict holding the weights under "state_dict" is unwrapped
-(the benchmark's eval.py reads its PyTorch checkpoints so; convex_adversarial's training script saves a
-one-element list there in its cascade layout); weights whose names or shapes do not fit the architecture
-are refused in one line. Each model takes [0, 1] images and normalises them itself, with the statistics
-its authors trained with. The results under results/ that name these models came from the developers'
-copies of the three files.
+(the benchmark's eval.py reads its PyTorch checkpoints so), and so is a one-element list there. The
+published models_scaled/cifar_small_8px.pth holds a list of three state dicts (convex_adversarial's cascade
+layout), of which this model is the first: save that one alone (docs/results.md, "The reference models",
+shows the line); weights whose names or shapes do not fit the architecture are refused in one line. Each
+model takes [0, 1] images and normalises them itself, with the statistics its authors trained with. The
+results under results/ that name these models came from the developers' copies of the three files.
 Printed: the clean accuracy of a model file on the first test points (a check that it loaded right).
 
-    python tools/reference_models.py vnncomp21-resnet4b.pth --dataset cifar10 --n-examples 1000
+    python tools/reference_models.py models/vnncomp21-resnet4b.pth --dataset cifar10 --n-examples 1000
 """
 import argparse
 import os

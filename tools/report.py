@@ -487,6 +487,7 @@ def sweep_span(r: dict, key: str, pick=None) -> str:
 
 
 SWEEP_DEFAULTS = (0.005, 0.95)  # generate.py's defaults (the authors' eval.py): sigma_pca, retained variance
+SWEEP_OURS_START = (0.015, 0.95)  # --preset ours' PCA start (its SGLD differs)
 SINGLE_RUN_VALUES = {"scores": lambda r: cell_scores(r["runs"][0]),
                      "judge": lambda r: f"{100 * r['runs'][0]['judge_accuracy']:.1f}%",
                      "diversity": lambda r: f"{r['runs'][0]['pixel_l2_diversity']:.2f}"}
@@ -499,6 +500,9 @@ VALUES = {
     "generation-sweep-diversity-low": ("generation-resnet4b-sweep", lambda r: sweep_span(r, "pixel_l2_diversity", min)),
     "generation-sweep-diversity-high": ("generation-resnet4b-sweep", lambda r: sweep_span(r, "pixel_l2_diversity", max)),
     "generation-sweep-judge": ("generation-resnet4b-sweep", lambda r: sweep_span(r, "judge_accuracy")),
+    **{f"generation-sweep-diversity-{name}": ("generation-resnet4b-sweep",
+                                              lambda r, cell=cell: f"{sweep_cell(r, *cell)['pixel_l2_diversity']:.2f}")
+       for name, cell in (("defaults", SWEEP_DEFAULTS), ("ours-start", SWEEP_OURS_START))},
     **{f"{arm}-trial-{key}": ("claims-cpu-der-trials", lambda r, i=i, value=value: value(claims.chosen_trials(r, DER_BETA)[i]))
        for i, arm in enumerate(("der", "control")) for key, value in (
            ("dE", lambda t: f"{t['dE_last5']:+.3f}"), ("robust", lambda t: f"{100 * t['train_adv_last']:.1f}%"))},
