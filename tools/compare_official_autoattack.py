@@ -2,6 +2,7 @@
 model, the same points and the same eps.
 
     git clone https://github.com/fra31/auto-attack /tmp/auto-attack
+    git -C /tmp/auto-attack checkout a39220048b3c   # the commit behind results/agreement-autoattack.json
     python tools/compare_official_autoattack.py --autoattack-repo /tmp/auto-attack --model models/vnncomp21-resnet4b.pth \\
         --dataset cifar10 --n-examples 200 --eps 8,2 --results runs/agreement-autoattack.json
 
