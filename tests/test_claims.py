@@ -141,6 +141,8 @@ def test_a_claims_set_keeps_every_epoch_and_its_tables_recompute_from_the_file(t
     sat, trades = r["rows"]
     assert sat["window_gap"] > 0.07 and trades["window_gap"] < trades["null"]["p95"] + 0.01
     assert sat["null"]["runs_above_p95"] == 2 and all(run["validation"] == "val_all_pgd_acc" for run in r["runs"])
+    assert f"| {100 * sat['null']['mean']:.1f} / {100 * sat['null']['p95_of_mean']:.1f} |" in \
+        claims.methods_table({"claims-cpu": r})  # the null's mean and 95th percentile beside the falls
     verdicts = {statement: verdict for statement, _, _, verdict in claims.statements(r)}
     assert verdicts["SAT overfits"] == "yes" and verdicts["TRADES overfits"] == "not beyond noise"
     assert verdicts["SAT's dE diverges"] == "yes" and verdicts["TRADES's dE diverges"] == "not shown"
