@@ -429,13 +429,15 @@ def lags_table(results: dict) -> str:
         for method, mine in by_method(r["runs"]).items():
             lines.append(f"| {set_name(name)} | {display(method)} | " + " | ".join(" / ".join(
                 str(sum(run[f'{k}_timing'] == t for run in mine)) for t in TIMINGS) for k in ("dE", "dExy")) + " |")
-    lines += ["", "| simulated runs of the set | flat: a timing verdict (false) | dE's midpoint 6 epochs early: "
-                  "precedes | at the same time: accompanies | 6 epochs late: follows |", "|---|---|---|---|---|"]
+    lines += ["", f"| simulated runs of the set | flat: a timing verdict (false) | dE's midpoint {LAG_SHIFT} epochs early: "
+                  f"precedes | at the same time: accompanies (false: precedes / follows) | {LAG_SHIFT} epochs late: follows |",
+              "|---|---|---|---|---|"]
     for name, r in results.items():
         rates = r["lag_rule"]["rates"]
         false = sum(rates["flat"][t] for t in ("precedes", "accompanies", "follows"))
         lines.append(f"| {set_name(name)} | {100 * false:.0f}% | {100 * rates[f'lag -{LAG_SHIFT}']['precedes']:.0f}% | "
-                     f"{100 * rates['lag +0']['accompanies']:.0f}% | {100 * rates[f'lag +{LAG_SHIFT}']['follows']:.0f}% |")
+                     f"{100 * rates['lag +0']['accompanies']:.0f}% ({100 * rates['lag +0']['precedes']:.0f}% / "
+                     f"{100 * rates['lag +0']['follows']:.0f}%) | {100 * rates[f'lag +{LAG_SHIFT}']['follows']:.0f}% |")
     p = {name: r["lag_rule"]["params"] for name, r in results.items()}
     return "\n".join(lines + ["", "(Simulated: " + "; ".join(
         f"{set_name(n)}, {r['lag_rule']['draws']} runs per column at the set's medians: test PGD {100 * q['p']:.1f}% on "

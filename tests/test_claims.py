@@ -143,6 +143,9 @@ def test_a_claims_set_keeps_every_epoch_and_its_tables_recompute_from_the_file(t
     assert sat["null"]["runs_above_p95"] == 2 and all(run["validation"] == "val_all_pgd_acc" for run in r["runs"])
     assert f"| {100 * sat['null']['mean']:.1f} / {100 * sat['null']['p95_of_mean']:.1f} |" in \
         claims.methods_table({"claims-cpu": r})  # the null's mean and 95th percentile beside the falls
+    same = r["lag_rule"]["rates"]["lag +0"]  # the false verdicts at a known lag of 0 are on the page too
+    assert (f"{100 * same['accompanies']:.0f}% ({100 * same['precedes']:.0f}% / {100 * same['follows']:.0f}%)"
+            in claims.lags_table({"claims-cpu": r}))
     verdicts = {statement: verdict for statement, _, _, verdict in claims.statements(r)}
     assert verdicts["SAT overfits"] == "yes" and verdicts["TRADES overfits"] == "not beyond noise"
     assert verdicts["SAT's dE diverges"] == "yes" and verdicts["TRADES's dE diverges"] == "not shown"
