@@ -84,11 +84,11 @@ def movement(rows: list, key: str, peak: tuple) -> dict:
 
 def timing(test: dict, gap: dict, tolerance: int = LAG_TOLERANCE) -> str:
     """The lag verdict of one energy gap against test PGD: `no fall` (test PGD does not fall out of its band),
-    `no divergence` (the gap does not leave its band), else precedes / accompanies / follows by the
-    midpoints' distance."""
+    `no divergence` (the gap does not leave its band downwards: a divergence is the gap falling, as "dE
+    diverges" reads it elsewhere), else precedes / accompanies / follows by the midpoints' distance."""
     if not test["moved"] or test["change"] > 0 or test["midpoint"] is None:
         return "no fall"
-    if not gap["moved"] or gap["midpoint"] is None:
+    if not gap["moved"] or gap["change"] > 0 or gap["midpoint"] is None:
         return "no divergence"
     lag = gap["midpoint"] - test["midpoint"]
     return "precedes" if lag < -tolerance else "follows" if lag > tolerance else "accompanies"
@@ -135,7 +135,7 @@ def run_summary(method: str, seed: int, rows: list) -> dict:
     over = lambda key, epochs: float(np.mean([r[key] for r in rows if epochs[0] <= r["epoch"] <= epochs[1]]))  # noqa: E731
     end = (tested[-WINDOW]["epoch"], tested[-1]["epoch"])
     val_epoch, energy_epoch, last_epoch = train.select_epoch(rows, "best", len(rows)), energy_pick(rows), rows[-1]["epoch"]
-    return {"method": method, "seed": seed, "n_epochs": len(rows),
+    return {"method": method, "seed": seed, "n_epochs": len(rows), "n_tested": len(tested),
             "best_test": best["test_pgd_acc"], "best_epoch": best["epoch"], "last_test": tested[-1]["test_pgd_acc"],
             "peak_epochs": list(peak), "peak_test": float(windows[start]), "end_test": float(windows[-1]),
             "window_gap": float(windows[start] - windows[-1]), "mean_test": float(np.mean(list(test_at.values()))),
@@ -167,10 +167,20 @@ def flat_falls(p: float, points: int, epochs: int, draws: int = NULL_DRAWS, seed
     return windows.max(axis=1) - windows[:, -1]
 
 
+def tested_epochs(runs: list) -> int:
+    """The number of epochs with test PGD, which the runs of a null or a simulation must share."""
+    counts = sorted({r["n_tested"] for r in runs})
+    if len(counts) > 1:
+        raise ClaimsError(f"the runs of {', '.join(sorted({r['method'] for r in runs}))} differ in epochs with test PGD "
+                          f"({', '.join(map(str, counts))}); their nulls need one length")
+    return counts[0]
+
+
 def fall_null(runs: list, points: int) -> dict:
-    """The null of a method's falls: flat curves at its mean test PGD over the epochs and seeds, as many
-    epochs as its runs; the mean and 95th percentile of one run's fall and of the mean of its seeds' falls."""
-    p, epochs, k = float(np.mean([r["mean_test"] for r in runs])), runs[0]["n_epochs"], len(runs)
+    """The null of a method's falls: flat curves at its mean test PGD over the best 5 epochs (the level the
+    best window sits at; the accuracy sets the binomial noise), as many tested epochs as its runs; the mean
+    and 95th percentile of one run's fall and of the mean of its seeds' falls."""
+    p, epochs, k = float(np.mean([r["peak_test"] for r in runs])), tested_epochs(runs), len(runs)
     falls = flat_falls(p, points, epochs)
     means = falls[:len(falls) // k * k].reshape(-1, k).mean(axis=1)
     return {"p": p, "points": points, "epochs": epochs, "draws": NULL_DRAWS, "mean": float(falls.mean()),
@@ -213,11 +223,12 @@ def lag_simulation(params: dict, draws: int = LAG_DRAWS, seed: int = NULL_SEED) 
 
 def lag_params(runs: list, points: int) -> dict:
     """The lag simulation's settings from a set's runs whose test PGD fell out of its band: their median fall,
-    dE change (size), dE noise and test-PGD midpoint, their median mean test PGD, and their length."""
+    dE change (its size, as a fall: a divergence), dE noise and test-PGD midpoint, their median test PGD over
+    the best 5 epochs (the level the simulated curve falls from), and their length."""
     fell = [r for r in runs if r["test_moved"] and r["test_midpoint"] is not None] or runs
     median = lambda key: float(np.median([key(r) for r in fell]))  # noqa: E731
-    return {"epochs": runs[0]["n_epochs"], "p": median(lambda r: r["mean_test"]), "points": points,
-            "fall": median(lambda r: r["window_gap"]), "gap_change": median(lambda r: abs(r["dE_divergence"])),
+    return {"epochs": tested_epochs(runs), "p": median(lambda r: r["peak_test"]), "points": points,
+            "fall": median(lambda r: r["window_gap"]), "gap_change": -median(lambda r: abs(r["dE_divergence"])),
             "gap_noise": median(lambda r: r["dE_noise"]),
             "fall_at": median(lambda r: r["test_midpoint"] or r["peak_epochs"][1])}
 
@@ -265,9 +276,11 @@ def paired_falls(runs: list) -> list:
 
 
 def correlation(x: list, y: list, groups: int = 0) -> dict:
-    """Pearson's r with its 95% interval (Fisher's z, one degree of freedom less per group mean taken off), and n."""
+    """Pearson's r with its 95% interval (Fisher's z: standard error 1 / sqrt(n - 3), one degree of freedom less
+    per group mean taken off beyond the first, which the pooled r already pays for), and n."""
     r = float(np.corrcoef(x, y)[0, 1])
-    half = 1.959964 / np.sqrt(len(x) - 3 - groups) if len(x) > 3 + groups else np.inf
+    df = len(x) - 3 - max(groups - 1, 0)
+    half = 1.959964 / np.sqrt(df) if df > 0 else np.inf
     z = np.arctanh(np.clip(r, -0.999999, 0.999999))
     return {"r": r, "low": float(np.tanh(z - half)), "high": float(np.tanh(z + half)), "n": len(x)}
 
@@ -295,12 +308,19 @@ def below(pair) -> bool:
     return pair is not None and pair["ci95"] is not None and pair["difference"] + pair["ci95"] < 0
 
 
+def above(pair) -> bool:
+    """The first method's fall minus the second's, seed by seed: its 95% interval lies above 0."""
+    return pair is not None and pair["ci95"] is not None and pair["difference"] - pair["ci95"] > 0
+
+
 def intervention(rows: list, pairs: list) -> dict:
     """The intervention's verdict: does holding SAT's energies together (SAT + DER) shrink its fall, and does
     the control (stronger weight decay, as much less memorisation without aiming at the energies)? First the
     manipulation check: SAT + DER's dE over its last 5 epochs at TRADES' level (as close to 0, or the two 95%
-    intervals overlap). "The alignment matters" asks for more than the control's shrinking not being shown:
-    DER's fall must also lie below the control's, seed by seed. None without the arms."""
+    intervals overlap). Wherever DER shrinks the fall, its fall is also compared with the control's, seed by
+    seed: "the alignment matters" asks for more than the control's shrinking not being shown (DER's fall must
+    lie below the control's), and where both shrink it, DER's fall below the control's says that the alignment
+    adds to what less memorisation does. None without the arms."""
     row = {r["method"]: r for r in rows}
     if not {BASE, INTERVENTION, CONTROL, ALIGNED} <= set(row):
         return None
@@ -319,8 +339,12 @@ def intervention(rows: list, pairs: list) -> dict:
         verdict = "no verdict: SAT + DER did not hold the energies together"
     elif shrinks(der) and not shrinks(control) and below(between):
         verdict = "the alignment matters: DER shrinks the fall, the control does not, and DER's fall is below the control's"
+    elif shrinks(der) and not shrinks(control) and above(between):
+        verdict = "not told apart: DER shrinks the fall; the control's is below DER's, though not shown below SAT's"
     elif shrinks(der) and not shrinks(control):
         verdict = "DER shrinks the fall; the control's shrinking is not shown, nor told apart from DER's"
+    elif shrinks(der) and below(between):
+        verdict = "the alignment adds to less memorisation: both shrink the fall, DER's more than the control's"
     elif shrinks(der) and control_diverges:
         verdict = "memorisation, not alignment: both shrink the fall while the control's dE still diverges"
     elif shrinks(der):
@@ -401,7 +425,7 @@ def methods_table(results: dict) -> str:
     r = next(iter(results.values()))
     return "\n".join(lines + ["", f"(Test PGD-10 in % on {r['test_points']} test points; mean ± the half-width of the "
                                   "95% Student-t interval over seeds. Flat noise: the fall that flat test-PGD curves at "
-                                  f"the method's mean accuracy show with no overfitting at all ({NULL_DRAWS:,} simulated "
+                                  f"the method's mean test PGD over its best 5 epochs show with no overfitting at all ({NULL_DRAWS:,} simulated "
                                   "runs, each epoch an independent binomial draw): its mean, and the 95th percentile of its "
                                   "mean over as many runs as the method has seeds. dE = E(x) - E(x*) on the training batches (eval-mode forward), over the best 5 "
                                   "and the last 5 epochs. Training robust accuracy is on each method's own training "
@@ -451,15 +475,16 @@ def picks_table(results: dict) -> str:
     pick against the other two."""
     lines = ["| set | method | validation pick | energy pick | last epoch | energy - validation: mean (min, max) | "
              "energy - last | energy pick at least as robust as validation / as last |", "|---|---|---|---|---|---|---|---|"]
-    spread = lambda d: f"{100 * np.mean(d):+.1f} ({100 * min(d):+.1f}, {100 * max(d):+.1f})"  # noqa: E731
+    spread = lambda d: f"{100 * np.mean(d):+.1f} ({100 * min(d):+.1f}, {100 * max(d):+.1f})" if d else "—"  # noqa: E731
     for name, r in results.items():
-        for method, mine in by_method(r["runs"]).items():
-            to_val = [run["energy_test"] - run["val_test"] for run in mine]
-            to_last = [run["energy_test"] - run["last_pick_test"] for run in mine]
-            mean = lambda k: f"{100 * np.mean([run[k] for run in mine]):.1f}"  # noqa: E731
+        for method, mine in by_method(r["runs"]).items():  # a pick on an epoch without test PGD: left out, "—"
+            to_val = [run["energy_test"] - run["val_test"] for run in mine if None not in (run["energy_test"], run["val_test"])]
+            to_last = [run["energy_test"] - run["last_pick_test"] for run in mine
+                       if None not in (run["energy_test"], run["last_pick_test"])]
+            mean = lambda k: "—" if None in [run[k] for run in mine] else f"{100 * np.mean([run[k] for run in mine]):.1f}"  # noqa: E731
             lines.append(f"| {set_name(name)} | {display(method)} | {mean('val_test')} | {mean('energy_test')} | "
-                         f"{mean('last_pick_test')} | {spread(to_val)} | {spread(to_last)} | {sum(d >= 0 for d in to_val)} / "
-                         f"{sum(d >= 0 for d in to_last)} of {len(mine)} |")
+                         f"{mean('last_pick_test')} | {spread(to_val)} | {spread(to_last)} | {sum(d >= 0 for d in to_val)} of "
+                         f"{len(to_val)} / {sum(d >= 0 for d in to_last)} of {len(to_last)} |")
     held_out = sorted({run["validation"] for r in results.values() for run in r["runs"]})
     return "\n".join(lines + ["", "(Test PGD in % at each pick, mean over seeds. Validation pick: the best validation "
                                   "PGD-20 over all epochs (" + ("every held-out image" if held_out == ["val_all_pgd_acc"]
@@ -563,7 +588,7 @@ def plot(r: dict, path: str, title: str = "") -> None:
                     if row["lr"] < 0.5 * prev["lr"]})
     for ax in axes.flat:
         for epoch in drops:
-            ax.axvline(epoch - 0.5, color="grey", linestyle=":", linewidth=1)
+            ax.axvline(epoch + 0.5, color="grey", linestyle=":", linewidth=1)  # the log's lr is the next epoch's
         ax.grid(alpha=0.3)
     for ax in axes[1]:
         ax.set_xlabel("epoch")
@@ -601,11 +626,11 @@ def statements(r: dict) -> list:
     for method in (BASE, ALIGNED, "weat-adv"):
         if method in rows:
             row = rows[method]
-            half = row["dE_divergence_ci95"] or 0.0
-            where = side(row["dE_divergence"] - half, row["dE_divergence"] + half)
+            half = row["dE_divergence_ci95"]
+            where = None if half is None else side(row["dE_divergence"] - half, row["dE_divergence"] + half)
             out.append((f"{display(method)}'s dE diverges", "dE over the last 5 epochs minus over the best 5, 95% interval",
-                        interval(row["dE_divergence"], row["dE_divergence_ci95"], 1, "+.3f"),
-                        {"below 0": "yes", "above 0": "no: it converges"}.get(where, "not shown")))
+                        interval(row["dE_divergence"], half, 1, "+.3f"),
+                        {"below 0": "yes", "above 0": "no: it converges", None: "not shown (one seed)"}.get(where, "not shown")))
     for a, b in ((BASE, ALIGNED), (BASE, "weat-adv"), (ALIGNED, "weat-adv"), (BASE, INTERVENTION), (BASE, CONTROL)):
         p = pairs.get((a, b))
         if p and p["ci95"] is not None:
