@@ -24,7 +24,6 @@ import subprocess
 import sys
 
 import numpy as np
-import scipy.integrate
 import scipy.optimize
 import scipy.stats
 
@@ -437,27 +436,29 @@ def detectable_difference(sd: float, n: int, alpha: float = ALPHA, power: float 
         return None
     df, critical = n - 1, scipy.stats.t.ppf(1 - alpha / 2, n - 1)
 
-    def shortfall(delta):  # P(|T| > critical) - power, T = (Z + shift) / sqrt(V / df), V ~ chi2(df)
+    def shortfall(delta):  # P(|T| > critical) - power, T noncentral t with df and noncentrality delta sqrt(n) / sd
         shift = delta * np.sqrt(n) / sd
-        given_v = lambda v: (scipy.stats.norm.cdf(shift - critical * np.sqrt(v / df))  # noqa: E731
-                             + scipy.stats.norm.cdf(-shift - critical * np.sqrt(v / df))) * scipy.stats.chi2.pdf(v, df)
-        return scipy.integrate.quad(given_v, 0, np.inf)[0] - power
+        return scipy.stats.nct.sf(critical, df, shift) + scipy.stats.nct.sf(critical, df, -shift) - power  # both tails
     high = sd
-    while shortfall(high) < 0:  # bracket the root from above (the power grows with the difference)
+    for _ in range(60):  # bracket the root from above (the power grows with the difference)
+        if shortfall(high) >= 0:
+            return float(scipy.optimize.brentq(shortfall, 0.0, high))
         high *= 2
-    return float(scipy.optimize.brentq(shortfall, 0.0, high))
+    raise ExperimentError(f"no detectable difference found for sd {sd:g} on {n} pairs")
 
 
-def comparison_verdict(mean: float, half, paper_margin) -> str:
+def comparison_verdict(mean: float, half, paper_margin, direction: int = 1) -> str:
     """What a paired difference's 95% interval says of the paper's claim that the first method is ahead by
     `paper_margin`: holds (the interval excludes 0 on the paper's side), reversed (on the other side), does
-    not hold here (it holds 0 and excludes the paper's margin), or not shown at this scale (it holds both)."""
+    not hold here (it holds 0 and excludes the paper's margin), or not shown at this scale (it holds both).
+    Without a margin of its own (a measure the paper does not report), the paper's side is `direction`
+    (+1: the first method ahead; the pair's PGD-20 margin gives it)."""
     if half is None:
         return "one seed: no interval"
-    if half == 0:
+    if half <= 1e-12 * max(1.0, abs(mean)):  # identical differences on every seed (up to float rounding)
         return "no spread over the seeds: no interval"
     low, high = mean - half, mean + half
-    sign = 1 if paper_margin is None or paper_margin >= 0 else -1
+    sign = direction if paper_margin is None else 1 if paper_margin >= 0 else -1
     if low > 0 or high < 0:
         return "holds" if (low > 0) == (sign > 0) else "reversed"
     if paper_margin is not None and not low <= paper_margin <= high:
@@ -469,6 +470,13 @@ def comparison_verdict(mean: float, half, paper_margin) -> str:
 COMPARED = {"clean": None, "pgd20": 0, "cascade": 1, "last_pgd20": None}
 
 
+def paper_margin(paper: dict, a: str, b: str, column) -> float:
+    """The paper's a - b in column 0 (PGD-20) or 1 (AutoAttack), as a fraction; None where it lacks either."""
+    if column is None or paper.get(a, (None,) * 2)[column] is None or paper.get(b, (None,) * 2)[column] is None:
+        return None
+    return (paper[a][column] - paper[b][column]) / 100
+
+
 def paired_differences(results: list, pairs: tuple, paper: dict) -> list:
     """For each (a, b) of `pairs` and each measure: a - b seed by seed (the same seed trains both on the same
     images), mean, 95% t-interval, the detectable difference, the paper's margin and the verdict."""
@@ -476,6 +484,8 @@ def paired_differences(results: list, pairs: tuple, paper: dict) -> list:
     out = []
     for a, b in pairs:
         seeds = sorted(s for m, s in by if m == a and (b, s) in by)
+        pgd_margin = paper_margin(paper, a, b, COMPARED["pgd20"])
+        direction = -1 if pgd_margin is not None and pgd_margin < 0 else 1  # the paper's side, for measures it lacks
         for measure, column in COMPARED.items():
             values = [by[a, s][measure] - by[b, s][measure] for s in seeds if by[a, s][measure] is not None
                       and by[b, s][measure] is not None]
@@ -483,12 +493,11 @@ def paired_differences(results: list, pairs: tuple, paper: dict) -> list:
                 continue
             mean, half = mean_interval(values)
             sd = float(np.std(values, ddof=1)) if len(values) > 1 else None
-            margin = None if column is None or paper.get(a, (None,) * 2)[column] is None or \
-                paper.get(b, (None,) * 2)[column] is None else (paper[a][column] - paper[b][column]) / 100
+            margin = paper_margin(paper, a, b, column)
             out.append({"methods": [a, b], "measure": measure, "seeds": seeds, "differences": values,
                         "difference": mean, "ci95": half, "detectable": detectable_difference(sd, len(values)),
                         "paper_margin": margin,
-                        "verdict": "—" if measure == "clean" else comparison_verdict(mean, half, margin)})
+                        "verdict": "—" if measure == "clean" else comparison_verdict(mean, half, margin, direction)})
     return out
 
 
@@ -525,10 +534,21 @@ def accuracy_table(r: dict) -> str:
                      + f" | {detect} | {margin} | {p['verdict']} |")
     pgd_points = " / ".join(f"{n:,}" for n in sorted({row["n"] for row in r["runs"]}))
     cascade_points = " / ".join(f"{n:,}" for n in sorted({row["cascade_n"] for row in r["runs"] if row["cascade_n"]}))
+    short = [f"{claims.display(p['methods'][0])} - {claims.display(p['methods'][1])}, {MEASURES[p['measure']]}"
+             for p in r["pairs"] if p["detectable"] is not None and p["paper_margin"] is not None
+             and p["detectable"] > abs(p["paper_margin"])]
+    if short:
+        lines += ["", "Where the detectable difference is larger than the paper's margin (" + "; ".join(short) + "), these "
+                  "seeds could not have shown the paper's difference: there a verdict other than holds or reversed says "
+                  "nothing against the paper."]
     lines += ["", f"(Accuracy in %: clean and PGD-20 on the first {pgd_points} test points, the cascade on the first "
-                  f"{cascade_points or '—'}; selected = best.pt by the authors' rule (best validation PGD-20 of the last 10% of epochs). "
+                  f"{cascade_points or '—'}; mean ± the half-width of the 95% Student-t interval over seeds; selected = "
+                  f"best.pt by the authors' rule (best validation PGD-20 of the last 10% of epochs). "
                   f"Detectable: the smallest true difference a paired t-test on these seeds finds 80% of the time "
-                  f"(two-sided, 5%), from the seed-to-seed spread of the differences; minutes: the mean over seeds of a "
+                  f"(two-sided, 5%), at the observed seed-to-seed spread of the differences (itself uncertain on 3 "
+                  f"seeds); verdicts: holds or reversed where the interval excludes 0 on the paper's side or the other, "
+                  f"does not hold here where it holds 0 and excludes the paper's margin, not shown at this scale where "
+                  f"it holds both (a measure the paper lacks takes the side of the pair's PGD-20 margin); minutes: the mean over seeds of a "
                   f"run's logged epoch times and of its evaluations' logged times; paper's margin: the paper's "
                   f"ResNet-18 CIFAR-10 figures (PGD-20, AutoAttack), {PAPER_SOURCE}.)"]
     return "\n".join(lines)

@@ -170,6 +170,7 @@ def test_accuracy_set_compares_methods_seed_by_seed_with_a_verdict(tmp_path, mon
     assert len(r["runs"][0]["epochs"]["epoch"]) == 2 and "| WEAT-adv - TRADES | PGD-20 | +3.0 ± 2.5 |" in table
     assert r["runs"][0]["train_minutes"] == 2.0 and "| 52.65 / 49.46 | 2.0 / 3.0 |" in table  # 2 epochs of 60 s, 2 x 90 s
     assert "clean and PGD-20 on the first 10,000 test points, the cascade on the first 1,000" in table
+    assert "(WEAT-adv - TRADES, PGD-20; WEAT-adv - TRADES, cascade" in table and "could not have shown" in table
 
 
 def test_detectable_difference_and_the_comparison_verdicts():
@@ -183,5 +184,13 @@ def test_detectable_difference_and_the_comparison_verdicts():
     verdict = experiments.comparison_verdict
     assert verdict(0.02, 0.01, 0.007) == "holds" and verdict(-0.02, 0.01, 0.007) == "reversed"
     assert verdict(0.0, 0.005, 0.007).startswith("does not hold here") and verdict(0.0, 0.01, 0.007) == "not shown at this scale"
+    # a measure the paper lacks takes the pair's side: WEAT-nat behind TRADES in the paper, ahead here on every measure
+    paper = {"weat-nat": (52.43, 49.02), "trades": (52.65, 49.46)}
+    runs = [{"method": m, "seed": s, "clean": 0.5, "pgd20": acc, "cascade": acc, "last_pgd20": acc}
+            for s in range(3) for m, acc in (("weat-nat", 0.32 + 0.001 * s), ("trades", 0.30))]
+    verdicts = {p["measure"]: p["verdict"] for p in experiments.paired_differences(runs, (("weat-nat", "trades"),), paper)}
+    assert verdicts == {"clean": "—", "pgd20": "reversed", "cascade": "reversed", "last_pgd20": "reversed"}
+    assert verdict(0.004, 0.004 * 1e-14, 0.007) == "no spread over the seeds: no interval"  # float rounding is no spread
+    assert experiments.detectable_difference(1.0, 200) == pytest.approx(2.8 / 200 ** 0.5, rel=0.02)  # many seeds: z-test
     assert verdict(-0.02, 0.01, -0.002) == "holds" and verdict(0.01, None, 0.007) == "one seed: no interval"
     assert verdict(0.0, 0.0, 0.007) == "no spread over the seeds: no interval"
