@@ -19,7 +19,7 @@ import torch
 import train
 from attacks import PGD20_STEP_SIZE, PGD20_STEPS, PIXEL, apgd, eval_mode
 from data import Batches, Split
-from models import build_model, provenance, resolve_device, write_json
+from models import MODEL_NAMES, build_model, provenance, resolve_device, write_json
 
 GOALS = {"step": 1.10, "pipeline": 10.0, "apgd": 1.10}  # our speed goals: step/floor <= 1.10, pipeline >= 10x, APGD <= 1.10
 
@@ -29,9 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--quick", action="store_true", help="fewer repeats and a smaller batch: under a minute on a CPU")
-    p.add_argument("--width", type=int, default=16, help="ResNet-18 width for the CPU ratios")
-    p.add_argument("--batch-size", type=int, default=128, help="batch of the training step and APGD")
-    p.add_argument("--repeats", type=int, default=5, help="timing repeats (median)")
+    p.add_argument("--width", type=int, default=16, help="ResNet-18 width of the three ratios (on any device; the CUDA "
+                                                          "epoch throughput uses the full networks)")
+    p.add_argument("--batch-size", type=int, default=128, help="batch of the training step and APGD (--quick on the "
+                                                               "CPU: 32)")
+    p.add_argument("--repeats", type=int, default=5, help="timing repeats (median; --quick: 3)")
     p.add_argument("--models", default="resnet18,wrn34_10", help="networks of the CUDA epoch throughput")
     p.add_argument("--results", default=None, help="also write the figures to this JSON file, with the command, "
                                                    "commit and machine (the tables of docs/speed.md read it)")
@@ -235,9 +237,19 @@ def print_table(results: dict) -> None:
 
 
 def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     train.tqdm = lambda iterable, **_: iterable  # no progress bars inside timed loops
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        parser.error(str(e))
+    for key in ("repeats", "batch_size", "width"):
+        if getattr(args, key) < 1:
+            parser.error(f"--{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}")
+    unknown = set(args.models.split(",")) - set(MODEL_NAMES)
+    if unknown:
+        parser.error(f"--models: unknown {', '.join(sorted(unknown))} (choose from {', '.join(MODEL_NAMES)})")
     repeats = 3 if args.quick else args.repeats
     batch = 32 if args.quick and torch.device(device).type == "cpu" else args.batch_size
     print(f"torch {torch.__version__}, device {device}" + (f" ({torch.cuda.get_device_name(device)})"

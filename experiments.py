@@ -1,22 +1,24 @@
 """The paper's experiments, one command each: train every run of a set, evaluate it, write the table.
 
     python experiments.py table-cifar10 --dry-run          # the commands and a rough GPU-time estimate
-    python experiments.py table-cifar10 --seeds 3          # SAT, TRADES, WEAT-nat, WEAT-adv x 3 seeds
+    python experiments.py table-cifar10                    # SAT, TRADES, MART, MAIL-TR, WEAT-nat, WEAT-adv x 3 seeds
     python experiments.py ablation-weights                 # what in the WEAT weighting helps
     python experiments.py smoke                            # every stage on tiny synthetic data, CPU
 
 A set is a list of runs (method x seed) on one data set and model. Each run is `train.py` into
-RUNS_DIR/SET/METHOD-sSEED, then `evaluate.py` (PGD-20 and the AutoAttack-style cascade) on its
-best.pt. Run the same command again and it skips what is finished, resumes a training run that was cut
-off (`train.py --resume`) and continues an evaluation from its saved per-point results. The table goes
-to RESULTS_DIR/SET.md and SET.json: one row per method, clean / PGD-20 / cascade accuracy as mean +- std
-over seeds, with the paper's figures beside ours.
+RUNS_DIR/SET/METHOD-sSEED, then `evaluate.py` (PGD-20 and the AutoAttack-style cascade) on its best.pt
+and last.pt (the claims sets run no evaluate.py: their tables come from the training logs). Run the same
+command again and it skips what is finished, resumes a training run that was cut off (`train.py
+--resume`) and continues an evaluation from its saved per-point results. The table goes to
+RESULTS_DIR/SET.md and SET.json: one row per method, clean / PGD-20 / cascade accuracy over seeds, with
+the paper's figures beside ours.
 
 Flags such as --epochs, --width, --train-subset, --n-examples or --attacks shrink a set (e.g. for a
 CPU); give such a run a --tag so its folders and table do not mix with the full set's.
 """
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import shlex
@@ -173,8 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], usage="%(prog)s RUNSET [options]",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("runset", choices=RUNSETS, help="the experiment set")
-    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 per method (default: 3; 5 for claims-cpu; 1 for overfitting and smoke)")
-    p.add_argument("--methods", default=None, help="comma-separated subset of the set's methods (default: all)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 per method (default: 3; 5 for claims-cpu; 1 for "
+                                                           "overfitting and smoke)" + "%(default).0s")
+    p.add_argument("--methods", default=None, help="comma-separated subset of the set's methods (default: all; "
+                                                   "`--dry-run` lists a set's names, an unknown one is refused with the "
+                                                   "list)" + "%(default).0s")
     p.add_argument("--dry-run", action="store_true", help="print the commands and the estimated GPU time, run nothing")
     p.add_argument("--device", default="auto", help="passed to train.py and evaluate.py")
     p.add_argument("--fast", action="store_true", help="train with --amp bf16 --channels-last --compile (GPUs; on the one GPU measured, slower than the float32 default: results/gpu-h200.json)")
@@ -761,7 +766,25 @@ def main(argv=None) -> None:
     if unknown:
         parser.error(f"--methods: {args.runset} has no {', '.join(sorted(unknown))}; "
                      f"it has {', '.join(RUNSETS[args.runset].methods)}")
+    if bool(args.train_npz) != bool(args.test_npz):
+        parser.error("--train-npz and --test-npz go together (a set trains and tests on your files, or on its data set)")
+    evaluation = passed_on(args, EVAL_OVERRIDES)
+    if RUNSETS[args.runset].claims and evaluation:
+        parser.error(f"{args.runset} runs no evaluate.py (its tables come from the training logs): "
+                     f"{' '.join(evaluation[::2])} would change nothing")
     runs = plan(args)
+    try:  # every run's settings, checked before any work (train.py's and evaluate.py's own checks)
+        for run in runs[:1]:
+            train.resolve_args(train.build_parser().parse_args(run.train_cmd[2:]))
+            for cmd in run.eval_cmds.values():
+                evaluate.check_args(evaluate.build_parser().parse_args(cmd[2:]))
+    except ValueError as e:
+        own = RUNSETS[args.runset].train_flags
+        if "--lr-drops" in str(e) and "--lr-drops" in own:  # the set's own drops, which the user did not type
+            drops = [int(v) for v in itertools.takewhile(str.isdigit, own[own.index("--lr-drops") + 1:])]
+            parser.error(f"{args.runset} drops the learning rate after epochs {' and '.join(map(str, drops))}: "
+                         f"--epochs must be above {max(drops)}")
+        parser.error(str(e))
     if args.dry_run:
         dry_run(args, runs)
         return

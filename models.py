@@ -143,9 +143,16 @@ class WideResNet(nn.Module):
 
 
 def resolve_device(device: str) -> str:
-    """The device a command runs on: "auto" is "cuda" where a GPU is visible, else "cpu"; other names as given."""
+    """The device a command runs on: "auto" is "cuda" where a GPU is visible, else "cpu"; other names as given,
+    checked: a name torch does not know, or a GPU that is not there, raises ValueError."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device}: not a device name (cpu, cuda, cuda:N, mps, auto)") from None
+    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"--device {device}: no such GPU here ({torch.cuda.device_count()} visible); use --device cpu")
     return device
 
 
@@ -280,6 +287,7 @@ def load_model(path: str, map_location="cpu") -> tuple:
 # Models trained elsewhere: the RobustBench zoo (optional dependency)
 
 ROBUSTBENCH_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
+ROBUSTBENCH_DOWNLOADS = ("cifar10", "cifar100")  # the zoo's data sets whose images data.py downloads
 ROBUSTBENCH_INSTALL = "pip install robustbench 'setuptools<81'"
 
 
@@ -327,7 +335,8 @@ def load_robustbench(name: str, dataset: str = "cifar10", threat_model: str = "L
 def add_classifier_flags(parser, several: bool = False) -> None:
     """--ckpt (a train.py checkpoint; several with `several`) or --robustbench NAME (with the zoo flags)."""
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ckpt", nargs="+" if several else None, help="checkpoint(s) written by train.py")
+    source.add_argument("--ckpt", nargs="+" if several else None,
+                        help="checkpoints written by train.py" if several else "a checkpoint written by train.py")
     source.add_argument("--robustbench", metavar="NAME", help="a RobustBench zoo model, e.g. Wong2020Fast "
                         f"(needs {ROBUSTBENCH_INSTALL})")
     add_zoo_flags(parser)
@@ -336,7 +345,8 @@ def add_classifier_flags(parser, several: bool = False) -> None:
 def add_zoo_flags(parser) -> None:
     """--dataset, --threat-model and --model-dir of RobustBench models."""
     parser.add_argument("--dataset", choices=tuple(ROBUSTBENCH_CLASSES), default="cifar10",
-                        help="--robustbench: the zoo's data set (its test / training split is used)")
+                        help="--robustbench: the zoo's data set (its test / training split is used; imagenet's images "
+                             "only from an npz you give)")
     parser.add_argument("--threat-model", choices=("Linf", "L2", "corruptions"), default="Linf",
                         help="--robustbench: the zoo's threat model")
     parser.add_argument("--model-dir", default="models", help="--robustbench: where zoo weights are kept")
@@ -345,6 +355,10 @@ def add_zoo_flags(parser) -> None:
 def load_classifier(args, map_location="cpu", ckpt: str = None) -> tuple:
     """(model in eval mode, checkpoint or description, with "source" and "file") from --ckpt (or the path
     `ckpt`) or --robustbench."""
+    if getattr(args, "robustbench", None) and args.dataset not in ROBUSTBENCH_DOWNLOADS and not (
+            getattr(args, "test_npz", None) or getattr(args, "train_npz", None)):  # before any weights download
+        raise CheckpointError(f"--dataset {args.dataset}: this repo does not download its images; give them as an npz "
+                              "(--test-npz; generate.py: --train-npz)")
     if args.robustbench:
         return load_robustbench(args.robustbench, args.dataset, args.threat_model, args.model_dir, map_location)
     path = ckpt or args.ckpt
@@ -362,6 +376,8 @@ def run_command(prog: str, parser, argv, check, run, errors: tuple):
     Returns what `run` returns."""
     args = parser.parse_args(argv)
     try:
+        if isinstance(getattr(args, "device", None), str):
+            resolve_device(args.device)  # a bad --device is a usage error before anything runs
         check(args)
     except ValueError as e:
         parser.error(str(e))

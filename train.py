@@ -7,8 +7,8 @@
 
 A run writes to its own folder: args.json, log.jsonl (one JSON object per epoch), energy-snapshots/,
 last.pt (every epoch) and best.pt (the epoch --select picks: by default the best validation PGD-20 of
-the last 10% of epochs, the authors' rule). `--resume` continues from last.pt and ends with the same
-weights as an uninterrupted run.
+the last 10% of epochs, the authors' rule). `--resume` continues from last.pt and, on the CPU, ends with
+the same weights as an uninterrupted run.
 """
 import argparse
 import contextlib
@@ -43,7 +43,8 @@ MAIL_BURN_IN = 0.6  # MAIL code: its weights switch on at epoch 60 of 100 (75 of
 EPOCHS = {"svhn": 30}  # training epochs where the paper differs from its 100
 SMOKE = {"dataset": "synthetic", "model": "resnet18", "width": 8, "epochs": 2, "val_size": 100,
          "eval_examples": 100, "batch_size": 64, "steps": 5, "device": "cpu", "train_subset": None}
-RESUME_IGNORES = ("resume", "overwrite", "device", "compile")  # args that may change on --resume
+# args that may change on --resume: where the run runs, and where its folders are (channels-last follows the device)
+RESUME_IGNORES = ("resume", "overwrite", "device", "compile", "channels_last", "out_dir", "data_dir")
 SNAPSHOT_DIR = "energy-snapshots"  # in the run folder: epoch-0001.npz, ... (--energy-snapshot)
 # The log's training accuracies and energies are means over every 4th step (and the last), an unbiased sample
 # of the epoch's shuffled batches: their eval-mode forward of x* costs 1 of a step's ~30 forward-equivalents
@@ -64,11 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=DATASETS, default="cifar10",
                    help="'npz' reads --train-npz/--test-npz; 'synthetic' is a tiny learnable set for smoke runs")
     p.add_argument("--data-dir", default="data", help="where torchvision data sets are downloaded")
-    p.add_argument("--train-npz", help="npz with 'image' (N,H,W,3) uint8 and 'label' (N,)")
-    p.add_argument("--test-npz", help="npz test set, same layout")
+    p.add_argument("--train-npz", help="with --dataset npz: npz with 'image' (N,H,W,3) uint8 and 'label' (N,)")
+    p.add_argument("--test-npz", help="with --dataset npz: npz test set, same layout")
     p.add_argument("--val-npz", help="npz validation set for checkpoint selection (else --val-size held out)")
     p.add_argument("--model", choices=MODEL_NAMES, default="resnet18", help="network")
-    p.add_argument("--width", type=int, default=64, help="base channel count (64 is the paper's network)")
+    p.add_argument("--width", type=int, default=64, help="network width; 64 is the paper's full-size network (for "
+                                                          "ResNet-18 the first stage's channels; other widths scale "
+                                                          "every layer by width / 64)")
     p.add_argument("--normalize", action="store_true", help="normalise inputs with CIFAR-10 statistics")
     p.add_argument("--loss", choices=LOSSES, default="trades",
                    help="outer objective: TRADES (KL attack), SAT i.e. PGD-AT (CE attack), SAT + DER (SAT with the "
@@ -99,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "--lr-drops")
     p.add_argument("--lr-drops", type=int, nargs="+", default=None, metavar="EPOCH",
                    help="with --lr-schedule piecewise: the epochs after which the learning rate is multiplied by 0.1 "
-                        "(default: 50%% and 75%% of --epochs, rounded down)")
+                        "(default: 50%% and 75%% of --epochs, rounded down)" + DEFAULT_IN_HELP)
     p.add_argument("--momentum", type=float, default=0.9,
                    help="SGD momentum; with --lr-schedule onecycle OneCycleLR replaces it by a cycle from 0.95 "
                         "down to 0.85 and back, as in the authors' code")
@@ -145,11 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mixed precision of the training step and its attack (fp16: CUDA only, with a gradient scaler)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels-last memory format: the same network, numbers equal up to float rounding (default: "
-                        "on for the CPU, off elsewhere)")
+                        "on for the CPU, off elsewhere)" + DEFAULT_IN_HELP)
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--sync-bn", action="store_true", help="under torchrun: BatchNorm statistics over all ranks")
     p.add_argument("--smoke", action="store_true",
-                   help="2 epochs of a width-8 ResNet-18 on synthetic data on the CPU (flags given explicitly win)")
+                   help="2 epochs of a width-8 ResNet-18 on synthetic data on the CPU (a flag given with a value other "
+                        "than its default wins)")
     return p
 
 
@@ -168,6 +172,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         args.beta = METHODS[method_key(vars(args))].default_beta(args.dataset)
     if args.mail_burn_in is None:
         args.mail_burn_in = round(MAIL_BURN_IN * args.epochs)
+    if args.dataset != "npz" and (args.train_npz or args.test_npz):
+        raise ValueError(f"--train-npz and --test-npz are read with --dataset npz, not --dataset {args.dataset}")
     if args.der_gamma != 0 and args.loss != "sat-der":
         raise ValueError(f"--der-gamma is the hinge of --loss sat-der; it cannot be used with --loss {args.loss}")
     if args.der_gamma < 0:

@@ -131,3 +131,22 @@ def test_the_cascade_can_run_on_the_first_points_only(trained_model, tmp_path):
     assert len(masks["pgd20_robust"]) == 40 and len(masks["cascade_robust"]) == 15
     none = evaluate.evaluate_model(model, x[:40], y[:40], cascade_n=0, **kw)["rows"]
     assert "cascade" not in none and none["pgd-20"] == {**rows["pgd-20"], "seconds": none["pgd-20"]["seconds"]}
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--ckpt", "best.pt", "--device", "foo"], "--device foo: not a device name"),
+    (["--robustbench", "Standard_R50", "--dataset", "imagenet"], "this repo does not download its images"),
+])
+def test_a_bad_device_or_an_undownloadable_zoo_data_set_is_one_line_before_any_download(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        evaluate.main([*argv, "--model-dir", str(tmp_path / "models")])
+    assert e.value.code == 2 and message in capsys.readouterr().err and not (tmp_path / "models").exists()
+
+
+def test_bench_checks_its_flags_before_timing_anything(capsys):
+    import bench
+    for argv, message in ((["--device", "foo"], "not a device name"), (["--device", "cpu", "--repeats", "0"],
+                          "--repeats must be at least 1"), (["--device", "cpu", "--models", "vgg"], "--models: unknown vgg")):
+        with pytest.raises(SystemExit) as e:
+            bench.main(argv)
+        assert e.value.code == 2 and message in capsys.readouterr().err

@@ -194,3 +194,16 @@ def test_detectable_difference_and_the_comparison_verdicts():
     assert experiments.detectable_difference(1.0, 200) == pytest.approx(2.8 / 200 ** 0.5, rel=0.02)  # many seeds: z-test
     assert verdict(-0.02, 0.01, -0.002) == "holds" and verdict(0.01, None, 0.007) == "one seed: no interval"
     assert verdict(0.0, 0.0, 0.007) == "no spread over the seeds: no interval"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["table-cifar10", "--epochs", "0"], "--epochs must be at least 1, got 0"),
+    (["claims-cpu-aug", "--epochs", "20"], "claims-cpu-aug drops the learning rate after epochs 10 and 30: --epochs must be above 30"),
+    (["smoke", "--attacks", "foo"], "unknown attack 'foo'"),
+    (["claims-cpu", "--n-examples", "10"], "claims-cpu runs no evaluate.py"),
+    (["table-cifar10", "--test-npz", "t.npz"], "--train-npz and --test-npz go together"),
+])
+def test_a_sets_bad_settings_are_refused_before_any_run_starts(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:  # not --dry-run: a bad evaluation flag must not wait for the first training
+        experiments.main([*argv, "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")])
+    assert e.value.code == 2 and message in capsys.readouterr().err and not (tmp_path / "runs").exists()

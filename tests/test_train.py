@@ -400,3 +400,21 @@ def test_der_gamma_belongs_to_sat_der():
                            (["--loss", "sat-der", "--der-gamma", "-1"], "must not be negative")):
         with pytest.raises(ValueError, match=message):
             train.resolve_args(train.build_parser().parse_args(TINY_RUN + flags))
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--train-npz", "mine.npz", "--test-npz", "mine.npz"], "are read with --dataset npz, not --dataset cifar10"),
+    (["--device", "foo"], "--device foo: not a device name"),
+    (["--device", "cuda:7"], "no such GPU here"),
+])
+def test_flags_that_would_be_ignored_or_fail_deep_in_torch_are_refused_before_any_work(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as e:
+        train.main(["--out-dir", str(tmp_path / "run"), *flags])
+    assert e.value.code == 2 and message in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_resume_takes_another_spelling_of_the_folder_and_another_device(tmp_path):
+    train.run(tiny_train_args(tmp_path / "run"))
+    again = tiny_train_args(str(tmp_path / "run") + "/", "--resume", "--no-channels-last")
+    train.run(again)  # a trailing slash and channels-last off (as on a GPU) are not other settings
+    assert [r["epoch"] for r in read_log(tmp_path / "run")] == [1, 2]
