@@ -168,8 +168,13 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         vars(args).update({k: v for k, v in SMOKE.items() if getattr(args, k) == defaults.get_default(k)})
     if args.epochs is None:
         args.epochs = EPOCHS.get(args.dataset, 100)
+    method = METHODS[method_key(vars(args))]
+    if args.beta is not None and method.beta is None:
+        raise ValueError(f"--beta weighs a regulariser; {method.display} has none")
     if args.beta is None:
-        args.beta = METHODS[method_key(vars(args))].default_beta(args.dataset)
+        args.beta = method.default_beta(args.dataset)
+    if args.mail_burn_in is not None and method_key(vars(args)) != "mail-tr":
+        raise ValueError(f"--mail-burn-in is MAIL-TR's; it cannot be used with {method.display}")
     if args.mail_burn_in is None:
         args.mail_burn_in = round(MAIL_BURN_IN * args.epochs)
     if args.dataset != "npz" and (args.train_npz or args.test_npz):

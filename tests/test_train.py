@@ -406,6 +406,8 @@ def test_der_gamma_belongs_to_sat_der():
     (["--train-npz", "mine.npz", "--test-npz", "mine.npz"], "are read with --dataset npz, not --dataset cifar10"),
     (["--device", "foo"], "--device foo: not a device name"),
     (["--device", "cuda:7"], "no such GPU here"),
+    (["--loss", "sat", "--beta", "3"], "--beta weighs a regulariser; SAT has none"),
+    (["--mail-burn-in", "3"], "--mail-burn-in is MAIL-TR's; it cannot be used with TRADES"),
 ])
 def test_flags_that_would_be_ignored_or_fail_deep_in_torch_are_refused_before_any_work(tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit) as e:
