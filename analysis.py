@@ -33,6 +33,19 @@ POINT_RULES = ("final", "first-adversarial")
 ANALYSIS_STEPS = 10  # the notebook's K: PGD, TPGD, APGD, FAB and CW run K iterations (step 2/255)
 SQUARE_QUERIES = 1000  # the notebook's Square budget
 CW_C, CW_KAPPA, CW_LR = 1.0, 0.0, 0.01  # the notebook's torchattacks.CW(c=1, kappa=0, lr=0.01)
+# What each attack name means, for the command's help (attack_points runs them).
+ATTACK_TEXT = {
+    "pgd-ce": "PGD on the cross-entropy loss",
+    "trades-pgd": "TRADES' attack: sign-gradient ascent on the KL divergence from the clean prediction",
+    "apgd-ce": "auto-PGD (APGD) on the cross-entropy loss",
+    "apgd-dlr": "APGD on the difference-of-logits-ratio (DLR) loss",
+    "fab": "FAB, the fast adaptive boundary attack (untargeted)",
+    "square": f"Square, a black-box random search ({SQUARE_QUERIES} queries)",
+    "apgd-t": "targeted APGD on the DLR loss, towards each of the 9 next most likely classes in turn",
+    "cw-l2": "the Carlini-Wagner L2 attack towards a random other class (not bounded by --eps)",
+    "pgd-target": "PGD on the cross-entropy loss towards a random other class",
+    "cw-target": "PGD on the Carlini-Wagner margin loss towards a random other class (not the Carlini-Wagner attack)",
+}
 # Which point each attack hands back. "final": what the paper's tool (torchattacks, as the authors'
 # Energy_analysis_sec_3.ipynb calls it) returns; "first-adversarial": the robust-accuracy rule of
 # attacks.py (the first fooling point, else the highest-loss one).
@@ -171,13 +184,18 @@ def divergence(model, x, y, attack: tuple, seed: int = 0) -> dict:
             "E_xy": clean["E_xy"], "E_xy_adv": adv["E_xy"]}
 
 
+# divergence's x* for a model trained without an attack: RobustBench models (whose training attack is not
+# recorded) and --loss natural checkpoints (x* = x would make every gap 0): the TRADES attack, eps 8/255,
+# K = 10, step 2/255
+NO_TRAINING_ATTACK = ("trades-kl", 8 * PIXEL, ANALYSIS_STEPS, A.PGD20_STEP_SIZE)
+
+
 def checkpoint_attack(info: dict) -> tuple:
     """The attack a train.py checkpoint was trained with, (name, eps, steps, step size), from its stored
-    args and the methods table; for a model without them (RobustBench) the TRADES attack at eps 8/255,
-    K = 10, step 2/255."""
+    args and the methods table; NO_TRAINING_ATTACK for a model without one (RobustBench, natural training)."""
     a = info["args"]
-    if "loss" not in a:
-        return "trades-kl", 8 * PIXEL, ANALYSIS_STEPS, A.PGD20_STEP_SIZE
+    if "loss" not in a or METHODS[method_key(a)].attack == "none":
+        return NO_TRAINING_ATTACK
     return METHODS[method_key(a)].attack, a["eps"] * PIXEL, a["steps"], a["step_size"] * PIXEL
 
 
@@ -332,11 +350,18 @@ def plot_curves(runs: list, path: str) -> None:
     plt.close(fig)
 
 
-def read_snapshot(log_path: str, epoch: int) -> dict:
-    """The energy snapshot (train.py --energy-snapshot) of one epoch of the run beside log_path."""
+def snapshot_path(log_path: str, epoch: int) -> str:
+    """The energy snapshot file (train.py --energy-snapshot) of one epoch of the run beside log_path; DataError
+    if there is none."""
     path = os.path.join(os.path.dirname(os.path.abspath(log_path)), "energy-snapshots", f"epoch-{epoch:04d}.npz")
     if not os.path.isfile(path):
         raise DataError(f"no energy snapshot of epoch {epoch}: {path} (train with --energy-snapshot N)")
+    return path
+
+
+def read_snapshot(log_path: str, epoch: int) -> dict:
+    """The energy snapshot (train.py --energy-snapshot) of one epoch of the run beside log_path."""
+    path = snapshot_path(log_path, epoch)
     with np.load(path) as f:
         return {k: f[k] for k in f.files}
 
@@ -410,41 +435,104 @@ def load_points(args, device: str, train: bool = False) -> tuple:
     return model, to_unit(split.images[:n].to(device)), split.labels[:n].to(device), info
 
 
+DEFAULT_IN_HELP = "%(default).0s"  # tells ArgumentDefaultsHelpFormatter the help text states the default
+ENERGY_DIR = os.path.join("runs", "energy")  # the default output folder of RobustBench models: ENERGY_DIR/NAME
+EXAMPLES = "examples:\n" + "\n".join(line for line in __doc__.splitlines() if line.lstrip().startswith("python "))
+DESCRIPTIONS = {
+    "attacks": "E(x) and E(x, y) of clean test points and of the points each attack moves them to (the paper's "
+               "Fig. 2), with the settings of the authors' notebook: step 2/255, --steps iterations, Square "
+               f"{SQUARE_QUERIES} queries, CW c = {CW_C:g}, kappa {CW_KAPPA:g}, lr {CW_LR:g}. Writes energy_attacks.json "
+               "(per attack: mean, std and median of both energies, the shift of their means from the clean "
+               "points with a 95% bootstrap interval, the share of points whose energy went down, the success "
+               "rate) and the histograms energy_attacks.png (E(x)) and energy_attacks-xy.png (E(x, y)).",
+    "divergence": "The energy gaps dE = E(x) - E(x*) and dE(x, y) = E(x, y) - E(x*, y) of each test point, x* "
+                  "from the attack the checkpoint was trained with (its last iterate, as in training). Where "
+                  "there is no training attack to use (RobustBench models, whose training attack is not recorded, "
+                  "and --loss natural checkpoints, whose x* would be x itself and every gap 0), x* comes from the "
+                  "TRADES attack: eps 8/255, 10 steps of 2/255. Writes energy_divergence.json and "
+                  "energy_divergence.png.",
+    "weights": "The WEAT weight 1 / log(1 + exp(|E(x)|)) against E(x) of the first --n-examples training points "
+               "and the first --n-examples test points, and the share of high-energy points (E(x) above the "
+               "split's median) among the correctly and the wrongly classified ones. Writes energy_weights.json "
+               "and energy_weights.png.",
+    "zoo": "For each RobustBench model: the mean dE and dE(x, y) under PGD on the cross-entropy (last iterate, "
+           "eps 8/255, 10 steps of 2/255) against its PGD-20 robust accuracy, on the same test points. Writes "
+           "energy_zoo.json and energy_zoo.png.",
+    "curves": "From train.py logs: dE, dE(x, y) and the mean energies over epochs, with the validation PGD-20 "
+              "accuracy (energy_curves.json, energy_curves.png); with --epochs, E(x, y) against E(x) of each "
+              "run's energy snapshot points at those epochs, the paper's Fig. 1 b-d (energy_snapshots.png; the "
+              "runs must have saved snapshots at those epochs, train.py --energy-snapshot).",
+}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults appended to the flags' help; the description and the examples printed as written."""
+
+
+def add_point_flags(parser, n_text: str, zoo: bool = False) -> None:
+    """The flags of the modes that analyse test points (and training points: weights) of a model."""
+    parser.add_argument("--n-examples", type=int, default=1000, help=n_text)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the attacks")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    if zoo:
+        parser.add_argument("--data-dir", default="data", help="the folder the test set is read from")
+    else:
+        parser.add_argument("--data-dir", default=None, help="the folder the data set is read from (default: with "
+                            "--ckpt, the one stored in the checkpoint; with --robustbench, data)" + DEFAULT_IN_HELP)
+    parser.add_argument("--test-npz", default=None, help="test points from this npz instead of the data set's")
+    if zoo:
+        parser.add_argument("--out", default=os.path.join(ENERGY_DIR, "zoo"), help="output folder")
+    else:
+        parser.add_argument("--out", default=None, help="output folder (default: the checkpoint's folder; with "
+                            f"--robustbench NAME: {os.path.join(ENERGY_DIR, 'NAME')})" + DEFAULT_IN_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Energy analysis of robust classifiers (Section 3 of the paper).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description="Energy analysis of robust classifiers (Section 3 of the paper).\n"
+                                "`analysis.py MODE --help` describes a mode and its flags.",
+                                epilog=EXAMPLES, formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="mode", required=True)
-    points = argparse.ArgumentParser(add_help=False)
-    points.add_argument("--n-examples", type=int, default=1000, help="first n test points")
-    points.add_argument("--seed", type=int, default=0, help="seeds the attacks")
-    points.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    points.add_argument("--data-dir", default=None, help="default: the one stored in the checkpoint")
-    points.add_argument("--test-npz", default=None, help="test points from this npz instead of the data set's")
-    points.add_argument("--out", default=None, help="output folder (default: the checkpoint's folder)")
-    one_model = argparse.ArgumentParser(add_help=False, parents=[points])
-    add_classifier_flags(one_model)
-    kind = lambda name, text, parent=one_model: sub.add_parser(  # noqa: E731
-        name, parents=[parent], help=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    a = kind("attacks", "E(x) and E(x,y) of clean points and of untargeted / targeted attacks (the paper's Fig. 2)")
+
+    def mode(name: str, text: str, n_text: str = None):
+        parser = sub.add_parser(name, help=text, description=DESCRIPTIONS[name],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        if n_text:
+            add_point_flags(parser, n_text, zoo=name == "zoo")
+            if name != "zoo":
+                add_classifier_flags(parser)
+        return parser
+
+    a = mode("attacks", "E(x) and E(x,y) of clean points and of untargeted / targeted attacks (the paper's Fig. 2)",
+             "the first n test points")
     a.add_argument("--eps", type=float, default=8.0, help="Linf radius in pixels")
     a.add_argument("--steps", type=int, default=ANALYSIS_STEPS, help="iterations K of every iterative attack")
     a.add_argument("--points", choices=POINT_RULES, default="final",
-                   help="final: the point the paper's tool (torchattacks) returns; first-adversarial: the "
-                        "robust-accuracy rule (see analysis.POINTS)")
+                   help="which point of each attack is analysed. final: the one the paper's tool (torchattacks) "
+                        "returns: the last iterate of the PGD attacks, the last misclassified iterate of APGD, "
+                        "and x itself where APGD, FAB, Square or CW-L2 fail. first-adversarial: the point robust "
+                        "accuracy is measured on: the first one that fools the model (targeted attacks: that "
+                        "reaches the target), else the highest-loss one (docs/analysis.md has a table per attack)")
     a.add_argument("--attack-seeds", type=int, default=1,
-                   help="run each random attack with seeds SEED .. SEED + N - 1 (see analysis.attacks_table)")
-    a.add_argument("--attacks", default=",".join(UNTARGETED + TARGETED), help="comma-separated, from " + ", ".join(POINTS))
-    kind("divergence", "dE and dE(x,y) per test point, x* from the checkpoint's training attack")
-    w = kind("weights", "WEAT weight against E(x), high- and low-energy points among correct and wrong, train and test")
+                   help="run each attack that uses random numbers (a random start, restart or target: all but fab) "
+                        "N times, with seeds --seed to --seed + N - 1; the energy shifts reported are then those of "
+                        "each point's energy averaged over the N runs, and the histograms show the first run")
+    a.add_argument("--attacks", default=",".join(UNTARGETED + TARGETED),
+                   help="comma-separated names (default: all of them): "
+                        + "; ".join(f"{name}: {text}" for name, text in ATTACK_TEXT.items()) + DEFAULT_IN_HELP)
+    mode("divergence", "dE and dE(x,y) per test point, x* from the checkpoint's training attack (the TRADES attack "
+         "for RobustBench models and naturally trained ones)", "the first n test points")
+    w = mode("weights", "WEAT weight against E(x), high- and low-energy points among correct and wrong, train and test",
+             "the first n training points and the first n test points")
     w.add_argument("--train-npz", default=None, help="training points from this npz instead of the data set's")
-    z = kind("zoo", "dE(x), dE(x,y) of several RobustBench models against their robust accuracy", points)
+    z = mode("zoo", "dE(x), dE(x,y) of several RobustBench models against their robust accuracy",
+             "the first n test points")
     z.add_argument("names", nargs="+", help="RobustBench model names")
-    add_zoo_flags(z)
-    c = sub.add_parser("curves", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       help="dE and mean energies over epochs from train.py logs; energy snapshots at --epochs")
+    add_zoo_flags(z, given="")
+    c = mode("curves", "dE and mean energies over epochs from train.py logs; energy snapshots at --epochs")
     c.add_argument("--log", nargs="+", required=True, help="log.jsonl files of train.py runs")
-    c.add_argument("--epochs", default=None, help="comma-separated epochs: E(x,y) against E(x) of the runs' snapshots")
-    c.add_argument("--out", default=None, help="output folder (default: the first log's folder)")
+    c.add_argument("--epochs", default=None,
+                   help="comma-separated epoch numbers, e.g. 1,50,100: E(x,y) against E(x) of the runs' snapshots")
+    c.add_argument("--out", default=None, help="output folder (default: the first log's folder)" + DEFAULT_IN_HELP)
     return p
 
 
@@ -527,26 +615,47 @@ def run_curves(args) -> dict:
     runs = [read_log(path) for path in args.log]
     keys = ("epoch", "delta_E", "delta_Exy", "E_nat", "E_adv", "val_pgd_acc", "test_pgd_acc")
     report = {label: [{k: r.get(k) for k in keys} for r in rows] for label, rows in runs}
+    for path in args.log if args.epochs else ():  # a missing snapshot stops the run before anything is written
+        for epoch in args.epochs:
+            snapshot_path(path, epoch)
     write_json(os.path.join(args.out, "energy_curves.json"), report)
     plot_curves(runs, os.path.join(args.out, "energy_curves.png"))
     if args.epochs:
-        epochs = [int(e) for e in args.epochs.split(",")]
-        plot_snapshots([(label, path) for (label, _), path in zip(runs, args.log)], epochs,
+        plot_snapshots([(label, path) for (label, _), path in zip(runs, args.log)], args.epochs,
                        os.path.join(args.out, "energy_snapshots.png"))
     return report
+
+
+def parse_epochs(text: str) -> list:
+    """--epochs "1,50,100" as [1, 50, 100] (ValueError unless every entry is an epoch number, 1 or more)."""
+    try:
+        epochs = [int(e) for e in text.split(",")]
+    except ValueError:
+        epochs = None
+    if not epochs or min(epochs) < 1:
+        raise ValueError(f"--epochs: expected comma-separated epoch numbers (1 or more), e.g. 1,50,100; got {text!r}")
+    return epochs
 
 
 def check_args(args) -> None:
     """Defaults that depend on the mode, and values checked before any work (ValueError on bad input)."""
     if args.out is None:
-        source = args.log[0] if args.mode == "curves" else (getattr(args, "ckpt", None) or os.path.join("runs", "energy", "x"))
-        args.out = os.path.dirname(os.path.abspath(source))
+        if args.mode == "curves":
+            args.out = os.path.dirname(os.path.abspath(args.log[0]))
+        elif args.ckpt:
+            args.out = os.path.dirname(os.path.abspath(args.ckpt))
+        else:  # --robustbench NAME: a folder per model
+            args.out = os.path.join(ENERGY_DIR, args.robustbench)
     for key in ("n_examples", "steps", "eps", "attack_seeds"):
         if getattr(args, key, 1) <= 0:
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got {getattr(args, key)}")
-    unknown = set(getattr(args, "attacks", "").split(",")) - set(POINTS) - {""}
-    if unknown:
-        raise ValueError(f"--attacks: unknown {', '.join(sorted(unknown))}; choose from {', '.join(POINTS)}")
+    if getattr(args, "attacks", None) is not None:
+        names = {a.strip() for a in args.attacks.split(",")} - {""}  # as run_attacks reads them
+        if not names or names - set(POINTS):
+            wrong = f"unknown {', '.join(sorted(names - set(POINTS)))}" if names else "no attack named"
+            raise ValueError(f"--attacks: {wrong}; choose from {', '.join(POINTS)}")
+    if getattr(args, "epochs", None) is not None:
+        args.epochs = parse_epochs(args.epochs)
 
 
 def run(args) -> dict:

@@ -15,6 +15,7 @@ Eq. 7: v_{n+1} = zeta v_n - (eta / 2) grad_x E(x_n, y)
 import argparse
 import math
 import os
+import re
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ INITS = ("pca", "gaussian", "uniform")
 OBJECTIVES = ("energy_xy", "ce", "energy_x")
 CIFAR10_CLASSES = ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 GAUSSIAN_JITTER = 1e-4  # added to the class covariance's diagonal so its Cholesky factor exists
+DEFAULT_IN_HELP = "%(default).0s"  # tells ArgumentDefaultsHelpFormatter the help text states the default
 
 
 class GenerationError(RuntimeError):
@@ -185,7 +187,8 @@ def save_grid(images: torch.Tensor, labels: torch.Tensor, path: str, columns: in
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = row_labels or [str(c) if class_names is None else class_names[c] for c in labels.unique().tolist()]
+    named = lambda c: class_names[c] if class_names is not None and c < len(class_names) else str(c)  # noqa: E731
+    rows = row_labels or [named(c) for c in labels.unique().tolist()]
     groups = [images[labels == c][:columns] for c in labels.unique()] if row_labels is None else images
     width = max(len(group) for group in groups)
     fig, axes = plt.subplots(len(rows), 1, figsize=(width * 0.7 + 1.2, len(rows) * 0.75 + 0.2), squeeze=False)
@@ -219,7 +222,7 @@ SAMPLER_MOMENTUM = 0.5  # --compare-samplers: the momentum of "SGLD with momentu
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="generate.py", description=__doc__.split("\n\n")[0],
                                 usage="%(prog)s (--ckpt CKPT | --robustbench NAME) --out DIR [options]",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_classifier_flags(p)
@@ -231,32 +234,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-inits", action="store_true", help="run pca, gaussian and uniform with the same budget")
     p.add_argument("--compare-samplers", action="store_true",
                    help="the PCA start alone, SGLD with momentum (Eq. 7) and without, with the same budget")
-    p.add_argument("--sweep-pca", default=None, help="comma-separated sigma_pca values: the PCA start's sweep")
-    p.add_argument("--sweep-variance", default=None, help="comma-separated retained-variance values for --sweep-pca")
+    p.add_argument("--sweep-pca", default=None,
+                   help="comma-separated sigma_pca values: one run of the PCA start per value (default: no sweep)"
+                        + DEFAULT_IN_HELP)
+    p.add_argument("--sweep-variance", default=None,
+                   help="comma-separated retained-variance values for the sweep (default: --retained-variance alone)"
+                        + DEFAULT_IN_HELP)
     p.add_argument("--n-per-class", type=int, default=1000, help="samples per class")
     p.add_argument("--steps", type=int, default=20, help="SGLD steps")
     p.add_argument("--eta", "--step-size", dest="eta", type=float, default=1.0, help="step size eta of Eq. 7")
     p.add_argument("--zeta", "--momentum", dest="zeta", type=float, default=0.0, help="momentum zeta of Eq. 7")
     p.add_argument("--noise-std", type=float, default=0.001, help="sigma: the SGLD noise is alpha N(0, sigma^2 I)")
-    p.add_argument("--noise-scale", type=float, default=None, help="alpha of Eq. 7 (default: sqrt(2 eta))")
+    p.add_argument("--noise-scale", type=float, default=None,
+                   help="alpha of Eq. 7 (default: sqrt(2 eta))" + DEFAULT_IN_HELP)
     p.add_argument("--objective", choices=OBJECTIVES, default="energy_xy", help="what SGLD lowers")
     p.add_argument("--retained-variance", type=float, default=0.95,
                    help="PCA: variance kept by the components (0: none, the start is the class mean)")
     p.add_argument("--sigma-pca", type=float, default=0.005,
-                   help="PCA start scale on the singular values (x sqrt(n) = std multiplier; released code 0.005-0.035)")
+                   help="spread of the PCA start: along each kept component, the start's standard deviation is "
+                        "sigma_pca x sqrt(n) times that of the class's training images, n being the number of "
+                        "training images of the class that the PCA is fitted on (the authors' code used 0.005 "
+                        "to 0.035)")
     p.add_argument("--batch-size", type=int, default=500, help="samples per SGLD batch")
     p.add_argument("--trace-every", type=int, default=10, help="trace E(x,y) and accuracy every n steps")
     p.add_argument("--grid-columns", type=int, default=10, help="images per class in the grids")
-    p.add_argument("--metrics", default="", help="comma-separated fid,is,kid,lpips (through metrics.py)")
+    p.add_argument("--metrics", default="",
+                   help=f"comma-separated, from {','.join(metrics.METRICS)}: scores of the samples, computed as "
+                        "metrics.py does (default: none)" + DEFAULT_IN_HELP)
     p.add_argument("--inception-weights", default="standard", help="for --metrics: 'standard', a path or 'random'")
     p.add_argument("--lpips-backbone", default="standard", help="LPIPS AlexNet: 'standard', a path, or 'random'")
     p.add_argument("--lpips-linear", default="standard", help="LPIPS calibration: 'standard', a path, or 'random'")
-    p.add_argument("--data-dir", default=None, help="default: the one stored in the checkpoint")
-    p.add_argument("--train-npz", default=None, help="training images from this npz instead of the data set's")
+    p.add_argument("--data-dir", default=None,
+                   help="where torchvision data sets are kept (default: the checkpoint's, or 'data' with --robustbench)"
+                        + DEFAULT_IN_HELP)
+    p.add_argument("--train-npz", default=None,
+                   help="npz of training images for the starts and --metrics, in place of the training set the "
+                        "checkpoint used (default: that training set)" + DEFAULT_IN_HELP)
     p.add_argument("--cache-dir", default=os.path.join("data", "generation-cache"), help="fitted PCA / Gaussian starts")
     p.add_argument("--seed", type=int, default=0, help="seeds the starts and the SGLD noise")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder" + DEFAULT_IN_HELP)
     return p
 
 
@@ -277,6 +294,25 @@ def check_args(args) -> None:
         raise ValueError("--retained-variance (and --sweep-variance) must lie in [0, 1], --sigma-pca >= 0")
     if sum(map(bool, (args.compare_inits, args.compare_samplers, args.sweep_pca or args.sweep_variance))) > 1:
         raise ValueError("--compare-inits, --compare-samplers and --sweep-pca/--sweep-variance go one at a time")
+    unknown = [m for m in metric_names(args.metrics) if m not in metrics.METRICS]
+    if unknown:
+        raise ValueError(f"unknown --metrics name(s) {', '.join(unknown)}; choose from {','.join(metrics.METRICS)}")
+
+
+def metric_names(text: str) -> list:
+    """The names in a comma-separated --metrics value."""
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
+def class_names_for(num_classes: int, dataset: str, train_npz: str = None):
+    """CIFAR-10's class names for a 10-class model of CIFAR-10 (the data set, or an npz whose file name says
+    cifar10, not cifar100); None (the grids show class numbers) for any other."""
+    if num_classes != 10:
+        return None
+    if dataset == "cifar10" or (dataset == "npz" and train_npz
+                                and re.search(r"cifar-?10(?!\d)", os.path.basename(train_npz), re.IGNORECASE)):
+        return CIFAR10_CLASSES
+    return None
 
 
 def floats(text: str) -> list:
@@ -323,13 +359,14 @@ def generate(model, train, settings: argparse.Namespace, device) -> tuple:
 
 
 def write_run(out: str, samples, y, x0, trace, columns: int, class_names=None) -> None:
-    """samples.png / .npz, init.png and trace.json of one run in `out`."""
+    """samples.npz, trace.json, samples.png and init.png of one run in `out` (the figures last: a failure
+    in drawing them never loses the samples)."""
     os.makedirs(out, exist_ok=True)
-    save_grid(samples, y, os.path.join(out, "samples.png"), columns, class_names)
-    save_grid(x0, y, os.path.join(out, "init.png"), columns, class_names)
     image = (samples.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
     np.savez(os.path.join(out, "samples.npz"), image=image, label=y.numpy())
     write_json(os.path.join(out, "trace.json"), trace)
+    save_grid(samples, y, os.path.join(out, "samples.png"), columns, class_names)
+    save_grid(x0, y, os.path.join(out, "init.png"), columns, class_names)
 
 
 def lpips_net(args):
@@ -342,7 +379,7 @@ def lpips_net(args):
 
 def sample_metrics(args, samples: torch.Tensor, y: torch.Tensor, train, device) -> dict:
     """FID / IS / KID / LPIPS diversity of the samples against the training set, through metrics.py."""
-    which = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    which = metric_names(args.metrics)
     images, results, warnings = (samples * 255).round().to(torch.uint8), {}, []
     if set(which) & {"fid", "is", "kid"}:
         net = metrics.FIDInceptionV3(weights=None if args.inception_weights == "random" else args.inception_weights)
@@ -383,7 +420,7 @@ def run(args) -> dict:
                                                                        "sigma_pca", "retained_variance", "objective")))
     runs, table, first_per_class = variants(args), {}, []
     lpips = lpips_net(args) if len(runs) > 1 else None
-    names = CIFAR10_CLASSES if args.dataset == "cifar10" or (args.train_npz and "cifar10" in args.train_npz) else None
+    names = class_names_for(info["model_config"]["num_classes"], args.dataset, args.train_npz)
     for label, change in runs.items():
         settings = argparse.Namespace(**{**vars(args), **change})
         samples, y, x0, trace = generate(model, train, settings, device)
@@ -391,7 +428,7 @@ def run(args) -> dict:
         write_run(out, samples, y, x0, trace, args.grid_columns, names)
         table[label] = {"settings": change, "accuracy": trace[-1]["accuracy"], "E_xy": trace[-1]["E_xy"],
                         **within_class_diversity(samples, y, lpips, device)}
-        if args.metrics:
+        if metric_names(args.metrics):
             table[label]["metrics"] = sample_metrics(args, samples, y, train, device)
             write_json(os.path.join(out, "metrics.json"), table[label]["metrics"])
         first_per_class.append(torch.stack([samples[y == c][0] for c in y.unique()]))

@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+import zipfile
 
 import numpy as np
 import torch
@@ -45,6 +46,7 @@ LPIPS_TAPS = (1, 4, 7, 9, 11)  # AlexNet's ReLUs after conv1 ... conv5 (indices 
 LPIPS_CHANNELS = (64, 192, 384, 256, 256)
 NORM_EPS = 1e-10  # unit-normalising features: x / (||x||_2 over channels + 1e-10), as the lpips code
 DIVERSITY_PAIRS = 500  # random same-class pairs per class for the diversity figures
+DEFAULT_IN_HELP = "%(default).0s"  # tells ArgumentDefaultsHelpFormatter the help text states the default
 
 
 class MetricsError(ValueError):
@@ -487,12 +489,15 @@ def lpips_report(samples, reference, net: LPIPS, batch_size: int = 100, device="
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], usage="%(prog)s SAMPLES.npz [options]",
+    p = argparse.ArgumentParser(prog="metrics.py", description=__doc__.split("\n\n")[0],
+                                usage="%(prog)s SAMPLES.npz [options]",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("samples", help="npz with 'image' (N,H,W,3) uint8, e.g. generate.py's samples.npz")
+    p.add_argument("samples", help="npz with 'image' (N,H,W,3) uint8, e.g. generate.py's samples.npz; "
+                                   "--metrics lpips also needs its 'label' (N,), the class of each image")
     p.add_argument("--ref", choices=("cifar10", "cifar100", "svhn", "npz"), default="cifar10",
-                   help="reference set for FID / KID")
-    p.add_argument("--ref-npz", help="reference npz for --ref npz")
+                   help="reference set for FID, KID and LPIPS ('npz': the file given by --ref-npz)")
+    p.add_argument("--ref-npz", help="the reference npz of --ref npz, with 'image' (N,H,W,3) uint8 and 'label' (N,)"
+                                     + DEFAULT_IN_HELP)
     p.add_argument("--ref-split", choices=("train", "test"), default="train", help="reference split")
     p.add_argument("--metrics", default="fid,is,kid", help=f"comma-separated, from {','.join(METRICS)}")
     p.add_argument("--inception-weights", default="standard",
@@ -501,52 +506,126 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lpips-linear", default="standard", help="LPIPS calibration (alex.pth v0.1): 'standard', a path or 'random'")
     p.add_argument("--data-dir", default="data", help="where torchvision data sets are downloaded")
     p.add_argument("--cache-dir", default=os.path.join("data", "inception-stats"), help="reference statistics cache")
-    p.add_argument("--batch-size", type=int, default=100, help="images per Inception forward")
+    p.add_argument("--batch-size", type=int, default=100, help="images per network forward (Inception, LPIPS)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    p.add_argument("--out", help="JSON report (default: metrics.json beside the samples)")
+    p.add_argument("--out", help="JSON report (default: metrics.json beside the samples)" + DEFAULT_IN_HELP)
     return p
+
+
+def metric_names(text: str) -> list:
+    """The names in a comma-separated --metrics value."""
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
+def report_path(args) -> str:
+    return args.out or os.path.join(os.path.dirname(os.path.abspath(args.samples)), "metrics.json")
+
+
+def check_args(args) -> None:
+    """Refuse bad flags before any work: a ValueError becomes argparse's one-line error."""
+    which = metric_names(args.metrics)
+    unknown = [m for m in which if m not in METRICS]
+    if unknown or not which:
+        raise ValueError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; choose from {','.join(METRICS)}")
+    if args.ref == "npz" and not args.ref_npz and set(which) & {"fid", "kid", "lpips"}:
+        raise ValueError("--ref npz needs --ref-npz (the reference images for FID, KID and LPIPS)")
+    if args.ref_npz and args.ref != "npz":
+        raise ValueError(f"--ref-npz needs --ref npz (--ref {args.ref} would ignore the file)")
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be at least 1")
+    from models import resolve_device  # the command line alone needs the repo's helpers
+    resolve_device(args.device)  # a name torch does not know, or a GPU that is not there: ValueError
+    out = report_path(args)
+    if os.path.isdir(out):
+        raise ValueError(f"--out {out} is a folder; give the report's file name")
+    folder = os.path.dirname(os.path.abspath(out))
+    if args.out and not os.path.isdir(folder):
+        raise ValueError(f"--out: the folder {folder} does not exist")
+    if os.path.isdir(folder) and not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write the report in {folder}" + ("" if args.out else "; give --out"))
+
+
+def open_npz(path: str):
+    """An npz file, opened (use it in a `with`); a missing or unreadable file is a MetricsError."""
+    if not os.path.isfile(path):
+        raise MetricsError(f"npz file not found: {path}")
+    try:
+        f = np.load(path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise MetricsError(f"cannot read npz {path}: {e}") from None
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise MetricsError(f"{path} holds a single array, not an npz with named arrays")
+    return f
+
+
+def read_images(path: str) -> torch.Tensor:
+    """'image' (N, H, W, 3) uint8 of an npz, as (N, 3, H, W) uint8: all that FID, IS and KID need (a 'label'
+    array may be there or not)."""
+    with open_npz(path) as f:
+        if "image" not in f.files:
+            raise MetricsError(f"{path} holds no 'image' array (N,H,W,3) uint8, only {sorted(f.files)}")
+        try:
+            image = f["image"]
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise MetricsError(f"cannot read npz {path}: {e}") from None
+    if image.dtype != np.uint8 or image.ndim != 4 or image.shape[3] != 3 or len(image) == 0:
+        raise MetricsError(f"{path}: 'image' must be uint8 (N, H, W, 3) with N > 0, got {image.dtype} {image.shape}")
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(0, 3, 1, 2).contiguous()
 
 
 def run(args) -> dict:
     # the command line alone needs the repo's data and device helpers: the library part stands alone
     from data import load_npz
     from models import resolve_device
-    which = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    unknown = sorted(set(which) - set(METRICS))
-    if unknown or not which:
-        raise MetricsError(f"unknown metric(s) {unknown}; choose from {','.join(METRICS)}")
-    if args.ref == "npz" and not args.ref_npz and set(which) & {"fid", "kid"}:
-        raise MetricsError("--ref npz needs --ref-npz")
+    which = metric_names(args.metrics)
     device = resolve_device(args.device)
-    samples = load_npz(args.samples)
+    if "lpips" in which:  # LPIPS diversity pairs images of one class: the samples need their labels
+        with open_npz(args.samples) as f:
+            if "label" not in f.files:
+                raise MetricsError(f"{args.samples} holds no 'label' array: --metrics lpips compares images of the "
+                                   f"same class, so it needs the class of each image")
+        samples = load_npz(args.samples)
+        images = samples.images
+    else:  # FID, IS and KID need the images alone
+        images = read_images(args.samples)
     start, results, warnings, ref, net = time.time(), {}, [], None, None
     if set(which) & {"fid", "is", "kid"}:
         net = FIDInceptionV3(weights=None if args.inception_weights == "random" else args.inception_weights)
         if set(which) & {"fid", "kid"}:
             ref = reference_outputs(net, args.ref, args.ref_split, args.data_dir, args.ref_npz, args.cache_dir,
                                     args.batch_size, device)
-        results, warnings = compute_metrics(net, samples.images, which, ref, args.batch_size, device)
+        results, warnings = compute_metrics(net, images, which, ref, args.batch_size, device)
     if "lpips" in which:
         from data import load_split  # the command line alone reads data sets
         reference = load_split(args.ref, args.data_dir, args.ref_split == "train", args.ref_npz)
         results.update(lpips_report(samples, reference, LPIPS(*(None if w == "random" else w for w in (
             args.lpips_backbone, args.lpips_linear))), args.batch_size, device))
-    report = {"samples": args.samples, "n_samples": len(samples), "ref": args.ref_npz or args.ref,
+    report = {"samples": args.samples, "n_samples": len(images), "ref": args.ref_npz or args.ref,
               "ref_split": args.ref_split, "n_ref": None if ref is None else len(ref["features"]),
               "resize": RESIZE_RULE, "inception_weights_sha256": net.weights_id if net else None, **results,
               "warnings": warnings, "seconds": time.time() - start, "torch": torch.__version__, "device": device}
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.samples)), "metrics.json")
-    with open(out, "w") as f:
-        json.dump(report, f, indent=2)
+    out = report_path(args)
+    try:  # written beside, then renamed: a failed write leaves an earlier report whole
+        with open(out + ".tmp", "w") as f:
+            json.dump(report, f, indent=2)
+        os.replace(out + ".tmp", out)
+    finally:
+        if os.path.isfile(out + ".tmp"):
+            os.remove(out + ".tmp")
     return report
 
 
 def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_args(args)
+    except ValueError as e:
+        parser.error(str(e))
     from data import DataError  # the command line alone reads data sets: the library part stands alone
     try:
         report = run(args)
-    except (MetricsError, DataError) as e:
+    except (MetricsError, DataError, OSError) as e:
         print(f"metrics.py: error: {e}", file=sys.stderr)
         sys.exit(2)
     for w in report["warnings"]:

@@ -336,20 +336,21 @@ def add_classifier_flags(parser, several: bool = False) -> None:
     """--ckpt (a train.py checkpoint; several with `several`) or --robustbench NAME (with the zoo flags)."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt", nargs="+" if several else None,
-                        help="checkpoints written by train.py" if several else "a checkpoint written by train.py")
+                        help=("checkpoints written by train.py" if several else "a checkpoint written by train.py")
+                        + "%(default).0s")
     source.add_argument("--robustbench", metavar="NAME", help="a RobustBench zoo model, e.g. Wong2020Fast "
-                        f"(needs {ROBUSTBENCH_INSTALL})")
+                        f"(needs {ROBUSTBENCH_INSTALL})" + "%(default).0s")
     add_zoo_flags(parser)
 
 
-def add_zoo_flags(parser) -> None:
-    """--dataset, --threat-model and --model-dir of RobustBench models."""
+def add_zoo_flags(parser, given: str = "--robustbench: ") -> None:
+    """--dataset, --threat-model and --model-dir of RobustBench models (`given`: what their help starts with)."""
     parser.add_argument("--dataset", choices=tuple(ROBUSTBENCH_CLASSES), default="cifar10",
-                        help="--robustbench: the zoo's data set (its test / training split is used; imagenet's images "
+                        help=f"{given}the zoo's data set (its test / training split is used; imagenet's images "
                              "only from an npz you give)")
     parser.add_argument("--threat-model", choices=("Linf", "L2", "corruptions"), default="Linf",
-                        help="--robustbench: the zoo's threat model")
-    parser.add_argument("--model-dir", default="models", help="--robustbench: where zoo weights are kept")
+                        help=f"{given}the zoo's threat model")
+    parser.add_argument("--model-dir", default="models", help=f"{given}where zoo weights are kept")
 
 
 def load_classifier(args, map_location="cpu", ckpt: str = None) -> tuple:

@@ -152,3 +152,105 @@ def test_mean_shift_interval_known_answers():
     assert shift["lo"] < shift["mean"] < shift["hi"] and 0.16 < shift["hi"] - shift["lo"] < 0.24
     assert shift["mean"] == pytest.approx((0.1 + noise).mean().item())
     assert analysis.mean_shift(clean, clean + 0.1 + noise) == shift  # a fixed seed: the same interval
+
+
+# --- the command line: defaults, help texts and bad input ------------------------------------------------------
+
+
+def main_error(capsys, *argv) -> tuple:
+    """(exit code, the lines of stderr other than argparse's usage) of analysis.main(argv)."""
+    with pytest.raises(SystemExit) as stop:
+        analysis.main(list(argv))
+    err = capsys.readouterr().err
+    return stop.value.code, [line for line in err.splitlines() if line.strip() and not line.startswith(("usage:", " "))]
+
+
+def checked(*argv) -> argparse.Namespace:
+    args = analysis.build_parser().parse_args(list(argv))
+    analysis.check_args(args)
+    return args
+
+
+def modes() -> dict:
+    parser = analysis.build_parser()
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def test_out_defaults_to_a_folder_per_robustbench_model_and_one_for_zoo(tmp_path):
+    for mode in ("attacks", "divergence", "weights"):  # checked only: nothing is loaded or downloaded
+        assert checked(mode, "--robustbench", "Wong2020Fast").out == os.path.join("runs", "energy", "Wong2020Fast")
+    assert checked("attacks", "--robustbench", "Standard").out == os.path.join("runs", "energy", "Standard")
+    assert checked("zoo", "Wong2020Fast", "Standard").out == os.path.join("runs", "energy", "zoo")
+    assert checked("attacks", "--ckpt", str(tmp_path / "run" / "best.pt")).out == str(tmp_path / "run")
+    assert checked("attacks", "--robustbench", "Standard", "--out", str(tmp_path)).out == str(tmp_path)
+    help_of = {name: " ".join(parser.format_help().split()) for name, parser in modes().items()}
+    assert "with --robustbench NAME: runs/energy/NAME" in help_of["attacks"]
+    assert "output folder (default: runs/energy/zoo)" in help_of["zoo"]
+    assert "with --robustbench, data" in help_of["divergence"] and "read from (default: data)" in help_of["zoo"]
+
+
+def test_no_help_text_shows_two_defaults_or_points_at_the_code():
+    for name, parser in modes().items():
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            text = formatter._expand_help(action) if action.help else ""
+            assert text.count("(default") <= 1, (name, text)
+            assert "(see " not in text and "analysis.POINTS" not in text and "attacks_table" not in text, (name, text)
+
+
+def test_every_mode_describes_itself_and_the_main_help_shows_the_examples(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "10000")  # no wrapping (it breaks lines at hyphens)
+    for name, parser in modes().items():
+        assert parser.description == analysis.DESCRIPTIONS[name]
+        assert " ".join(parser.description.split()) in " ".join(parser.format_help().split())
+    examples = [line for line in analysis.__doc__.splitlines() if "python analysis.py" in line]
+    assert len(examples) == 5 and all(line in analysis.build_parser().format_help() for line in examples)
+
+
+def test_attack_names_may_have_spaces_and_each_is_explained(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "10000")  # no wrapping (it breaks lines at hyphens)
+    assert checked("attacks", "--ckpt", "a.pt", "--attacks", "pgd-ce, fab , cw-target").attacks == "pgd-ce, fab , cw-target"
+    code, lines = main_error(capsys, "attacks", "--ckpt", "a.pt", "--attacks", "pgd-ce, nope", "--out", str(tmp_path / "o"))
+    assert code == 2 and len(lines) == 1 and "--attacks: unknown nope;" in lines[0]
+    code, lines = main_error(capsys, "attacks", "--ckpt", "a.pt", "--attacks", " , ", "--out", str(tmp_path / "o"))
+    assert code == 2 and len(lines) == 1 and "--attacks: no attack named;" in lines[0]
+    assert set(analysis.ATTACK_TEXT) == set(analysis.POINTS)
+    text = " ".join(modes()["attacks"].format_help().split())
+    for name, meaning in analysis.ATTACK_TEXT.items():
+        assert f"{name}: {meaning}" in text
+    assert "cw-target: PGD on the Carlini-Wagner margin loss towards a random other class" in text
+    weights_n = next(a for a in modes()["weights"]._actions if a.dest == "n_examples").help
+    attacks_n = next(a for a in modes()["attacks"]._actions if a.dest == "n_examples").help
+    assert "training points" in weights_n and "test points" in weights_n and "training" not in attacks_n
+    assert not (tmp_path / "o").exists()
+
+
+def test_curves_epochs_are_checked_before_anything_is_written(capsys, tmp_path):
+    log = tmp_path / "run" / "log.jsonl"
+    log.parent.mkdir()
+    log.write_text(json.dumps({"epoch": 1, "lr": 0.1, "delta_E": 0.5}) + "\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "energy_curves.json").write_text("earlier results")
+    for bad in ("1-5", "0", "1,,2", "", "x"):
+        code, lines = main_error(capsys, "curves", "--log", str(log), "--epochs", bad, "--out", str(out))
+        assert code == 2 and len(lines) == 1 and "error: --epochs: expected comma-separated epoch numbers" in lines[0]
+    code, lines = main_error(capsys, "curves", "--log", str(log), "--epochs", "1", "--out", str(out))  # no snapshot
+    assert code == 2 and len(lines) == 1 and "no energy snapshot of epoch 1" in lines[0]
+    assert os.listdir(out) == ["energy_curves.json"] and (out / "energy_curves.json").read_text() == "earlier results"
+    assert analysis.parse_epochs("1, 50,100") == [1, 50, 100]
+
+
+def test_divergence_of_a_natural_checkpoint_uses_the_trades_attack(smoke_run, tmp_path):
+    from models import load_checkpoint
+    natural = {"loss": "natural", "weat": "none", "eps": 8, "steps": 3, "step_size": 2}
+    assert analysis.checkpoint_attack({"args": natural}) == analysis.NO_TRAINING_ATTACK
+    assert analysis.checkpoint_attack({"args": {"dataset": "cifar10"}}) == analysis.NO_TRAINING_ATTACK  # RobustBench
+    assert analysis.checkpoint_attack({"args": natural | {"loss": "sat"}})[:3] == ("pgd-ce", 8 / 255, 3)
+    ckpt = load_checkpoint(str(smoke_run / "best.pt"))
+    ckpt["args"] = ckpt["args"] | {"loss": "natural", "weat": "none"}
+    torch.save(ckpt, tmp_path / "natural.pt")
+    analysis.main(["divergence", "--ckpt", str(tmp_path / "natural.pt"), "--n-examples", "8", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "energy_divergence.json").read_text())
+    assert (report["attack"], report["eps"], report["steps"]) == ("trades-kl", 8 / 255, analysis.ANALYSIS_STEPS)
+    assert any(d != 0 for d in report["per_point"]["dE"])  # x* = x would make every gap 0

@@ -155,3 +155,76 @@ def test_compare_samplers_and_the_pca_sweep_end_to_end(smoke_run, tmp_path):
     cell = sweep["runs"]["sigma_pca 0.015, variance 0.95"]
     assert 0 <= cell["accuracy"] <= 1 and cell["pixel_l2_diversity"] > 0 and "lpips_diversity" not in cell
     assert (tmp_path / "sweep" / "sweep_pca.png").stat().st_size > 1000
+
+
+# --- the command line's checks (review of the command-line programs) ---------------------------------------
+
+def test_cifar10_names_only_for_a_ten_class_cifar10_model():
+    assert G.class_names_for(10, "cifar10") == G.CIFAR10_CLASSES
+    assert G.class_names_for(10, "npz", "data/cifar10/cifar10_train.npz") == G.CIFAR10_CLASSES
+    assert G.class_names_for(100, "npz", "data/cifar100/cifar100_train.npz") is None
+    assert G.class_names_for(10, "npz", "data/cifar100/cifar100_10-class-subset.npz") is None  # cifar100, not cifar10
+    assert G.class_names_for(100, "cifar100") is None and G.class_names_for(10, "svhn") is None
+    assert G.class_names_for(10, "npz", "data/cifar10/svhn_train.npz") is None  # the file's name, not its folder's
+
+
+def test_a_cifar100_like_run_draws_class_numbers_and_writes_its_samples(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "cifar100_train.npz"
+    np.savez(npz, image=rng.integers(0, 256, (200, 4, 4, 3), dtype=np.uint8), label=np.arange(200) % 100)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 100)).eval()
+    info = {"args": {"dataset": "npz", "train_npz": str(npz)}, "model_config": {"num_classes": 100}}
+    monkeypatch.setattr(G, "load_classifier", lambda args, device: (model, info))
+    drawn, real_save_grid = [], G.save_grid
+    monkeypatch.setattr(G, "save_grid", lambda images, labels, path, columns, class_names=None, **k:
+                        drawn.append((os.path.basename(path), class_names)))
+    G.main(["--ckpt", "unused.pt", "--init", "uniform", "--n-per-class", "1", "--steps", "1", "--device", "cpu",
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "gen")])
+    assert drawn == [("samples.png", None), ("init.png", None)]
+    assert np.load(tmp_path / "gen" / "samples.npz")["label"].tolist() == list(range(100))
+    labels = torch.tensor([0, 50, 99])  # and a grid given too few names shows class numbers where they run out
+    real_save_grid(torch.rand(3, 3, 4, 4), labels, str(tmp_path / "grid.png"), 1, G.CIFAR10_CLASSES)
+    assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_the_samples_are_written_before_the_figures(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("drawing failed")
+    monkeypatch.setattr(G, "save_grid", broken)
+    samples, y = torch.rand(4, 3, 4, 4), torch.tensor([0, 0, 1, 1])
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        G.write_run(str(tmp_path), samples, y, samples, [{"step": 0}], 2)
+    assert np.load(tmp_path / "samples.npz")["label"].tolist() == [0, 0, 1, 1]
+    assert json.loads((tmp_path / "trace.json").read_text()) == [{"step": 0}]
+
+
+@pytest.mark.parametrize("names", ["fid,kd", "FID", "lpips, nope"])
+def test_unknown_metric_names_are_refused_before_any_work(tmp_path, capsys, names):
+    with pytest.raises(SystemExit) as stop:
+        G.main(["--ckpt", str(tmp_path / "never-read.pt"), "--metrics", names, "--out", str(tmp_path / "gen")])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("usage:", " "))]
+    assert stop.value.code == 2 and len(lines) == 1 and "unknown --metrics name(s)" in lines[0], err
+    assert lines[0].startswith("generate.py: error:") and "fid,is,kid,lpips" in lines[0]
+    assert not (tmp_path / "gen").exists()
+
+
+def help_entries(parser) -> dict:
+    """Each option's help text, by its first flag, as one line."""
+    entries = {}
+    for line in parser.format_help().split("options:")[1].splitlines():
+        if line.startswith("  -"):
+            flag, _, text = line.strip().partition(" ")
+            entries[flag.rstrip(",")] = text
+        elif line.strip():
+            entries[flag.rstrip(",")] += " " + line.strip()
+    return entries
+
+
+def test_help_states_each_default_once():
+    entries = help_entries(G.build_parser())
+    assert all(text.count("(default:") <= 1 for text in entries.values()), entries
+    for flag in ("--noise-scale", "--data-dir", "--train-npz", "--sweep-pca", "--sweep-variance", "--metrics", "--out"):
+        assert "(default: None)" not in entries[flag] and "(default: )" not in entries[flag], entries[flag]
+    assert "(default: sqrt(2 eta))" in entries["--noise-scale"]
+    assert "number of training images of the class" in entries["--sigma-pca"]

@@ -270,3 +270,104 @@ def test_cli_lpips_with_random_weights(tmp_path):
     report = json.loads((tmp_path / "metrics.json").read_text())
     assert report["lpips_diversity"] > 0 and report["lpips_diversity_ref"] > 0 and report["pixel_l2_diversity"] > 0
     assert report["lpips_weights_sha256"] == "random" and "lpips_diversity:" in result.stdout
+
+
+# --- the command line's checks (review of the command-line programs) ---------------------------------------
+
+class TinyInception(torch.nn.Module):
+    """Stands in for FIDInceptionV3 in command-line tests: 8 features, so FID's matrix square root is instant."""
+
+    logits_unbiased = FIDInceptionV3.logits_unbiased
+    weights_id = "random"
+
+    def __init__(self, weights=None):
+        super().__init__()
+        torch.manual_seed(0)
+        self.features, self.fc = torch.nn.Conv2d(3, 8, 8, 8), torch.nn.Linear(8, 10)
+
+    def forward(self, images):
+        f = self.features(images).mean(dim=(2, 3))
+        return f, self.fc(f)
+
+
+def write_npz(path, n=12, labels=True):
+    arrays = {"image": np.random.default_rng(0).integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)}
+    np.savez(path, **arrays, **({"label": np.arange(n) % 3} if labels else {}))
+    return str(path)
+
+
+def error_line(capsys):
+    """argparse's or main's error: one line of stderr (the rest is argparse's usage text or a progress bar)."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_samples_without_labels_are_scored_for_fid_is_kid_but_not_for_lpips(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(metrics, "FIDInceptionV3", TinyInception)
+    samples, ref = write_npz(tmp_path / "samples.npz", labels=False), write_npz(tmp_path / "ref.npz")
+    metrics.main([samples, "--ref", "npz", "--ref-npz", ref, "--metrics", "fid,is,kid", "--device", "cpu"])
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["n_samples"] == 12 and report["n_ref"] == 12 and np.isfinite(report["fid"]) and report["is_mean"] >= 1
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        metrics.main([samples, "--ref", "npz", "--ref-npz", ref, "--metrics", "lpips", "--lpips-backbone", "random",
+                      "--lpips-linear", "random", "--out", str(tmp_path / "lpips.json"), "--device", "cpu"])
+    line = error_line(capsys)
+    assert stop.value.code == 2 and line.startswith("metrics.py: error:") and "no 'label'" in line
+    assert not (tmp_path / "lpips.json").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--ref", "npz", "--metrics", "lpips"], "--ref npz needs --ref-npz"),
+    (["--ref", "npz"], "--ref npz needs --ref-npz"),
+    (["--ref-npz", "{tmp}/ref.npz"], "--ref-npz needs --ref npz"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--device", "nonsense"], "--device nonsense"),
+    (["--metrics", "fid,kd"], "unknown metric(s) kd"),
+    (["--metrics", ","], "unknown metric(s) (none given)"),
+    (["--out", "{tmp}/samples.npz/metrics.json"], "does not exist"),
+    (["--out", "{tmp}"], "is a folder"),
+])
+def test_bad_flags_get_one_line_and_exit_2_before_any_work(tmp_path, capsys, argv, message, monkeypatch):
+    monkeypatch.setattr(metrics, "FIDInceptionV3", lambda *a, **k: pytest.fail("the flags were not checked first"))
+    samples = write_npz(tmp_path / "samples.npz")
+    write_npz(tmp_path / "ref.npz")
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(SystemExit) as stop:
+        metrics.main([samples, *(a.replace("{tmp}", str(tmp_path)) for a in argv)])
+    line = error_line(capsys)
+    assert stop.value.code == 2 and line.startswith("metrics.py: error:") and message in line, line
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_a_report_that_cannot_be_written_is_one_line_and_leaves_the_old_report_whole(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(metrics, "FIDInceptionV3", TinyInception)
+    samples = write_npz(tmp_path / "samples.npz")
+    (tmp_path / "metrics.json").write_text('{"old": 1}')
+    (tmp_path / "metrics.json.tmp").mkdir()  # the report's temporary file cannot be created (even as root)
+    with pytest.raises(SystemExit) as stop:
+        metrics.main([samples, "--metrics", "is", "--device", "cpu"])
+    line = error_line(capsys)
+    assert stop.value.code == 2 and line.startswith("metrics.py: error:") and "metrics.json.tmp" in line
+    assert (tmp_path / "metrics.json").read_text() == '{"old": 1}'
+
+
+def help_entries(parser) -> dict:
+    """Each option's help text, by its first flag, as one line."""
+    entries = {}
+    for line in parser.format_help().split("options:")[1].splitlines():
+        if line.startswith("  -"):
+            flag, _, text = line.strip().partition(" ")
+            entries[flag.rstrip(",")] = text
+        elif line.strip():
+            entries[flag.rstrip(",")] += " " + line.strip()
+    return entries
+
+
+def test_help_states_each_default_once():
+    entries = help_entries(metrics.build_parser())
+    assert all(text.count("(default:") <= 1 and "(default: None)" not in text for text in entries.values()), entries
+    assert entries["--out"].endswith("(default: metrics.json beside the samples)")
+    assert "'label'" in metrics.build_parser().format_help()  # the samples' labels: needed for LPIPS alone
