@@ -19,6 +19,7 @@ import torch.nn.functional as F
 DATASETS = ("cifar10", "cifar100", "svhn", "tinyimagenet", "npz", "synthetic")
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "tinyimagenet": 200, "synthetic": 10}
 TINYIMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"  # the official zip (CS231n)
+TINYIMAGENET_ORDER_SEED = 0  # the fixed order the Tiny-ImageNet cache keeps its images in (not class by class)
 CROP_PADDING = 4  # random crop with 4-pixel zero padding, as in TRADES and the authors' code
 
 
@@ -105,8 +106,9 @@ def _torchvision_split(name: str, data_dir: str, train: bool) -> Split:
 def _tinyimagenet_split(data_dir: str, train: bool) -> Split:
     """Tiny-ImageNet from its official zip; the val folder (our test split) is sorted into classes once,
     and the decoded images are cached as npz beside it (written to a temporary file, then renamed, so a
-    killed run never leaves a broken cache)."""
-    cache = os.path.join(data_dir, f"tinyimagenet_{'train' if train else 'test'}.npz")
+    killed run never leaves a broken cache), in one fixed random order: read class by class, "the first N
+    test points" (--n-examples) or training images (--train-subset) would hold only the first classes."""
+    cache = os.path.join(data_dir, f"tinyimagenet_{'train' if train else 'test'}_shuffled.npz")
     if os.path.isfile(cache):
         return load_npz(cache, NUM_CLASSES["tinyimagenet"])
     root = os.path.join(data_dir, "tiny-imagenet-200")
@@ -127,7 +129,8 @@ def _tinyimagenet_split(data_dir: str, train: bool) -> Split:
         for name in sorted(os.listdir(class_dir)):
             images.append(_read_rgb(os.path.join(class_dir, name)))
             labels.append(k)
-    image, label = np.stack(images), np.asarray(labels, np.int64)
+    order = np.random.default_rng(TINYIMAGENET_ORDER_SEED).permutation(len(images))
+    image, label = np.stack(images)[order], np.asarray(labels, np.int64)[order]
     np.savez(cache + ".tmp.npz", image=image, label=label)
     os.replace(cache + ".tmp.npz", cache)
     return split_from_arrays(image, label)
@@ -210,6 +213,12 @@ def load_data(name: str, data_dir: str = "data", train_npz: str = None, test_npz
         val = train.take(order[:val_size].sort().values)
         train = train.take(order[val_size:].sort().values)
     num_classes = NUM_CLASSES.get(name) or int(max(s.labels.max() for s in (train, val, test) if len(s))) + 1
+    missing = sorted(set(range(num_classes)) - set(torch.unique(train.labels).tolist())) if len(train) else []
+    if missing:  # e.g. labels 1..K (SVHN's raw 10 for the digit 0), or test labels the training set never has
+        raise DataError(f"the training labels must be the classes 0..{num_classes - 1} (the largest label of any "
+                        f"split + 1); class(es) {', '.join(map(str, missing[:5]))} have no training image")
+    if train_subset is not None and train_subset > len(train):
+        raise DataError(f"--train-subset {train_subset} is more than the {len(train)} training images left")
     if train_subset is not None:
         train = train.take(balanced_subset(train.labels, train_subset, num_classes) if balanced else slice(0, train_subset))
     for split_name, split in (("train", train), ("val", val), ("test", test)):

@@ -1,4 +1,5 @@
 import os
+import re
 
 import numpy as np
 import pytest
@@ -173,10 +174,14 @@ def check_labels(split):
 def test_tinyimagenet_loader_reads_both_splits_of_the_official_layout(tmp_path):
     fake_tinyimagenet(tmp_path)
     train, test = (data.load_split("tinyimagenet", str(tmp_path), is_train) for is_train in (True, False))
-    assert train.labels.tolist() == [0, 0, 1, 1, 2, 2] and sorted(test.labels.tolist()) == [0, 0, 1, 1, 2, 2]
+    assert sorted(train.labels.tolist()) == [0, 0, 1, 1, 2, 2] and sorted(test.labels.tolist()) == [0, 0, 1, 1, 2, 2]
+    # kept in one fixed random order, not class by class: "the first N" points hold every class
+    order = np.random.default_rng(data.TINYIMAGENET_ORDER_SEED).permutation(6)
+    assert train.labels.tolist() == [[0, 0, 1, 1, 2, 2][i] for i in order] != [0, 0, 1, 1, 2, 2]
     check_labels(train)
     check_labels(test)
-    assert (tmp_path / "tinyimagenet_test.npz").exists() and not (tmp_path / "tiny-imagenet-200" / "val" / "images").exists()
+    assert (tmp_path / "tinyimagenet_test_shuffled.npz").exists()
+    assert not (tmp_path / "tiny-imagenet-200" / "val" / "images").exists()
 
 
 def test_tinyimagenet_survives_a_kill_while_sorting_and_while_caching(tmp_path, monkeypatch):
@@ -204,7 +209,7 @@ def test_tinyimagenet_survives_a_kill_while_sorting_and_while_caching(tmp_path, 
     monkeypatch.setattr(data.np, "savez", killed_while_writing)
     with pytest.raises(KeyboardInterrupt):
         data.load_split("tinyimagenet", str(tmp_path), False)  # the sort finishes, the cache write dies
-    assert not (tmp_path / "tinyimagenet_test.npz").exists()  # only a temporary file was touched
+    assert not (tmp_path / "tinyimagenet_test_shuffled.npz").exists()  # only a temporary file was touched
     monkeypatch.setattr(data.np, "savez", real_savez)
     test = data.load_split("tinyimagenet", str(tmp_path), False)
     assert sorted(test.labels.tolist()) == [0, 0, 1, 1, 2, 2]
@@ -221,3 +226,20 @@ def test_batches_and_to_unit_turn_uint8_into_the_same_floats_as_a_division_on_th
     x, _ = next(iter(Batches(split, 2, "cpu")))
     assert torch.equal(x, torch.div(split.images, 255))
     assert torch.equal(data.to_unit(split.images), x)  # what evaluate.py and analysis.py read their points with
+
+
+@pytest.mark.parametrize("train_labels,test_labels,missing", [
+    (np.arange(1, 11), np.arange(1, 11), "class(es) 0 have no training image"),  # labels 1..10
+    (np.arange(10), np.arange(1, 11), "class(es) 10 have no training image"),  # SVHN's raw 10 in the test set only
+])
+def test_npz_labels_must_be_the_classes_0_to_k_minus_1(tmp_path, train_labels, test_labels, missing):
+    def npz(name, labels):
+        np.savez(tmp_path / name, image=np.zeros((len(labels) * 3, 8, 8, 3), np.uint8), label=np.repeat(labels, 3))
+        return str(tmp_path / name)
+    with pytest.raises(data.DataError, match=re.escape(missing)):
+        data.load_data("npz", train_npz=npz("train.npz", train_labels), test_npz=npz("test.npz", test_labels), val_size=3)
+
+
+def test_a_train_subset_larger_than_the_training_set_is_refused():
+    with pytest.raises(data.DataError, match="--train-subset 1000 is more than the 500 training images left"):
+        data.load_data("synthetic", val_size=100, train_subset=1000)
