@@ -19,6 +19,7 @@ import torch.nn.functional as F
 DATASETS = ("cifar10", "cifar100", "svhn", "tinyimagenet", "npz", "synthetic")
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "tinyimagenet": 200, "synthetic": 10}
 TINYIMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"  # the official zip (CS231n)
+TINYIMAGENET_PER_CLASS = {"train": 500, "val": 50}  # images per class in the official zip (a check of its unzipping)
 TINYIMAGENET_ORDER_SEED = 0  # the fixed order the Tiny-ImageNet cache keeps its images in (not class by class)
 CROP_PADDING = 4  # random crop with 4-pixel zero padding, as in TRADES and the authors' code
 
@@ -126,7 +127,12 @@ def _tinyimagenet_split(data_dir: str, train: bool) -> Split:
     images, labels = [], []
     for k, wnid in enumerate(wnids):
         class_dir = os.path.join(folder, wnid, "images") if train else os.path.join(folder, wnid)
-        for name in sorted(os.listdir(class_dir)):
+        names = sorted(os.listdir(class_dir)) if os.path.isdir(class_dir) else []
+        expected = TINYIMAGENET_PER_CLASS["train" if train else "val"]
+        if len(names) != expected:  # an unzip cut off halfway is read once and cached for good otherwise
+            raise DataError(f"Tiny-ImageNet in {root} is incomplete: {class_dir} holds {len(names)} of {expected} "
+                            f"images; remove {root} (and a damaged {os.path.basename(TINYIMAGENET_URL)}) and run again")
+        for name in names:
             images.append(_read_rgb(os.path.join(class_dir, name)))
             labels.append(k)
     order = np.random.default_rng(TINYIMAGENET_ORDER_SEED).permutation(len(images))

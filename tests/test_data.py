@@ -171,7 +171,8 @@ def check_labels(split):
         assert (image.float().mean(dim=(1, 2)) - colour).abs().max() < 8  # JPEG keeps solid colours within a few levels
 
 
-def test_tinyimagenet_loader_reads_both_splits_of_the_official_layout(tmp_path):
+def test_tinyimagenet_loader_reads_both_splits_of_the_official_layout(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "TINYIMAGENET_PER_CLASS", {"train": 2, "val": 2})
     fake_tinyimagenet(tmp_path)
     train, test = (data.load_split("tinyimagenet", str(tmp_path), is_train) for is_train in (True, False))
     assert sorted(train.labels.tolist()) == [0, 0, 1, 1, 2, 2] and sorted(test.labels.tolist()) == [0, 0, 1, 1, 2, 2]
@@ -185,6 +186,7 @@ def test_tinyimagenet_loader_reads_both_splits_of_the_official_layout(tmp_path):
 
 
 def test_tinyimagenet_survives_a_kill_while_sorting_and_while_caching(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "TINYIMAGENET_PER_CLASS", {"train": 2, "val": 2})
     base = fake_tinyimagenet(tmp_path)
     real_replace, moved = os.replace, {"n": 0}
 
@@ -243,3 +245,12 @@ def test_npz_labels_must_be_the_classes_0_to_k_minus_1(tmp_path, train_labels, t
 def test_a_train_subset_larger_than_the_training_set_is_refused():
     with pytest.raises(data.DataError, match="--train-subset 1000 is more than the 500 training images left"):
         data.load_data("synthetic", val_size=100, train_subset=1000)
+
+
+def test_a_tinyimagenet_cut_off_while_unzipping_is_refused_and_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "TINYIMAGENET_PER_CLASS", {"train": 2, "val": 2})
+    base = fake_tinyimagenet(tmp_path)
+    os.remove(base / "train" / WNIDS[2] / "images" / f"{WNIDS[2]}_1.JPEG")  # the unzip died before the last file
+    with pytest.raises(DataError, match=f"incomplete: .*{WNIDS[2]}.* holds 1 of 2 images"):
+        data.load_split("tinyimagenet", str(tmp_path), True)
+    assert not list(tmp_path.glob("tinyimagenet_*.npz"))
