@@ -132,7 +132,7 @@ def pgd_objective(logits, y, loss, target=None, logits_nat=None):
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
         loss: str = "ce", random_start: bool = True, target: torch.Tensor = None,
-        last_iterate: bool = False, check: bool = True) -> torch.Tensor:
+        last_iterate: bool = False, check: bool = True, seed: int = None) -> torch.Tensor:
     """Projected sign-gradient ascent (Madry et al. 2018) in the Linf ball of radius eps.
 
     alpha is the step size (Madry et al.'s symbol). Maximises CE(f(x'), y), the CW margin ("cw") or
@@ -141,7 +141,9 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
     highest-objective iterate: AutoAttack's rule, right for robust accuracy. `last_iterate=True` returns
     the last iterate instead: Madry et al.'s PGD, SAT's training attack and what torchattacks' PGD
     returns. (TRADES' own KL attack starts at x + 0.001 N(0, I) and keeps its last iterate: that is
-    `trades_attack`.) `check=False` leaves the eps-ball check to the caller.
+    `trades_attack`.) `check=False` leaves the eps-ball check to the caller. `seed` draws the random start
+    from its own generator (the evaluation's PGD-20: every batch seeded alike, so a resumed run ends as an
+    uninterrupted one); without it, from torch's global generator (training).
     """
     if loss not in PGD_LOSSES:
         raise ValueError(f"loss must be one of {PGD_LOSSES}, got {loss!r}")
@@ -149,7 +151,9 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
         raise ValueError("the KL objective is untargeted")
     x = x.detach()
     logits_nat = predict_logits(model, x) if loss == "kl" else None
-    x_adv = project(x + torch.empty_like(x).uniform_(-eps, eps) if random_start else x.clone(), x, eps)
+    generator = None if seed is None else torch.Generator(device=x.device).manual_seed(seed)
+    start = torch.empty_like(x).uniform_(-eps, eps, generator=generator) if random_start else None
+    x_adv = project(x + start if random_start else x.clone(), x, eps)
     best = BestPoints(x_adv)
     # Without a random start the first iterate is x itself: score from the second, so that the clean
     # input is never handed back as the attack's point.
@@ -567,7 +571,7 @@ def attack_by_name(name: str, n_iter: int = 100, n_queries: int = 5000, n_target
                                                                        on_run), n_target_classes),
         "square": (lambda m, x, y, eps, seed, on_run=None: square(m, x, y, eps, n_queries, seed=seed), 1),
         "fab": (lambda m, x, y, eps, seed, on_run=None: fab(m, x, y, eps, n_iter, seed), 1),
-        "pgd-20": (lambda m, x, y, eps, seed, on_run=None: pgd(m, x, y, eps, PGD20_STEP_SIZE, PGD20_STEPS), 1),
+        "pgd-20": (lambda m, x, y, eps, seed, on_run=None: pgd(m, x, y, eps, PGD20_STEP_SIZE, PGD20_STEPS, seed=seed), 1),
     }
     attacks["pgd-ce"] = attacks["pgd-20"]  # the analysis' name of the same attack (PGD on the CE; here 20 steps)
     if name not in attacks:

@@ -11,6 +11,7 @@ on the same points, with 95% Clopper-Pearson intervals.
 """
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import time
@@ -170,10 +171,20 @@ def evaluate_one(args, ckpt: str = None) -> dict:
     x, y = to_unit(test.images[:n].to(device)), test.labels[:n].to(device)
     settings = {"n_iter": args.n_iter, "n_queries": args.n_queries, "n_target_classes": 9, "n_restarts": 1}
     cascade_n = n if args.cascade_examples is None else min(args.cascade_examples, n)
+    # the points evaluated, by content: a resume on other data (another --test-npz, --data-dir) is refused
+    points = hashlib.sha256(test.images[:n].contiguous().numpy().tobytes() + test.labels[:n].numpy().tobytes()).hexdigest()
+    checkpoint_hash = sha256_of(info["file"]) if os.path.isfile(info["file"]) else None  # RobustBench ensembles: no one file
     identity = {"attacks": attacks, "eps_pixels": args.eps, "n": n, "cascade_n": cascade_n, "seed": args.seed,
-                "batch_size": args.batch_size, "checkpoint_sha256": sha256_of(info["file"]), **settings}
+                "batch_size": args.batch_size, "checkpoint_sha256": checkpoint_hash, "points_sha256": points, **settings}
     out = report_path(args, ckpt)
     progress = progress_file(out)
+    if args.resume and not os.path.isfile(progress) and os.path.isfile(out):  # finished before the cut (several --ckpt)
+        with open(out) as f:
+            done = json.load(f)
+        if done.get("points_sha256") == points and done.get("checkpoint_sha256") == checkpoint_hash:
+            print(f"{out}: already evaluated")
+            return done
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)  # the progress file is saved beside the report
     resume = load_progress(progress, identity) if args.resume else None
     started = time.time()
     # PGD-20 runs through the cascade's machinery (one attack, every point) to share its batching and resume
@@ -181,7 +192,8 @@ def evaluate_one(args, ckpt: str = None) -> dict:
                             lambda state: atomic_save({"settings": identity, "state": state}, progress), cascade_n,
                             **settings)
     report = {"checkpoint": info["source"], "checkpoint_sha256": identity["checkpoint_sha256"],
-              "dataset": info["args"]["dataset"], "split": "test", "n": n, "cascade_n": cascade_n, "index_rule": INDEX_RULE,
+              "dataset": info["args"]["dataset"], "test_npz": args.test_npz or info["args"].get("test_npz"),
+              "points_sha256": points, "batch_size": args.batch_size, "split": "test", "n": n, "cascade_n": cascade_n, "index_rule": INDEX_RULE,
               "eps_pixels": args.eps,
               "eps": args.eps * PIXEL, "attacks": attacks, "attack_settings": settings,
               "pgd20_settings": {"steps": PGD20_STEPS, "step_size": PGD20_STEP_SIZE, "loss": "ce", "random_start": True},
@@ -200,8 +212,10 @@ def write_outputs(out: str, report: dict, masks: dict) -> None:
     report["mask_file"] = os.path.splitext(out)[0] + "-mask.npz"
     # index: the test points of the clean and PGD-20 masks; cascade_index: those of the cascade's mask (the first
     # cascade_n of them where --cascade-examples attacks fewer)
-    np.savez(report["mask_file"], index=np.arange(report["n"]), cascade_index=np.arange(len(masks["cascade_robust"])),
-             **{k: v.cpu().numpy() for k, v in masks.items()})
+    with open(report["mask_file"] + ".tmp", "wb") as f:  # written whole or not at all, as the report
+        np.savez(f, index=np.arange(report["n"]), cascade_index=np.arange(len(masks["cascade_robust"])),
+                 **{k: v.cpu().numpy() for k, v in masks.items()})
+    os.replace(report["mask_file"] + ".tmp", report["mask_file"])
     with open(out + ".tmp", "w") as f:
         json.dump(report, f, indent=2)
     os.replace(out + ".tmp", out)

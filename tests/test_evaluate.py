@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -67,26 +68,31 @@ def stable(report):
             for k, v in report.items() if k not in VOLATILE}
 
 
-def test_resume_continues_a_cut_off_evaluation_with_the_same_result(smoke_run, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kill_after,stage", [(2, "pgd"), (5, "cascade")])
+def test_resume_continues_a_cut_off_evaluation_with_the_same_result(smoke_run, tmp_path, monkeypatch, kill_after, stage):
     ckpt = str(smoke_run / "best.pt")
     evaluate.main(["--ckpt", ckpt, *EVAL_ARGS, "--out", str(tmp_path / "straight.json")])
     real_save, saves = evaluate.atomic_save, []
 
-    def killed_after_five_batches(obj, path):
+    def killed_after_some_batches(obj, path):
         real_save(obj, path)
         saves.append(obj["state"])
-        if len(saves) == 5:
+        if len(saves) == kill_after:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(evaluate, "atomic_save", killed_after_five_batches)
-    out = tmp_path / "resumed.json"
+    monkeypatch.setattr(evaluate, "atomic_save", killed_after_some_batches)
+    out = tmp_path / "new-folder" / "resumed.json"  # a folder that does not exist yet
     with pytest.raises(KeyboardInterrupt):
         evaluate.main(["--ckpt", ckpt, *EVAL_ARGS, "--out", str(out)])
-    assert "cascade" in saves[-1] and not out.exists()  # stopped inside the cascade
+    assert ("cascade" in saves[-1]) == (stage == "cascade") and not out.exists()  # stopped inside PGD-20 or the cascade
     monkeypatch.setattr(evaluate, "atomic_save", real_save)
-    with pytest.raises(SystemExit) as refused:  # another eps is refused, the saved state is kept
-        evaluate.main(["--ckpt", ckpt, *EVAL_ARGS, "--eps", "4", "--out", str(out), "--resume"])
-    assert refused.value.code == 2 and os.path.exists(evaluate.progress_file(str(out)))
+    torch.rand(1000)  # the global random stream moves on, as in a new process: the attacks must not read it
+    other = tmp_path / "other.npz"  # other points: a resume on other data is refused too
+    np.savez(other, image=np.zeros((60, 32, 32, 3), np.uint8), label=np.arange(60) % 10)
+    for changed in (["--eps", "4"], ["--test-npz", str(other)]):  # refused, the saved state kept
+        with pytest.raises(SystemExit) as refused:
+            evaluate.main(["--ckpt", ckpt, *EVAL_ARGS, *changed, "--out", str(out), "--resume"])
+        assert refused.value.code == 2 and os.path.exists(evaluate.progress_file(str(out)))
     evaluate.main(["--ckpt", ckpt, *EVAL_ARGS, "--out", str(out), "--resume"])
     straight, resumed = json.loads((tmp_path / "straight.json").read_text()), json.loads(out.read_text())
     assert stable(straight) == stable(resumed)
@@ -150,3 +156,17 @@ def test_bench_checks_its_flags_before_timing_anything(capsys):
         with pytest.raises(SystemExit) as e:
             bench.main(argv)
         assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_resume_of_several_checkpoints_skips_the_ones_already_evaluated(smoke_run, tmp_path, capsys):
+    for name in ("best.pt", "last.pt"):
+        shutil.copy(smoke_run / name, tmp_path / name)
+    evaluate.main(["--ckpt", str(tmp_path / "best.pt"), *EVAL_ARGS, "--attacks", "apgd-ce"])
+    first = (tmp_path / "eval-best.json").read_text()
+    # as if cut off while evaluating last.pt: best.pt has its report and no progress file
+    with pytest.raises(SystemExit):  # last.pt has nothing to resume: its own one-line error, after best.pt is skipped
+        evaluate.main(["--ckpt", str(tmp_path / "best.pt"), str(tmp_path / "last.pt"), *EVAL_ARGS, "--attacks", "apgd-ce",
+                       "--resume"])
+    out, err = capsys.readouterr()
+    assert "eval-best.json: already evaluated" in out and "no saved evaluation" in err and "last-progress.pt" in err
+    assert (tmp_path / "eval-best.json").read_text() == first
