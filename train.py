@@ -240,6 +240,8 @@ def training_loss(model, x, x_adv, y, args, epoch: int) -> tuple:
     wrapper); logits are cast to float32 for the loss.
     """
     method = METHODS[method_key(vars(args))]
+    # deviation: the adversarial batch is forwarded first (the WEAT, MART and MAIL code forward the natural one
+    # first): the same loss and gradient, BatchNorm's running statistics weigh the natural batch a little more
     logits_adv = model(x_adv).float()
     # deviation: one natural forward serves the CE and the KL term (TRADES' code runs model(x) twice; the
     # loss and its gradient are the same, BatchNorm statistics see the natural batch once per step).
@@ -487,7 +489,8 @@ def setup_distributed(args) -> tuple:
 
 def seed_epoch(seed: int, epoch: int) -> None:
     """Seed the global RNG (attack noise) from (seed, epoch), so a resumed run replays it exactly."""
-    # deviation: randomness seeded per epoch rather than carried over as RNG state (what makes resume exact)
+    # deviation: randomness seeded per epoch rather than carried over as RNG state (what makes resume exact);
+    # on the CPU the batch order (data.Batches) is seeded alike, so it reads the same numbers as the attack noise
     torch.manual_seed(seed * 1_000_003 + epoch)
 
 
@@ -531,6 +534,10 @@ def resume_state(args, training: "Training", write: bool = True) -> list:
         training.scaler.load_state_dict(ckpt["scaler"])
     if write:
         write_log(args.out_dir, ckpt["history"])  # drops a line written after the last checkpoint, if any
+        best = os.path.join(args.out_dir, "best.pt")
+        if select_epoch(ckpt["history"], args.select, args.epochs) == ckpt["epoch"] and (
+                not os.path.isfile(best) or load_checkpoint(best, "cpu")["epoch"] != ckpt["epoch"]):
+            shutil.copyfile(os.path.join(args.out_dir, "last.pt"), best)  # killed between last.pt and best.pt
     return ckpt["history"]
 
 
@@ -644,8 +651,9 @@ def validation_key(history: list) -> str:
 
 
 def save_epoch(args, training: Training, history: list, snapshot: dict = None) -> None:
-    """The epoch's energy snapshot, best.pt (if --select picks this epoch), last.pt, then the log line;
-    rank 0 only. Each before the next, so a kill in between replays this epoch."""
+    """The epoch's energy snapshot, last.pt, best.pt (if --select picks this epoch), then the log line;
+    rank 0 only. A kill before last.pt replays this epoch; a kill after it leaves best.pt for resume_state to
+    bring up to date (best.pt never holds an epoch that last.pt and the log do not)."""
     row = history[-1]
     if snapshot is not None:
         folder = os.path.join(args.out_dir, SNAPSHOT_DIR)
@@ -656,9 +664,9 @@ def save_epoch(args, training: Training, history: list, snapshot: dict = None) -
     state = {"optimizer": training.optimizer.state_dict(), "scheduler": training.scheduler.state_dict(),
              "scaler": training.scaler.state_dict(), "epoch": row["epoch"], "args": vars(args), "metrics": row,
              "history": history}
+    save_checkpoint(os.path.join(args.out_dir, "last.pt"), training.nets.model, training.config, **state)
     if select_epoch(history, args.select, args.epochs) == row["epoch"]:
         save_checkpoint(os.path.join(args.out_dir, "best.pt"), training.nets.model, training.config, **state)
-    save_checkpoint(os.path.join(args.out_dir, "last.pt"), training.nets.model, training.config, **state)
     with open(os.path.join(args.out_dir, "log.jsonl"), "a") as f:
         f.write(json.dumps(row) + "\n")
 

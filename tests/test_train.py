@@ -420,3 +420,13 @@ def test_resume_takes_another_spelling_of_the_folder_and_another_device(tmp_path
     again = tiny_train_args(str(tmp_path / "run") + "/", "--resume", "--no-channels-last")
     train.run(again)  # a trailing slash and channels-last off (as on a GPU) are not other settings
     assert [r["epoch"] for r in read_log(tmp_path / "run")] == [1, 2]
+
+
+def test_a_kill_between_last_pt_and_best_pt_is_repaired_on_resume(tmp_path):
+    train.run(tiny_train_args(tmp_path / "run", "--select", "last"))
+    stale = load_checkpoint(str(tmp_path / "run" / "best.pt"))
+    stale["epoch"] = 1  # as if killed after epoch 2's last.pt, before its best.pt: best.pt still holds epoch 1
+    torch.save(stale, tmp_path / "run" / "best.pt")
+    train.run(tiny_train_args(tmp_path / "run", "--select", "last", "--resume"))
+    best, last = load_checkpoint(str(tmp_path / "run" / "best.pt")), load_checkpoint(str(tmp_path / "run" / "last.pt"))
+    assert best["epoch"] == last["epoch"] == 2 and all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
