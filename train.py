@@ -706,7 +706,7 @@ def run_epoch(args, training: Training, epoch: int, rank: int, world: int) -> tu
     start = time.time()
     seed_epoch(args.seed * world + rank, epoch)
     training.train_batches.set_epoch(epoch)
-    snapshot = EnergySnapshot(args.energy_snapshot, args.device) if args.energy_snapshot else None
+    snapshot = EnergySnapshot(len(training.snapshot_labels), args.device) if args.energy_snapshot else None
     row = {"epoch": epoch, **train_epoch(training.nets, training.train_batches, training.optimizer, training.scheduler, args,
                                          epoch, training.scaler, snapshot)}
     eps, model = args.eps * PIXEL, training.nets.compiled

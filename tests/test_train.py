@@ -293,7 +293,7 @@ def test_select_energy_keeps_the_epoch_of_the_energy_rule(tmp_path):
 def test_training_on_every_image_test_every_and_energy_snapshots(tmp_path):
     rows = train.run(tiny_train_args(tmp_path, "--val-size", "0", "--select", "last", "--epochs", "3",
                                      "--test-every", "2", "--test-examples", "40", "--test-steps", "3",
-                                     "--energy-snapshot", "600", "--log-every", "1"))
+                                     "--energy-snapshot", "700", "--log-every", "1"))  # more than the 600 images
     assert all(r["val_pgd_acc"] is None and r["val_nat_acc"] is None for r in rows)
     assert [r["test_pgd_acc"] is not None for r in rows] == [False, True, True]  # every 2nd epoch and the last
     assert 0 <= rows[1]["test_pgd_acc"] <= rows[1]["test_nat_acc"] <= 1
