@@ -56,3 +56,15 @@ def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke-run")
     train.run(tiny_train_args(out, "--weat", "adv"))
     return out
+
+
+def help_entries(parser) -> dict:
+    """Each option's help text, by its first flag, as one line."""
+    entries = {}
+    for line in parser.format_help().split("options:")[1].splitlines():
+        if line.startswith("  -"):
+            flag, _, text = line.strip().partition(" ")
+            entries[flag.rstrip(",")] = text
+        elif line.strip():
+            entries[flag.rstrip(",")] += " " + line.strip()
+    return entries

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 import generate as G
-from conftest import HANG_TIMEOUT, ROOT
+from conftest import HANG_TIMEOUT, ROOT, help_entries
 from energy import energy_xy
 
 
@@ -208,17 +208,6 @@ def test_unknown_metric_names_are_refused_before_any_work(tmp_path, capsys, name
     assert lines[0].startswith("generate.py: error:") and "fid,is,kid,lpips" in lines[0]
     assert not (tmp_path / "gen").exists()
 
-
-def help_entries(parser) -> dict:
-    """Each option's help text, by its first flag, as one line."""
-    entries = {}
-    for line in parser.format_help().split("options:")[1].splitlines():
-        if line.startswith("  -"):
-            flag, _, text = line.strip().partition(" ")
-            entries[flag.rstrip(",")] = text
-        elif line.strip():
-            entries[flag.rstrip(",")] += " " + line.strip()
-    return entries
 
 
 def test_help_states_each_default_once():

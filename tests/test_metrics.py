@@ -10,7 +10,7 @@ import torch
 import torchvision
 
 import metrics
-from conftest import HANG_TIMEOUT, ROOT
+from conftest import HANG_TIMEOUT, ROOT, help_entries
 from metrics import FIDInceptionV3, frechet_distance, inception_score, kid
 
 
@@ -353,17 +353,6 @@ def test_a_report_that_cannot_be_written_is_one_line_and_leaves_the_old_report_w
     assert stop.value.code == 2 and line.startswith("metrics.py: error:") and "metrics.json.tmp" in line
     assert (tmp_path / "metrics.json").read_text() == '{"old": 1}'
 
-
-def help_entries(parser) -> dict:
-    """Each option's help text, by its first flag, as one line."""
-    entries = {}
-    for line in parser.format_help().split("options:")[1].splitlines():
-        if line.startswith("  -"):
-            flag, _, text = line.strip().partition(" ")
-            entries[flag.rstrip(",")] = text
-        elif line.strip():
-            entries[flag.rstrip(",")] += " " + line.strip()
-    return entries
 
 
 def test_help_states_each_default_once():
