@@ -511,7 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "returns: the last iterate of the PGD attacks, the last misclassified iterate of APGD, "
                         "and x itself where APGD, FAB, Square or CW-L2 fail. first-adversarial: the point robust "
                         "accuracy is measured on: the first one that fools the model (targeted attacks: that "
-                        "reaches the target), else the highest-loss one (docs/analysis.md has a table per attack)")
+                        "reaches the target), else the attack's own fallback (the highest-loss iterate for PGD and APGD; "
+                        "docs/analysis.md has a table per attack)")
     a.add_argument("--attack-seeds", type=int, default=1,
                    help="run each attack that uses random numbers (a random start, restart or target: all but fab) "
                         "N times, with seeds --seed to --seed + N - 1; the energy shifts reported are then those of "

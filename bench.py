@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    p.add_argument("--quick", action="store_true", help="fewer repeats and a smaller batch: under a minute on a CPU")
+    p.add_argument("--quick", action="store_true", help="3 repeats of shorter runs (on the CPU also batch 32): under a minute on a CPU")
     p.add_argument("--width", type=int, default=16, help="ResNet-18 width of the three ratios (on any device; the CUDA "
                                                           "epoch throughput uses the full networks)")
     p.add_argument("--batch-size", type=int, default=128, help="batch of the training step and APGD (--quick on the "

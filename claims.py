@@ -340,7 +340,7 @@ def intervention(rows: list, pairs: list) -> dict:
     elif shrinks(der) and not shrinks(control) and below(between):
         verdict = "the alignment matters: DER shrinks the fall, the control does not, and DER's fall is below the control's"
     elif shrinks(der) and not shrinks(control) and above(between):
-        verdict = "not told apart: DER shrinks the fall; the control's is below DER's, though not shown below SAT's"
+        verdict = "the control's fall is lower: DER shrinks the fall; the control's is below DER's, though not shown below SAT's"
     elif shrinks(der) and not shrinks(control):
         verdict = "DER shrinks the fall; the control's shrinking is not shown, nor told apart from DER's"
     elif shrinks(der) and below(between):

@@ -37,18 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attacks", default=",".join(STANDARD_ATTACKS),
                    help="cascade, comma-separated: apgd-ce, apgd-dlr, apgd-t, fab-t, square, pgd-20")
     p.add_argument("--n-examples", type=int, default=None,
-                   help="first n test points (default: the whole test split, e.g. 10,000 for CIFAR, 26,032 for SVHN)")
+                   help="first n test points (default: the whole test split, e.g. 10,000 for CIFAR, 26,032 for SVHN)"
+                        + "%(default).0s")
     p.add_argument("--cascade-examples", type=int, default=None,
                    help="run the cascade on the first n of those points only (PGD-20 still on all; 0: no cascade); "
-                        "default: all of them")
+                        "default: all of them" + "%(default).0s")
     p.add_argument("--eps", type=float, default=8.0, help="Linf radius in pixels (8 means 8/255)")
     p.add_argument("--n-iter", type=int, default=ATTACK_SETTINGS["n_iter"], help="APGD / FAB iterations")
     p.add_argument("--n-queries", type=int, default=ATTACK_SETTINGS["n_queries"], help="Square queries")
     p.add_argument("--batch-size", type=int, default=500, help="points per attack batch")
     p.add_argument("--seed", type=int, default=0, help="seeds every attack")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    p.add_argument("--data-dir", default=None, help="default: the one stored in the checkpoint")
-    p.add_argument("--test-npz", default=None, help="default: the one stored in the checkpoint")
+    p.add_argument("--data-dir", default=None, help="where the data set is read from (default: the one stored in the "
+                                                    "checkpoint; with --robustbench, data)" + "%(default).0s")
+    p.add_argument("--test-npz", default=None, help="evaluate on this npz instead (default: the checkpoint's test "
+                                                    "split)" + "%(default).0s")
     p.add_argument("--out", default=None, help="JSON report of one model (default: eval-<ckpt name>.json beside the "
                    "checkpoint; runs/robustbench/eval-<name>.json for --robustbench)")
     p.add_argument("--resume", action="store_true",
@@ -181,9 +184,11 @@ def evaluate_one(args, ckpt: str = None) -> dict:
     if args.resume and not os.path.isfile(progress) and os.path.isfile(out):  # finished before the cut (several --ckpt)
         with open(out) as f:
             done = json.load(f)
-        if done.get("points_sha256") == points and done.get("checkpoint_sha256") == checkpoint_hash:
-            print(f"{out}: already evaluated")
-            return done
+        if done.get("settings") != identity:
+            raise EvaluationError(f"--resume: {out} was made with other settings or points; leave out --resume to "
+                                  "evaluate again")
+        print(f"{out}: already evaluated")
+        return done
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)  # the progress file is saved beside the report
     resume = load_progress(progress, identity) if args.resume else None
     started = time.time()
@@ -193,7 +198,7 @@ def evaluate_one(args, ckpt: str = None) -> dict:
                             **settings)
     report = {"checkpoint": info["source"], "checkpoint_sha256": identity["checkpoint_sha256"],
               "dataset": info["args"]["dataset"], "test_npz": args.test_npz or info["args"].get("test_npz"),
-              "points_sha256": points, "batch_size": args.batch_size, "split": "test", "n": n, "cascade_n": cascade_n, "index_rule": INDEX_RULE,
+              "points_sha256": points, "batch_size": args.batch_size, "settings": identity, "split": "test", "n": n, "cascade_n": cascade_n, "index_rule": INDEX_RULE,
               "eps_pixels": args.eps,
               "eps": args.eps * PIXEL, "attacks": attacks, "attack_settings": settings,
               "pgd20_settings": {"steps": PGD20_STEPS, "step_size": PGD20_STEP_SIZE, "loss": "ce", "random_start": True},

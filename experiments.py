@@ -113,8 +113,9 @@ CLAIMS_AUG_TRAIN = with_flags(CLAIMS_TRAIN, augment="flip", lr_drops=[10, 30])
 CONTROL_WEIGHT_DECAY = "0.0175"
 CLAIMS_METHODS = {**{k: METHODS[k] for k in ("sat", "trades", "weat-adv")}, "sat-der": list(METHOD_TABLE["sat-der"].flags),
                   "sat-wd": METHODS["sat"] + ["--weight-decay", CONTROL_WEIGHT_DECAY]}
-# Robust overfitting at the paper's scale (its Fig. 1): the piecewise schedule under which it shows on the whole
-# of CIFAR-10 (Rice et al. 2020; x0.1 after epochs 50 and 75 of 100), test PGD on 1,000 test points every epoch.
+# Robust overfitting at the paper's scale (its Fig. 1): a piecewise schedule, under which it shows on the whole of
+# CIFAR-10 (Rice et al. 2020: 200 epochs, drops at 100 and 150; here x0.1 after epochs 50 and 75 of 100), test PGD on
+# 1,000 test points every epoch.
 OVERFITTING_TRAIN = ["--lr-schedule", "piecewise", "--test-every", "1"]
 # The paper's headline claim (WEAT improves robust accuracy) at CPU scale: the paper's recipe (OneCycle, lr 0.1,
 # batch 128, crop + flip, K = 10, beta 6, best-late selection: the train.py defaults) made small enough for
@@ -552,8 +553,8 @@ def accuracy_table(r: dict) -> str:
                   f"Detectable: the smallest true difference a paired t-test on these seeds finds 80% of the time "
                   f"(two-sided, 5%), at the observed seed-to-seed spread of the differences (itself uncertain on 3 "
                   f"seeds); verdicts: holds or reversed where the interval excludes 0 on the paper's side or the other, "
-                  f"does not hold here where it holds 0 and excludes the paper's margin, not shown at this scale where "
-                  f"it holds both (a measure the paper lacks takes the side of the pair's PGD-20 margin); minutes: the mean over seeds of a "
+                  f"does not hold here where it contains 0 and excludes the paper's margin, not shown at this scale where "
+                  f"it contains both (a measure the paper lacks takes the side of the pair's PGD-20 margin); minutes: the mean over seeds of a "
                   f"run's logged epoch times and of its evaluations' logged times; paper's margin: the paper's "
                   f"ResNet-18 CIFAR-10 figures (PGD-20, AutoAttack), {PAPER_SOURCE}.)"]
     return "\n".join(lines)

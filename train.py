@@ -1,5 +1,5 @@
 """Adversarial training: WEAT-adv and WEAT-nat (the paper's method), and the baselines TRADES, SAT
-(PGD-AT), MART, MAIL-TR and natural training (the methods table: methods.py).
+(PGD-AT), MART, MAIL-TR, SAT + DER and natural training (the methods table: methods.py).
 
     python train.py --weat adv                      # WEAT-adv, ResNet-18, CIFAR-10, the paper's settings
     python train.py --loss sat                      # the PGD-AT baseline
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", type=float, default=8.0, help="Linf radius in pixels (8 means 8/255)")
     p.add_argument("--step-size", type=float, default=2.0, help="attack step in pixels")
     p.add_argument("--steps", type=int, default=10, help="attack steps K during training")
-    p.add_argument("--train-subset", type=int, default=None, help="train on the first N training images")
+    p.add_argument("--train-subset", type=int, default=None, help="train on the first N training images left after the validation hold-out")
     p.add_argument("--balanced-subset", action="store_true",
                    help="--train-subset takes the first N / K images of each of the K classes (the same share each)")
     p.add_argument("--augment", choices=AUGMENTATIONS, default="crop-flip",

@@ -77,20 +77,22 @@ def test_the_lag_simulation_measures_the_rule_on_flat_and_lagged_runs():
     assert rates["lag -6"]["precedes"] > 0.5 and rates["lag +0"]["accompanies"] > 0.7 and rates["lag +6"]["follows"] > 0.7
 
 
-def arms(der_fall, control_fall, control_dE_divergence, der_dE_end=-0.05, between_ci95=0.02):
+def arms(der_fall, control_fall, control_dE_divergence, der_dE_end=-0.05, between_ci95=0.02, control_ci95=0.02):
     """Method rows and paired falls for the intervention verdict: SAT falls by 0.08 on 5 seeds."""
     row = lambda method, fall, end, divergence: {"method": method, "window_gap": fall, "dE_end": end, "dE_end_ci95": 0.05,  # noqa: E731
                                                   "dE_divergence": divergence, "dE_divergence_ci95": 0.05}
     rows = [row("sat", 0.08, -0.8, -0.7), row("sat-der", der_fall, der_dE_end, -0.01),
             row("sat-wd", control_fall, -0.5, control_dE_divergence), row("trades", 0.06, -0.1, -0.1)]
-    pair = lambda b, fall: {"methods": ["sat", b], "difference": 0.08 - fall, "ci95": 0.02}  # noqa: E731
+    pair = lambda b, fall, half: {"methods": ["sat", b], "difference": 0.08 - fall, "ci95": half}  # noqa: E731
     between = {"methods": ["sat-der", "sat-wd"], "difference": der_fall - control_fall, "ci95": between_ci95}
-    return rows, [pair("sat-der", der_fall), pair("sat-wd", control_fall), between]
+    return rows, [pair("sat-der", der_fall, 0.02), pair("sat-wd", control_fall, control_ci95), between]
 
 
-@pytest.mark.parametrize("der,control,divergence,der_end,between_ci95,verdict", [
+@pytest.mark.parametrize("der,control,divergence,der_end,between_ci95,verdict", [  # the control's pair: ± 0.02, or 0.05
     (0.01, 0.08, -0.5, -0.05, 0.02, "the alignment matters"),
     (0.01, 0.08, -0.5, -0.05, 0.09, "DER shrinks the fall; the control's shrinking is not shown, nor told apart"),
+    (0.03, 0.065, -0.5, -0.05, 0.05, "DER shrinks the fall; the control's shrinking is not shown, nor told apart"),
+    (0.05, 0.04, -0.5, -0.05, 0.005, "the control's fall is lower"),  # the control's spread too wide to shrink
     (0.03, 0.065, -0.5, -0.05, 0.01, "the alignment matters"),  # the control's shrinking not shown, DER's fall lower
     (0.03, 0.01, -0.5, -0.05, 0.01, "memorisation, not alignment"),  # both shrink, the control's fall the lower
     (0.01, 0.05, -0.5, -0.05, 0.01, "the alignment adds to less memorisation"),  # both shrink, DER's fall the lower
@@ -101,7 +103,8 @@ def arms(der_fall, control_fall, control_dE_divergence, der_dE_end=-0.05, betwee
     (0.01, 0.08, -0.5, -0.5, 0.02, "no verdict"),
 ])
 def test_the_intervention_verdict_reaches_each_outcome(der, control, divergence, der_end, between_ci95, verdict):
-    assert claims.intervention(*arms(der, control, divergence, der_end, between_ci95))["verdict"].startswith(verdict)
+    control_ci95 = 0.05 if verdict == "the control's fall is lower" else 0.02
+    assert claims.intervention(*arms(der, control, divergence, der_end, between_ci95, control_ci95))["verdict"].startswith(verdict)
 
 
 def test_one_seed_of_the_arms_gives_no_intervention_verdict():

@@ -170,3 +170,6 @@ def test_a_resume_of_several_checkpoints_skips_the_ones_already_evaluated(smoke_
     out, err = capsys.readouterr()
     assert "eval-best.json: already evaluated" in out and "no saved evaluation" in err and "last-progress.pt" in err
     assert (tmp_path / "eval-best.json").read_text() == first
+    with pytest.raises(SystemExit):  # a report made with other settings is not taken as done
+        evaluate.main(["--ckpt", str(tmp_path / "best.pt"), *EVAL_ARGS, "--attacks", "apgd-ce", "--eps", "4", "--resume"])
+    assert "was made with other settings or points" in capsys.readouterr().err

@@ -6,6 +6,7 @@ downloading anything when pnet_rand=True):
 
     python tools/reference_lpips.py
 """
+import argparse
 import os
 import sys
 
@@ -18,7 +19,11 @@ TOLERANCE = 1e-4  # largest relative difference of a per-pair distance that pass
 
 
 def main():
-    import lpips
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    try:
+        import lpips
+    except ImportError:
+        sys.exit("reference_lpips.py: error: needs the lpips package: pip install lpips==0.1.4")
     torch.manual_seed(0)
     reference = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False).eval()
     ours = metrics.LPIPS(backbone=None, linear=os.path.join(os.path.dirname(lpips.__file__), "weights/v0.1/alex.pth"))
