@@ -20,8 +20,8 @@ from attacks import PIXEL
 from data import DataError, split_of_run, to_unit
 from energy import energy_x, energy_xy, weat_weights
 from methods import METHODS, method_key, method_name, training_attack
-from models import (CheckpointError, add_classifier_flags, add_zoo_flags, load_classifier, resolve_device, run_command,
-                    write_json)
+from models import (DEFAULT_IN_HELP, CheckpointError, add_classifier_flags, add_zoo_flags, load_classifier,
+                    resolve_device, run_command, write_json)
 
 # ---------------------------------------------------------------------------------------------------
 # Energy analysis (Section 3): library functions that apply to any classifier
@@ -435,7 +435,6 @@ def load_points(args, device: str, train: bool = False) -> tuple:
     return model, to_unit(split.images[:n].to(device)), split.labels[:n].to(device), info
 
 
-DEFAULT_IN_HELP = "%(default).0s"  # tells ArgumentDefaultsHelpFormatter the help text states the default
 ENERGY_DIR = os.path.join("runs", "energy")  # the default output folder of RobustBench models: ENERGY_DIR/NAME
 EXAMPLES = "examples:\n" + "\n".join(line for line in __doc__.splitlines() if line.lstrip().startswith("python "))
 DESCRIPTIONS = {

@@ -298,8 +298,8 @@ def correlations(runs: list) -> dict:
             for name in ("dE fell by", "final training robust accuracy")}
 
 
-def shrinks(pair) -> bool:
-    """SAT's fall minus an arm's, seed by seed: its 95% interval lies above 0."""
+def above(pair) -> bool:
+    """The first method's fall minus the second's, seed by seed: its 95% interval lies above 0."""
     return pair is not None and pair["ci95"] is not None and pair["difference"] - pair["ci95"] > 0
 
 
@@ -308,9 +308,9 @@ def below(pair) -> bool:
     return pair is not None and pair["ci95"] is not None and pair["difference"] + pair["ci95"] < 0
 
 
-def above(pair) -> bool:
-    """The first method's fall minus the second's, seed by seed: its 95% interval lies above 0."""
-    return pair is not None and pair["ci95"] is not None and pair["difference"] - pair["ci95"] > 0
+def shrinks(pair) -> bool:
+    """An arm shrinks SAT's fall: SAT's fall minus the arm's lies above 0 (pair (SAT, arm))."""
+    return above(pair)
 
 
 def intervention(rows: list, pairs: list) -> dict:

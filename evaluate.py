@@ -22,8 +22,8 @@ from scipy import stats
 
 from attacks import PGD20_STEP_SIZE, PGD20_STEPS, PIXEL, STANDARD_ATTACKS, attack_by_name, autoattack, eval_mode, predict, sanity_checks, square_flag
 from data import DataError, split_of_run, to_unit
-from models import (CheckpointError, add_classifier_flags, atomic_save, load_classifier, load_weights_only,
-                    resolve_device, run_command, sha256_of)
+from models import (DEFAULT_IN_HELP, CheckpointError, add_classifier_flags, atomic_save, load_classifier,
+                    load_weights_only, resolve_device, run_command, sha256_of)
 
 ATTACK_SETTINGS = {"n_iter": 100, "n_queries": 5000, "n_target_classes": 9, "n_restarts": 1}  # AA "standard"
 INDEX_RULE = "the first n points of the test split, in the data set's order"
@@ -38,10 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cascade, comma-separated: apgd-ce, apgd-dlr, apgd-t, fab-t, square, pgd-20")
     p.add_argument("--n-examples", type=int, default=None,
                    help="first n test points (default: the whole test split, e.g. 10,000 for CIFAR, 26,032 for SVHN)"
-                        + "%(default).0s")
+                        + DEFAULT_IN_HELP)
     p.add_argument("--cascade-examples", type=int, default=None,
                    help="run the cascade on the first n of those points only (PGD-20 still on all; 0: no cascade); "
-                        "default: all of them" + "%(default).0s")
+                        "default: all of them" + DEFAULT_IN_HELP)
     p.add_argument("--eps", type=float, default=8.0, help="Linf radius in pixels (8 means 8/255)")
     p.add_argument("--n-iter", type=int, default=ATTACK_SETTINGS["n_iter"], help="APGD / FAB iterations")
     p.add_argument("--n-queries", type=int, default=ATTACK_SETTINGS["n_queries"], help="Square queries")
@@ -49,9 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seeds every attack")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--data-dir", default=None, help="where the data set is read from (default: the one stored in the "
-                                                    "checkpoint; with --robustbench, data)" + "%(default).0s")
+                                                    "checkpoint; with --robustbench, data)" + DEFAULT_IN_HELP)
     p.add_argument("--test-npz", default=None, help="evaluate on this npz instead (default: the checkpoint's test "
-                                                    "split)" + "%(default).0s")
+                                                    "split)" + DEFAULT_IN_HELP)
     p.add_argument("--out", default=None, help="JSON report of one model (default: eval-<ckpt name>.json beside the "
                    "checkpoint; runs/robustbench/eval-<name>.json for --robustbench)")
     p.add_argument("--resume", action="store_true",

@@ -35,7 +35,7 @@ import claims
 from claims import epoch_columns, mean_interval
 from analysis import plot_curves, read_log
 from methods import METHODS as METHOD_TABLE
-from models import load_checkpoint, provenance, sha256_of, write_json
+from models import DEFAULT_IN_HELP, load_checkpoint, provenance, sha256_of, write_json
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 PAPER_SOURCE = ("transcribed from a summary of the paper's tables (Mirza et al. 2024, arXiv 2407.06315): targets to "
@@ -177,10 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("runset", choices=RUNSETS, help="the experiment set")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 per method (default: 3; 5 for claims-cpu; 1 for "
-                                                           "overfitting and smoke)" + "%(default).0s")
+                                                           "overfitting and smoke)" + DEFAULT_IN_HELP)
     p.add_argument("--methods", default=None, help="comma-separated subset of the set's methods (default: all; "
                                                    "`--dry-run` lists a set's names, an unknown one is refused with the "
-                                                   "list)" + "%(default).0s")
+                                                   "list)" + DEFAULT_IN_HELP)
     p.add_argument("--dry-run", action="store_true", help="print the commands and the estimated GPU time, run nothing")
     p.add_argument("--device", default="auto", help="passed to train.py and evaluate.py")
     p.add_argument("--fast", action="store_true", help="train with --amp bf16 --channels-last --compile (GPUs; on the one GPU measured, slower than the float32 default: results/gpu-h200.json)")
@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, kind in (("epochs", int), ("width", int), ("train-subset", int), ("steps", int), ("val-size", int),
                        ("eval-examples", int), ("train-npz", str), ("test-npz", str), ("n-examples", int),
                        ("attacks", str), ("n-iter", int), ("n-queries", int)):
-        shrink.add_argument(f"--{name}", type=kind, default=None, help="default: the set's setting" + "%(default).0s")
+        shrink.add_argument(f"--{name}", type=kind, default=None, help="default: the set's setting" + DEFAULT_IN_HELP)
     return p
 
 

@@ -25,14 +25,13 @@ import metrics
 from data import DataError, Split, split_of_run
 from energy import energy_x, energy_xy
 from metrics import MetricsError
-from models import (CheckpointError, add_classifier_flags, load_classifier, resolve_device, run_command, sha256_of,
-                    write_json)
+from models import (DEFAULT_IN_HELP, CheckpointError, add_classifier_flags, load_classifier, resolve_device,
+                    run_command, sha256_of, write_json)
 
 INITS = ("pca", "gaussian", "uniform")
 OBJECTIVES = ("energy_xy", "ce", "energy_x")
 CIFAR10_CLASSES = ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 GAUSSIAN_JITTER = 1e-4  # added to the class covariance's diagonal so its Cholesky factor exists
-DEFAULT_IN_HELP = "%(default).0s"  # tells ArgumentDefaultsHelpFormatter the help text states the default
 
 
 class GenerationError(RuntimeError):
@@ -294,14 +293,9 @@ def check_args(args) -> None:
         raise ValueError("--retained-variance (and --sweep-variance) must lie in [0, 1], --sigma-pca >= 0")
     if sum(map(bool, (args.compare_inits, args.compare_samplers, args.sweep_pca or args.sweep_variance))) > 1:
         raise ValueError("--compare-inits, --compare-samplers and --sweep-pca/--sweep-variance go one at a time")
-    unknown = [m for m in metric_names(args.metrics) if m not in metrics.METRICS]
+    unknown = [m for m in metrics.metric_names(args.metrics) if m not in metrics.METRICS]
     if unknown:
         raise ValueError(f"unknown --metrics name(s) {', '.join(unknown)}; choose from {','.join(metrics.METRICS)}")
-
-
-def metric_names(text: str) -> list:
-    """The names in a comma-separated --metrics value."""
-    return [m.strip() for m in text.split(",") if m.strip()]
 
 
 def class_names_for(num_classes: int, dataset: str, train_npz: str = None):
@@ -379,7 +373,7 @@ def lpips_net(args):
 
 def sample_metrics(args, samples: torch.Tensor, y: torch.Tensor, train, device) -> dict:
     """FID / IS / KID / LPIPS diversity of the samples against the training set, through metrics.py."""
-    which = metric_names(args.metrics)
+    which = metrics.metric_names(args.metrics)
     images, results, warnings = (samples * 255).round().to(torch.uint8), {}, []
     if set(which) & {"fid", "is", "kid"}:
         net = metrics.FIDInceptionV3(weights=None if args.inception_weights == "random" else args.inception_weights)
@@ -428,7 +422,7 @@ def run(args) -> dict:
         write_run(out, samples, y, x0, trace, args.grid_columns, names)
         table[label] = {"settings": change, "accuracy": trace[-1]["accuracy"], "E_xy": trace[-1]["E_xy"],
                         **within_class_diversity(samples, y, lpips, device)}
-        if metric_names(args.metrics):
+        if metrics.metric_names(args.metrics):
             table[label]["metrics"] = sample_metrics(args, samples, y, train, device)
             write_json(os.path.join(out, "metrics.json"), table[label]["metrics"])
         first_per_class.append(torch.stack([samples[y == c][0] for c in y.unique()]))

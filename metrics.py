@@ -46,7 +46,7 @@ LPIPS_TAPS = (1, 4, 7, 9, 11)  # AlexNet's ReLUs after conv1 ... conv5 (indices 
 LPIPS_CHANNELS = (64, 192, 384, 256, 256)
 NORM_EPS = 1e-10  # unit-normalising features: x / (||x||_2 over channels + 1e-10), as the lpips code
 DIVERSITY_PAIRS = 500  # random same-class pairs per class for the diversity figures
-DEFAULT_IN_HELP = "%(default).0s"  # tells ArgumentDefaultsHelpFormatter the help text states the default
+DEFAULT_IN_HELP = "%(default).0s"  # as models.DEFAULT_IN_HELP: metrics.py imports nothing of the repo (copy it alone)
 
 
 class MetricsError(ValueError):

@@ -289,6 +289,7 @@ def load_model(path: str, map_location="cpu") -> tuple:
 ROBUSTBENCH_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 ROBUSTBENCH_DOWNLOADS = ("cifar10", "cifar100")  # the zoo's data sets whose images data.py downloads
 ROBUSTBENCH_INSTALL = "pip install robustbench 'setuptools<81'"
+DEFAULT_IN_HELP = "%(default).0s"  # ends a help text that states its own default: ArgumentDefaultsHelpFormatter adds none
 
 
 def import_robustbench_utils():
@@ -337,9 +338,9 @@ def add_classifier_flags(parser, several: bool = False) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt", nargs="+" if several else None,
                         help=("checkpoints written by train.py" if several else "a checkpoint written by train.py")
-                        + "%(default).0s")
+                        + DEFAULT_IN_HELP)
     source.add_argument("--robustbench", metavar="NAME", help="a RobustBench zoo model, e.g. Wong2020Fast "
-                        f"(needs {ROBUSTBENCH_INSTALL})" + "%(default).0s")
+                        f"(needs {ROBUSTBENCH_INSTALL})" + DEFAULT_IN_HELP)
     add_zoo_flags(parser)
 
 

@@ -28,8 +28,8 @@ from attacks import PGD20_STEP_SIZE, PGD20_STEPS, PIXEL, eval_mode, outside_ball
 from data import CROP_PADDING, DATASETS, Batches, DataError, fits_on_device, load_data
 from energy import WEAT_TERMS, WEIGHT_FNS, energy_pick, energy_x, energy_xy
 from methods import DER_BETA, LOSSES, METHODS, method_key, method_name, training_attack
-from models import (MODEL_NAMES, CheckpointError, build_model, first_line, load_checkpoint, model_config,
-                    resolve_device, run_command, save_checkpoint)
+from models import (DEFAULT_IN_HELP, MODEL_NAMES, CheckpointError, build_model, first_line, load_checkpoint,
+                    model_config, resolve_device, run_command, save_checkpoint)
 
 SCHEDULES = ("onecycle", "piecewise")
 AUGMENTATIONS = ("crop-flip", "flip", "none")
@@ -52,7 +52,6 @@ LOG_EVERY = 4
 FAULT_CHECK_EVERY = 20  # deviation: faults are read every 20 steps, not every step; steps between the host reads of the non-finite / eps-ball flag (one sync each)
 VAL_ALL_SEED = 7_919  # offsets --val-all's random stream from the epoch's own seed (seed_epoch)
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-DEFAULT_IN_HELP = "%(default).0s"  # tells ArgumentDefaultsHelpFormatter the help text states the default
 
 
 class TrainingError(RuntimeError):
