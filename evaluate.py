@@ -5,8 +5,9 @@
     python evaluate.py --robustbench Wong2020Fast --n-examples 1000 --out runs/zoo/wong2020fast.json
 
 Points are the first --n-examples of the data set's test split (the whole split by default). PGD-20 (CE, step
-2/255, uniform start) runs on every point; the cascade runs each attack only on the points still robust,
-and a point counts as robust only if every attack failed on it. Clean and robust accuracy are reported
+2/255, uniform start) runs on every point; the cascade (on all of them, or on --cascade-examples of them from
+--cascade-start) runs each attack only on the points still robust, and a point counts as robust only if
+every attack failed on it. Clean and robust accuracy are reported
 on the same points, with 95% Clopper-Pearson intervals.
 """
 import argparse
@@ -40,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first n test points (default: the whole test split, e.g. 10,000 for CIFAR, 26,032 for SVHN)"
                         + DEFAULT_IN_HELP)
     p.add_argument("--cascade-examples", type=int, default=None,
-                   help="run the cascade on the first n of those points only (PGD-20 still on all; 0: no cascade); "
-                        "default: all of them" + DEFAULT_IN_HELP)
+                   help="run the cascade on n of those points only, from --cascade-start (PGD-20 still on all; 0: no "
+                        "cascade); default: all of them" + DEFAULT_IN_HELP)
+    p.add_argument("--cascade-start", type=int, default=0,
+                   help="index of the cascade's first point (the seeds of a set can attack different points)")
     p.add_argument("--eps", type=float, default=8.0, help="Linf radius in pixels (8 means 8/255)")
     p.add_argument("--n-iter", type=int, default=ATTACK_SETTINGS["n_iter"], help="APGD / FAB iterations")
     p.add_argument("--n-queries", type=int, default=ATTACK_SETTINGS["n_queries"], help="Square queries")
@@ -102,14 +105,15 @@ def accuracy_entry(correct: int, n: int, **extra) -> dict:
 
 
 def evaluate_model(model, x, y, eps, attacks, batch_size=500, seed=0, progress=False, resume=None,
-                   on_batch=None, cascade_n: int = None, **settings) -> dict:
+                   on_batch=None, cascade_n: int = None, cascade_start: int = 0, **settings) -> dict:
     """Clean, PGD-20 and cascade results of any classifier on (x, y): per-point masks and a report. PGD-20
-    runs on every point, the cascade on the first `cascade_n` (all by default; 0: none), whose clean
-    accuracy is reported beside it as "clean (cascade points)".
+    runs on every point, the cascade on `cascade_n` points from index `cascade_start` (all by default; 0:
+    none), whose clean accuracy is reported beside it as "clean (cascade points)".
 
     After every attack batch `on_batch(state)` gets the evaluation's state; `resume=state` continues it.
     """
-    m = len(y) if cascade_n is None else min(cascade_n, len(y))
+    s = cascade_start
+    m = len(y) - s if cascade_n is None else min(cascade_n, len(y) - s)
     state = dict(resume or {})
 
     def saver(part):
@@ -129,7 +133,7 @@ def evaluate_model(model, x, y, eps, attacks, batch_size=500, seed=0, progress=F
                                    resume=state.get("pgd"), on_batch=saver("pgd"))
         robust = torch.zeros(0, dtype=torch.bool, device=y.device)
         if m:
-            _, robust = autoattack(model, x[:m], y[:m], eps, attacks, seed, batch_size, cascade_report, progress,
+            _, robust = autoattack(model, x[s:s + m], y[s:s + m], eps, attacks, seed, batch_size, cascade_report, progress,
                                    resume=state.get("cascade"), on_batch=saver("cascade"), **settings)
     n = len(y)
     rows = {"clean": accuracy_entry(int(clean.sum()), n, seconds=clean_seconds),
@@ -137,7 +141,7 @@ def evaluate_model(model, x, y, eps, attacks, batch_size=500, seed=0, progress=F
     if m:
         flags["square_beats_white_box"] = square_flag(cascade_report, m)
         if m < n:
-            rows["clean (cascade points)"] = accuracy_entry(int(clean[:m].sum()), m)
+            rows["clean (cascade points)"] = accuracy_entry(int(clean[s:s + m].sum()), m)
         for row in cascade_report:  # robust accuracy after each attack of the cascade (cumulative)
             rows[f"+{row['attack']}"] = accuracy_entry(row["robust"], m, seconds=row["seconds"], attacked=row["attacked"])
         rows["cascade"] = accuracy_entry(int(robust.sum()), m, seconds=sum(r["seconds"] for r in cascade_report))
@@ -151,8 +155,9 @@ def check_args(args) -> None:
     for key in ("eps", "n_examples", "batch_size", "n_iter", "n_queries"):
         if getattr(args, key) is not None and not getattr(args, key) > 0:
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got {getattr(args, key)}")
-    if args.cascade_examples is not None and args.cascade_examples < 0:
-        raise ValueError(f"--cascade-examples must not be negative, got {args.cascade_examples}")
+    for key in ("cascade_examples", "cascade_start"):
+        if getattr(args, key) is not None and getattr(args, key) < 0:
+            raise ValueError(f"--{key.replace('_', '-')} must not be negative, got {getattr(args, key)}")
     args.attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     if not args.attacks:
         raise ValueError("--attacks names no attack")
@@ -173,11 +178,15 @@ def evaluate_one(args, ckpt: str = None) -> dict:
     n = len(test) if args.n_examples is None else min(args.n_examples, len(test))
     x, y = to_unit(test.images[:n].to(device)), test.labels[:n].to(device)
     settings = {"n_iter": args.n_iter, "n_queries": args.n_queries, "n_target_classes": 9, "n_restarts": 1}
-    cascade_n = n if args.cascade_examples is None else min(args.cascade_examples, n)
+    if args.cascade_start and args.cascade_start >= n:
+        raise EvaluationError(f"--cascade-start {args.cascade_start} is past the last of the {n} points")
+    cascade_start = args.cascade_start or 0
+    cascade_n = n - cascade_start if args.cascade_examples is None else min(args.cascade_examples, n - cascade_start)
     # the points evaluated, by content: a resume on other data (another --test-npz, --data-dir) is refused
     points = hashlib.sha256(test.images[:n].contiguous().numpy().tobytes() + test.labels[:n].numpy().tobytes()).hexdigest()
     checkpoint_hash = sha256_of(info["file"]) if os.path.isfile(info["file"]) else None  # RobustBench ensembles: no one file
-    identity = {"attacks": attacks, "eps_pixels": args.eps, "n": n, "cascade_n": cascade_n, "seed": args.seed,
+    identity = {"attacks": attacks, "eps_pixels": args.eps, "n": n, "cascade_n": cascade_n,
+                "cascade_start": cascade_start, "seed": args.seed,
                 "batch_size": args.batch_size, "checkpoint_sha256": checkpoint_hash, "points_sha256": points, **settings}
     out = report_path(args, ckpt)
     progress = progress_file(out)
@@ -195,10 +204,11 @@ def evaluate_one(args, ckpt: str = None) -> dict:
     # PGD-20 runs through the cascade's machinery (one attack, every point) to share its batching and resume
     result = evaluate_model(model, x, y, args.eps * PIXEL, attacks, args.batch_size, args.seed, True, resume,
                             lambda state: atomic_save({"settings": identity, "state": state}, progress), cascade_n,
-                            **settings)
+                            cascade_start, **settings)
     report = {"checkpoint": info["source"], "checkpoint_sha256": identity["checkpoint_sha256"],
               "dataset": info["args"]["dataset"], "test_npz": args.test_npz or info["args"].get("test_npz"),
-              "points_sha256": points, "batch_size": args.batch_size, "settings": identity, "split": "test", "n": n, "cascade_n": cascade_n, "index_rule": INDEX_RULE,
+              "points_sha256": points, "batch_size": args.batch_size, "settings": identity, "split": "test", "n": n, "cascade_n": cascade_n,
+              "cascade_start": cascade_start, "index_rule": INDEX_RULE,
               "eps_pixels": args.eps,
               "eps": args.eps * PIXEL, "attacks": attacks, "attack_settings": settings,
               "pgd20_settings": {"steps": PGD20_STEPS, "step_size": PGD20_STEP_SIZE, "loss": "ce", "random_start": True},
@@ -215,10 +225,10 @@ def evaluate_one(args, ckpt: str = None) -> dict:
 def write_outputs(out: str, report: dict, masks: dict) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     report["mask_file"] = os.path.splitext(out)[0] + "-mask.npz"
-    # index: the test points of the clean and PGD-20 masks; cascade_index: those of the cascade's mask (the first
-    # cascade_n of them where --cascade-examples attacks fewer)
+    # index: the test points of the clean and PGD-20 masks; cascade_index: those of the cascade's mask (cascade_n
+    # of them from cascade_start where --cascade-examples attacks fewer)
     with open(report["mask_file"] + ".tmp", "wb") as f:  # written whole or not at all, as the report
-        np.savez(f, index=np.arange(report["n"]), cascade_index=np.arange(len(masks["cascade_robust"])),
+        np.savez(f, index=np.arange(report["n"]), cascade_index=report.get("cascade_start", 0) + np.arange(len(masks["cascade_robust"])),
                  **{k: v.cpu().numpy() for k, v in masks.items()})
     os.replace(report["mask_file"] + ".tmp", report["mask_file"])
     with open(out + ".tmp", "w") as f:
@@ -228,7 +238,9 @@ def write_outputs(out: str, report: dict, masks: dict) -> None:
 
 
 def print_table(report: dict) -> None:
-    print(f"{report['dataset']} test, first {report['n']} points, eps {report['eps_pixels']:g}/255")
+    cascade = "" if report["cascade_n"] in (0, report["n"]) else \
+        f" (the cascade on points {report['cascade_start']} to {report['cascade_start'] + report['cascade_n'] - 1})"
+    print(f"{report['dataset']} test, first {report['n']} points{cascade}, eps {report['eps_pixels']:g}/255")
     print(f"{'':<24}{'accuracy':>10}  {'95% interval':<17}{'seconds':>9}")
     for key in ["clean", "pgd-20", "clean (cascade points)"] + [k for k in report if k.startswith("+")] + ["cascade"]:
         if key not in report:

@@ -139,6 +139,31 @@ def test_the_cascade_can_run_on_the_first_points_only(trained_model, tmp_path):
     assert "cascade" not in none and none["pgd-20"] == {**rows["pgd-20"], "seconds": none["pgd-20"]["seconds"]}
 
 
+def test_the_cascade_can_start_further_on(trained_model, tmp_path):
+    """--cascade-start s: the cascade on points s .. s + m - 1 (what a seed of accuracy-cpu attacks), equal to a
+    cascade on those points alone; the mask file names them; a start past the points is one line, exit 2."""
+    model, x, y = trained_model
+    kw = dict(eps=8 / 255, attacks=["apgd-ce", "square"], batch_size=20, seed=0, n_iter=5, n_queries=20,
+              n_target_classes=9, n_restarts=1)
+    part = evaluate.evaluate_model(model, x[:40], y[:40], cascade_n=15, cascade_start=20, **kw)
+    alone = evaluate.evaluate_model(model, x[20:35], y[20:35], **kw)
+    assert torch.equal(part["masks"]["cascade_robust"], alone["masks"]["cascade_robust"])
+    assert part["rows"]["clean (cascade points)"]["correct"] == alone["rows"]["clean"]["correct"]
+    assert part["rows"]["cascade"]["correct"] == alone["rows"]["cascade"]["correct"]
+    tail = evaluate.evaluate_model(model, x[:40], y[:40], cascade_n=15, cascade_start=30, **kw)["rows"]
+    assert tail["cascade"]["n"] == 10  # only 10 points from index 30
+    evaluate.write_outputs(str(tmp_path / "eval.json"), {"n": 40, "cascade_start": 20}, part["masks"])
+    assert list(np.load(tmp_path / "eval-mask.npz")["cascade_index"]) == list(range(20, 35))
+
+
+@pytest.mark.parametrize("flags,message", [(["--cascade-start", "60"], "--cascade-start 60 is past the last of the 60 points"),
+                                           (["--cascade-start", "-1"], "--cascade-start must not be negative")])
+def test_a_cascade_start_outside_the_points_is_refused(smoke_run, tmp_path, flags, message):
+    result = cli("--ckpt", str(smoke_run / "best.pt"), "--n-examples", "60", *flags, "--out", str(tmp_path / "r.json"))
+    assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1]  # after argparse's usage line
+    assert not (tmp_path / "r.json").exists()
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--ckpt", "best.pt", "--device", "foo"], "--device foo: not a device name"),
     (["--robustbench", "Standard_R50", "--dataset", "imagenet"], "this repo does not download its images"),

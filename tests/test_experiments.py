@@ -139,8 +139,8 @@ def fake_accuracy_run(run, clean, pgd, cascade, last_pgd):
     for which, robust in (("best", pgd), ("last", last_pgd)):
         report = {"n": 10_000, "clean": {"accuracy": clean}, "pgd-20": {"accuracy": robust}, "attacks": ["apgd-ce"],
                   "seconds": 90.0}
-        if which == "best":
-            report["cascade"] = {"accuracy": cascade, "n": 1000}
+        if which == "best":  # each seed's cascade on its own 334 points
+            report["cascade"], report["cascade_start"] = {"accuracy": cascade, "n": 334}, 334 * run.seed
         with open(run.eval_file(which), "w") as f:
             json.dump(report, f)
 
@@ -150,7 +150,10 @@ def test_accuracy_set_compares_methods_seed_by_seed_with_a_verdict(tmp_path, mon
             "--results-dir", str(tmp_path / "results")]
     args = experiments.build_parser().parse_args(argv)
     runs = experiments.plan(args)
-    assert all("--cascade-examples" in " ".join(run.eval_cmds["last"]) for run in runs)
+    assert all("--cascade-examples 0" in " ".join(run.eval_cmds["last"]) for run in runs)
+    assert all(f"--cascade-examples 334 --cascade-start {334 * run.seed}" in " ".join(run.eval_cmds["best"]) for run in runs)
+    shrunk = experiments.plan(experiments.build_parser().parse_args([*argv, "--n-examples", "60"]))
+    assert [run.eval_cmds["best"][run.eval_cmds["best"].index("--cascade-start") + 1] for run in shrunk[:3]] == ["0", "20", "40"]
     monkeypatch.setattr(experiments, "checkpoint_epoch", lambda run, which: 14 if which == "best" else 15)
     monkeypatch.setattr(experiments, "claims_setup", lambda run: "setup")
     for run in runs:  # WEAT-adv ahead of TRADES by 2, 3 and 4 points of PGD-20 on seeds 0, 1, 2
@@ -169,8 +172,25 @@ def test_accuracy_set_compares_methods_seed_by_seed_with_a_verdict(tmp_path, mon
     table = (tmp_path / "results" / "accuracy-cpu.md").read_text()
     assert len(r["runs"][0]["epochs"]["epoch"]) == 2 and "| WEAT-adv - TRADES | PGD-20 | +3.0 ± 2.5 |" in table
     assert r["runs"][0]["train_minutes"] == 2.0 and "| 52.65 / 49.46 | 2.0 / 3.0 |" in table  # 2 epochs of 60 s, 2 x 90 s
-    assert "clean and PGD-20 on the first 10,000 test points, the cascade on the first 1,000" in table
+    assert ("clean and PGD-20 on the first 10,000 test points, the cascade on points 0-333 (seed 0); 334-667 (seed 1); "
+            "668-1,001 (seed 2): 1,002 points in all, each seed on its own" in table)
+    assert experiments.cascade_points([{"seed": s, "cascade_n": 1000} for s in range(3)]) == "the first 1,000"
     assert "(WEAT-adv - TRADES, PGD-20; WEAT-adv - TRADES, cascade" in table and "could not have shown" in table
+
+
+def test_an_evaluation_counts_as_done_only_on_its_own_cascade_points(tmp_path):
+    """A seed's report is taken as done only where its cascade attacked that seed's block (else it reruns)."""
+    argv = ["accuracy-cpu", "--methods", "sat", "--runs-dir", str(tmp_path / "runs"), "--n-examples", "60"]
+    run = experiments.plan(experiments.build_parser().parse_args(argv))[1]  # seed 1: points 20-39
+    os.makedirs(run.folder)
+    (tmp_path / "runs" / "accuracy-cpu" / "sat-s1" / "best.pt").write_bytes(b"weights")
+    report = {"checkpoint_sha256": experiments.sha256_of(os.path.join(run.folder, "best.pt")),
+              "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"], "eps_pixels": 8.0, "seed": 0, "n": 60,
+              "attack_settings": {"n_iter": 100, "n_queries": 5000}, "cascade_n": 20, "cascade_start": 20}
+    for start, done in ((20, True), (0, False)):
+        with open(run.eval_file("best"), "w") as f:
+            json.dump({**report, "cascade_start": start}, f)
+        assert experiments.evaluation_done(run, "best") == done
 
 
 def test_detectable_difference_and_the_comparison_verdicts():
