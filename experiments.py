@@ -806,18 +806,24 @@ def main(argv=None) -> None:
     if RUNSETS[args.runset].claims and evaluation:
         parser.error(f"{args.runset} runs no evaluate.py (its tables come from the training logs): "
                      f"{' '.join(evaluation[::2])} would change nothing")
+    own = RUNSETS[args.runset].train_flags
+    if args.epochs is not None and "--lr-drops" in own:  # the set's own drops, which the user did not type
+        drops = [int(v) for v in itertools.takewhile(str.isdigit, own[own.index("--lr-drops") + 1:])]
+        if args.epochs <= max(drops):
+            parser.error(f"{args.runset} drops the learning rate after epochs {' and '.join(map(str, drops))}: "
+                         f"--epochs must be above {max(drops)}")
+    seeds = args.seeds or RUNSETS[args.runset].seeds
+    if RUNSETS[args.runset].cascade_per_seed and args.n_examples is not None and args.n_examples < seeds:
+        parser.error(f"--n-examples {args.n_examples}: each of the {seeds} seeds attacks its own test points with the "
+                     "cascade, so give at least one point per seed")
     runs = plan(args)
     try:  # every run's settings, checked before any work (train.py's and evaluate.py's own checks)
         for run in runs[:1]:
             train.resolve_args(train.build_parser().parse_args(run.train_cmd[2:]))
+        for run in runs:
             for cmd in run.eval_cmds.values():
                 evaluate.check_args(evaluate.build_parser().parse_args(cmd[2:]))
     except ValueError as e:
-        own = RUNSETS[args.runset].train_flags
-        if "--lr-drops" in str(e) and "--lr-drops" in own:  # the set's own drops, which the user did not type
-            drops = [int(v) for v in itertools.takewhile(str.isdigit, own[own.index("--lr-drops") + 1:])]
-            parser.error(f"{args.runset} drops the learning rate after epochs {' and '.join(map(str, drops))}: "
-                         f"--epochs must be above {max(drops)}")
         parser.error(str(e))
     if args.dry_run:
         dry_run(args, runs)

@@ -219,6 +219,8 @@ def test_detectable_difference_and_the_comparison_verdicts():
 @pytest.mark.parametrize("argv,message", [
     (["table-cifar10", "--epochs", "0"], "--epochs must be at least 1, got 0"),
     (["claims-cpu-aug", "--epochs", "20"], "claims-cpu-aug drops the learning rate after epochs 10 and 30: --epochs must be above 30"),
+    (["claims-cpu-aug", "--epochs", "0"], "--epochs must be above 30"),
+    (["accuracy-cpu", "--n-examples", "2"], "--n-examples 2: each of the 3 seeds attacks its own test points"),
     (["smoke", "--attacks", "foo"], "unknown attack 'foo'"),
     (["claims-cpu", "--n-examples", "10"], "claims-cpu runs no evaluate.py"),
     (["table-cifar10", "--test-npz", "t.npz"], "--train-npz and --test-npz go together"),
