@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the cascade on n of those points only, from --cascade-start (PGD-20 still on all; 0: no "
                         "cascade); default: all of them" + DEFAULT_IN_HELP)
     p.add_argument("--cascade-start", type=int, default=0,
-                   help="index of the cascade's first point (the seeds of a set can attack different points)")
+                   help="0-based index, among the evaluated points, of the cascade's first point (without "
+                        "--cascade-examples the cascade runs from there to the last point)")
     p.add_argument("--eps", type=float, default=8.0, help="Linf radius in pixels (8 means 8/255)")
     p.add_argument("--n-iter", type=int, default=ATTACK_SETTINGS["n_iter"], help="APGD / FAB iterations")
     p.add_argument("--n-queries", type=int, default=ATTACK_SETTINGS["n_queries"], help="Square queries")
@@ -80,11 +81,17 @@ def progress_file(report_file: str) -> str:
     return os.path.splitext(report_file)[0] + "-progress.pt"
 
 
+def with_defaults(settings: dict) -> dict:
+    """Saved settings with the keys added since filled in as they were before (cascade_start: 0)."""
+    return {"cascade_start": 0, **settings} if settings else settings
+
+
 def load_progress(path: str, settings: dict) -> dict:
     """The saved state of a cut-off evaluation; refuses one made with other settings."""
     if not os.path.isfile(path):
         raise EvaluationError(f"--resume: no saved evaluation at {path}")
     saved = load_weights_only(path, what="saved evaluation")
+    saved["settings"] = with_defaults(saved["settings"])
     changed = sorted(k for k in settings if saved["settings"].get(k) != settings[k])
     if changed:
         raise EvaluationError(f"--resume: the saved evaluation differs in {', '.join(changed)} "
@@ -113,6 +120,8 @@ def evaluate_model(model, x, y, eps, attacks, batch_size=500, seed=0, progress=F
     After every attack batch `on_batch(state)` gets the evaluation's state; `resume=state` continues it.
     """
     s = cascade_start
+    if not 0 <= s <= len(y):
+        raise ValueError(f"cascade_start {s} is outside the {len(y)} points")
     m = len(y) - s if cascade_n is None else min(cascade_n, len(y) - s)
     state = dict(resume or {})
 
@@ -180,7 +189,7 @@ def evaluate_one(args, ckpt: str = None) -> dict:
     settings = {"n_iter": args.n_iter, "n_queries": args.n_queries, "n_target_classes": 9, "n_restarts": 1}
     if args.cascade_start and args.cascade_start >= n:
         raise EvaluationError(f"--cascade-start {args.cascade_start} is past the last of the {n} points")
-    cascade_start = args.cascade_start or 0
+    cascade_start = args.cascade_start
     cascade_n = n - cascade_start if args.cascade_examples is None else min(args.cascade_examples, n - cascade_start)
     # the points evaluated, by content: a resume on other data (another --test-npz, --data-dir) is refused
     points = hashlib.sha256(test.images[:n].contiguous().numpy().tobytes() + test.labels[:n].numpy().tobytes()).hexdigest()
@@ -193,7 +202,7 @@ def evaluate_one(args, ckpt: str = None) -> dict:
     if args.resume and not os.path.isfile(progress) and os.path.isfile(out):  # finished before the cut (several --ckpt)
         with open(out) as f:
             done = json.load(f)
-        if done.get("settings") != identity:
+        if with_defaults(done.get("settings") or {}) != identity:
             raise EvaluationError(f"--resume: {out} was made with other settings or points; leave out --resume to "
                                   "evaluate again")
         print(f"{out}: already evaluated")

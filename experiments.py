@@ -235,7 +235,7 @@ def plan(args) -> list:
     dataset = "npz" if args.train_npz else runset.dataset
     device = [] if args.device == "auto" else ["--device", args.device]
     fast = FAST_FLAGS if args.fast else []
-    runs = []
+    runs, points = [], evaluated_points(args, dataset)
     for method, flags in runset.methods.items():
         if args.methods and method not in args.methods.split(","):
             continue
@@ -244,24 +244,48 @@ def plan(args) -> list:
             train_cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--dataset", dataset, *runset.train_flags,
                          *flags, *passed_on(args, TRAIN_OVERRIDES), *fast, "--seed", str(seed), *device,
                          "--out-dir", folder]
+            evaluated = ("best",) if best_is_last_by_rule(train_cmd) else CHECKPOINTS  # else last.pt may differ
             eval_cmds = {} if runset.claims else {
                 which: [sys.executable, os.path.join(ROOT, "evaluate.py"), "--ckpt", os.path.join(folder, f"{which}.pt"),
                         *merged(list(runset.eval_flags), runset.last_eval_flags if which == "last" else
-                                cascade_block(runset, seed, args)),
+                                cascade_block(runset, seed, args, points)),
                         *passed_on(args, EVAL_OVERRIDES), *device,
-                        "--out", os.path.join(folder, f"eval-{which}.json")] for which in CHECKPOINTS}
+                        "--out", os.path.join(folder, f"eval-{which}.json")] for which in evaluated}
             runs.append(Run(method, seed, folder, train_cmd, eval_cmds))
     return runs
 
 
-def cascade_block(runset: RunSet, seed: int, args) -> list:
+def best_is_last_by_rule(train_cmd: list) -> bool:
+    """The run's --select can only keep its final epoch (train.best_is_last, at the resolved epochs)."""
+    chosen = train.build_parser().parse_args(train_cmd[2:])
+    try:
+        chosen = train.resolve_args(chosen)
+    except ValueError:  # main reports it, before any work
+        pass
+    return chosen.epochs is not None and train.best_is_last(chosen.select, chosen.epochs)
+
+
+def evaluated_points(args, dataset: str):
+    """How many test points evaluate.py will attack: --n-examples, at most the test split's size (read from
+    --test-npz, else the data set's; None where unknown)."""
+    split = TEST_POINTS.get(dataset)
+    if args.test_npz and os.path.isfile(args.test_npz):
+        with np.load(args.test_npz) as f:
+            split = len(f["label"]) if "label" in f.files else None
+    if args.n_examples is None:
+        return split
+    return args.n_examples if split is None else min(args.n_examples, split)
+
+
+def cascade_block(runset: RunSet, seed: int, args, points) -> list:
     """evaluate.py's flags that put a seed's cascade on its own block of test points (none where the set keeps
-    one block for every seed); a set shrunk by --n-examples shares those points out among its seeds."""
+    one block for every seed): cascade_per_seed points each, fewer where the evaluated points are fewer than
+    that for every seed (they are then shared out equally)."""
     if not runset.cascade_per_seed:
         return []
     size = runset.cascade_per_seed
-    if args.n_examples is not None:
-        size = max(1, min(size, args.n_examples // (args.seeds or runset.seeds)))
+    if points is not None:
+        size = max(1, min(size, points // (args.seeds or runset.seeds)))
     return ["--cascade-examples", str(size), "--cascade-start", str(seed * size)]
 
 
@@ -502,16 +526,23 @@ def paper_margin(paper: dict, a: str, b: str, column) -> float:
     return (paper[a][column] - paper[b][column]) / 100
 
 
+def best_is_last(results: list) -> bool:
+    """Every run's best.pt is its last epoch: last.pt adds no measure of its own."""
+    return all(r.get("epoch") is not None and r.get("last_epoch") == r["epoch"] for r in results)
+
+
 def paired_differences(results: list, pairs: tuple, paper: dict) -> list:
     """For each (a, b) of `pairs` and each measure: a - b seed by seed (the same seed trains both on the same
-    images), mean, 95% t-interval, the detectable difference, the paper's margin and the verdict."""
+    images), mean, 95% t-interval, the detectable difference, the paper's margin and the verdict. The last
+    epoch's PGD-20 is left out where it is best.pt's in every run."""
     by = {(r["method"], r["seed"]): r for r in results}
     out = []
+    measures = {k: v for k, v in COMPARED.items() if not (k == "last_pgd20" and best_is_last(results))}
     for a, b in pairs:
         seeds = sorted(s for m, s in by if m == a and (b, s) in by)
         pgd_margin = paper_margin(paper, a, b, COMPARED["pgd20"])
         direction = -1 if pgd_margin is not None and pgd_margin < 0 else 1  # the paper's side, for measures it lacks
-        for measure, column in COMPARED.items():
+        for measure, column in measures.items():
             values = [by[a, s][measure] - by[b, s][measure] for s in seeds if by[a, s][measure] is not None
                       and by[b, s][measure] is not None]
             if not values:
@@ -549,8 +580,10 @@ def accuracy_table(r: dict) -> str:
     differences with their verdicts and the smallest difference the seeds could detect."""
     paper = r.get("paper", {})
     cell = lambda m, h: "—" if m is None else f"{100 * m:.1f}" + (f" ± {100 * h:.1f}" if h is not None else "")  # noqa: E731
-    lines = ["| method | seeds | clean | PGD-20 | cascade | PGD-20, last epoch | paper PGD-20 / AA | minutes per run: "
-             "training / evaluation |", "|---|---|---|---|---|---|---|---|"]
+    same = best_is_last(r["runs"])  # then last.pt has no column of its own
+    keys = ("clean", "pgd20", "cascade") + (() if same else ("last_pgd20",))
+    lines = ["| method | seeds | clean | PGD-20 | cascade | " + ("" if same else "PGD-20, last epoch | ")
+             + "paper PGD-20 / AA | minutes per run: training / evaluation |", "|---" * (len(keys) + 4) + "|"]
     for row in r["rows"]:
         pgd, aa = paper.get(row["method"], (None, None))
         mine = [run for run in r["runs"] if run["method"] == row["method"]]
@@ -561,7 +594,7 @@ def accuracy_table(r: dict) -> str:
             m = float(np.mean([run[key] for run in mine]))
             return f"{m:.{0 if m >= 10 else 1}f}"
         lines.append(f"| {claims.display(row['method'])} | {len(row['seeds'])} | " + " | ".join(
-            cell(row[k], row[f"{k}_ci95"]) for k in ("clean", "pgd20", "cascade", "last_pgd20"))
+            cell(row[k], row[f"{k}_ci95"]) for k in keys)
             + f" | {pgd if pgd is not None else '—'} / {aa if aa is not None else '—'} | "
             + f"{minutes('train_minutes')} / {minutes('eval_minutes')} |")
     lines += ["", "| difference (seed by seed) | measure | mean ± 95% interval | detectable | paper's margin | verdict |",
@@ -582,8 +615,9 @@ def accuracy_table(r: dict) -> str:
                   "nothing against the paper."]
     lines += ["", f"(Accuracy in %: clean and PGD-20 on the first {pgd_points} test points, the cascade on "
                   f"{cascade_points(r['runs'])}; mean ± the half-width of the 95% Student-t interval over seeds; selected = "
-                  f"best.pt by the authors' rule (best validation PGD-20 of the last 10% of epochs). "
-                  f"Detectable: the smallest true difference a paired t-test on these seeds finds 80% of the time "
+                  f"best.pt by the authors' rule (best validation PGD-20 of the last 10% of epochs"
+                  + ("; here the last epoch in every run, so last.pt has no column of its own). " if same else "). ")
+                  + "Detectable: the smallest true difference a paired t-test on these seeds finds 80% of the time "
                   f"(two-sided, 5%), at the observed seed-to-seed spread of the differences (itself uncertain on 3 "
                   f"seeds); verdicts: holds or reversed where the interval excludes 0 on the paper's side or the other, "
                   f"does not hold here where it contains 0 and excludes the paper's margin, not shown at this scale where "
@@ -721,7 +755,9 @@ def dry_run(args, runs: list) -> None:
     pairs = ", ".join(f"{claims.display(a)} - {claims.display(b)}" for a, b in runset.compare)
     columns = ("claims tables: the fall of test PGD against flat noise, the energy gaps, their lags, the picks"
                if runset.claims else
-               "table: clean, PGD-20 and cascade (best.pt), PGD-20 (last.pt) per method, mean ± 95% interval over seeds; "
+               "table: clean, PGD-20 and cascade " + ("(best.pt), PGD-20 (last.pt)" if "last" in runs[0].eval_cmds else
+                                                      "of best.pt, which is the last epoch,")
+               + " per method, mean ± 95% interval over seeds; "
                f"paired differences {pairs} with their verdicts" if runset.compare else
                "table columns: selected epoch | clean | PGD-20 | cascade (best.pt) | last PGD-20 | last cascade (last.pt)")
     print(f"# methods: {', '.join(methods)}\n# {columns}")
@@ -813,9 +849,10 @@ def main(argv=None) -> None:
             parser.error(f"{args.runset} drops the learning rate after epochs {' and '.join(map(str, drops))}: "
                          f"--epochs must be above {max(drops)}")
     seeds = args.seeds or RUNSETS[args.runset].seeds
-    if RUNSETS[args.runset].cascade_per_seed and args.n_examples is not None and args.n_examples < seeds:
-        parser.error(f"--n-examples {args.n_examples}: each of the {seeds} seeds attacks its own test points with the "
-                     "cascade, so give at least one point per seed")
+    points = evaluated_points(args, "npz" if args.train_npz else RUNSETS[args.runset].dataset)
+    if RUNSETS[args.runset].cascade_per_seed and points is not None and points < seeds:
+        parser.error(f"{points} test points for {seeds} seeds: each seed attacks its own test points with the cascade, "
+                     "so give at least one point per seed")
     runs = plan(args)
     try:  # every run's settings, checked before any work (train.py's and evaluate.py's own checks)
         for run in runs[:1]:

@@ -624,6 +624,16 @@ def build_scheduler(optimizer, args, steps_per_epoch: int):
         optimizer, lambda step: PIECEWISE_FACTOR ** sum(step >= m for m in milestones))
 
 
+def late_epochs(epochs: int) -> int:
+    """How many final epochs best-late chooses among: 10% of them, rounded, at least 1 (1 below 15 epochs)."""
+    return max(1, round(LATE_FRACTION * epochs))
+
+
+def best_is_last(rule: str, epochs: int) -> bool:
+    """True where `rule` can only choose the final epoch: last, or best-late with one late epoch."""
+    return rule == "last" or (rule == "best-late" and late_epochs(epochs) == 1)
+
+
 def select_epoch(history: list, rule: str, epochs: int):
     """The epoch whose weights best.pt holds under `rule`, from the log so far (None: none yet).
 
@@ -637,7 +647,7 @@ def select_epoch(history: list, rule: str, epochs: int):
         return history[-1]["epoch"]
     if rule == "energy":
         return energy_pick(history)
-    first = epochs - max(1, round(LATE_FRACTION * epochs)) + 1 if rule == "best-late" else 1
+    first = epochs - late_epochs(epochs) + 1 if rule == "best-late" else 1
     key = validation_key(history)
     rows = [r for r in history if r["epoch"] >= first and r[key] is not None]
     return max(rows, key=lambda r: (r[key], -r["epoch"]))["epoch"] if rows else None

@@ -89,7 +89,7 @@ def test_resume_continues_a_cut_off_evaluation_with_the_same_result(smoke_run, t
     torch.rand(1000)  # the global random stream moves on, as in a new process: the attacks must not read it
     other = tmp_path / "other.npz"  # other points: a resume on other data is refused too
     np.savez(other, image=np.zeros((60, 32, 32, 3), np.uint8), label=np.arange(60) % 10)
-    for changed in (["--eps", "4"], ["--test-npz", str(other)]):  # refused, the saved state kept
+    for changed in (["--eps", "4"], ["--test-npz", str(other)], ["--cascade-start", "5"]):  # refused, the state kept
         with pytest.raises(SystemExit) as refused:
             evaluate.main(["--ckpt", ckpt, *EVAL_ARGS, *changed, "--out", str(out), "--resume"])
         assert refused.value.code == 2 and os.path.exists(evaluate.progress_file(str(out)))
@@ -99,6 +99,14 @@ def test_resume_continues_a_cut_off_evaluation_with_the_same_result(smoke_run, t
     for key in ("clean", "pgd20_robust", "cascade_robust"):
         assert (np.load(straight["mask_file"])[key] == np.load(resumed["mask_file"])[key]).all()
     assert not os.path.exists(evaluate.progress_file(str(out)))
+
+
+def test_a_progress_file_saved_before_cascade_start_existed_resumes_as_start_0(tmp_path):
+    settings = {"attacks": ["apgd-ce"], "n": 60, "cascade_n": 60}
+    evaluate.atomic_save({"settings": settings, "state": {"pgd": "saved"}}, str(tmp_path / "p.pt"))
+    assert evaluate.load_progress(str(tmp_path / "p.pt"), {**settings, "cascade_start": 0}) == {"pgd": "saved"}
+    with pytest.raises(evaluate.EvaluationError, match="differs in cascade_start"):
+        evaluate.load_progress(str(tmp_path / "p.pt"), {**settings, "cascade_start": 5})
 
 
 def test_the_default_is_the_whole_test_split_and_several_checkpoints_get_a_report_each(smoke_run, tmp_path):
@@ -141,12 +149,16 @@ def test_the_cascade_can_run_on_the_first_points_only(trained_model, tmp_path):
 
 def test_the_cascade_can_start_further_on(trained_model, tmp_path):
     """--cascade-start s: the cascade on points s .. s + m - 1 (what a seed of accuracy-cpu attacks), equal to a
-    cascade on those points alone; the mask file names them; a start past the points is one line, exit 2."""
+    cascade on those points alone; the mask file names them. The first 20 points get wrong labels, so a
+    cascade on the first points instead of the block would count none of them clean."""
     model, x, y = trained_model
+    y = y.clone()
+    y[:20] = (y[:20] + 1) % 10
     kw = dict(eps=8 / 255, attacks=["apgd-ce", "square"], batch_size=20, seed=0, n_iter=5, n_queries=20,
               n_target_classes=9, n_restarts=1)
     part = evaluate.evaluate_model(model, x[:40], y[:40], cascade_n=15, cascade_start=20, **kw)
     alone = evaluate.evaluate_model(model, x[20:35], y[20:35], **kw)
+    assert alone["rows"]["clean"]["correct"] > 0 and alone["rows"]["cascade"]["correct"] > 0
     assert torch.equal(part["masks"]["cascade_robust"], alone["masks"]["cascade_robust"])
     assert part["rows"]["clean (cascade points)"]["correct"] == alone["rows"]["clean"]["correct"]
     assert part["rows"]["cascade"]["correct"] == alone["rows"]["cascade"]["correct"]
@@ -154,13 +166,15 @@ def test_the_cascade_can_start_further_on(trained_model, tmp_path):
     assert tail["cascade"]["n"] == 10  # only 10 points from index 30
     evaluate.write_outputs(str(tmp_path / "eval.json"), {"n": 40, "cascade_start": 20}, part["masks"])
     assert list(np.load(tmp_path / "eval-mask.npz")["cascade_index"]) == list(range(20, 35))
+    with pytest.raises(ValueError, match="cascade_start 41 is outside the 40 points"):
+        evaluate.evaluate_model(model, x[:40], y[:40], cascade_n=5, cascade_start=41, **kw)
 
 
 @pytest.mark.parametrize("flags,message", [(["--cascade-start", "60"], "--cascade-start 60 is past the last of the 60 points"),
                                            (["--cascade-start", "-1"], "--cascade-start must not be negative")])
 def test_a_cascade_start_outside_the_points_is_refused(smoke_run, tmp_path, flags, message):
     result = cli("--ckpt", str(smoke_run / "best.pt"), "--n-examples", "60", *flags, "--out", str(tmp_path / "r.json"))
-    assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1]  # after argparse's usage line
+    assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1]  # -1: after argparse's usage line
     assert not (tmp_path / "r.json").exists()
 
 

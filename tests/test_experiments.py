@@ -130,7 +130,8 @@ def test_gpu_hours_scale_the_measurement_by_epochs_pixels_points_and_robust_shar
 
 
 def fake_accuracy_run(run, clean, pgd, cascade, last_pgd):
-    """A finished accuracy-cpu run: its log and the two evaluation reports (best.pt is epoch 14, last.pt 15)."""
+    """A finished accuracy-cpu run (trained for 15 epochs): its log and the two evaluation reports (best.pt is
+    epoch 14, last.pt 15)."""
     os.makedirs(run.folder)
     with open(os.path.join(run.folder, "log.jsonl"), "w") as f:
         for epoch in (1, 2):
@@ -148,6 +149,8 @@ def fake_accuracy_run(run, clean, pgd, cascade, last_pgd):
 def test_accuracy_set_compares_methods_seed_by_seed_with_a_verdict(tmp_path, monkeypatch):
     argv = ["accuracy-cpu", "--methods", "trades,weat-adv", "--runs-dir", str(tmp_path / "runs"),
             "--results-dir", str(tmp_path / "results")]
+    assert all(list(run.eval_cmds) == ["best"] for run in experiments.plan(experiments.build_parser().parse_args(argv)))
+    argv += ["--epochs", "15"]  # the set's 6 epochs make best.pt the last epoch; with 15, best-late chooses among 2
     args = experiments.build_parser().parse_args(argv)
     runs = experiments.plan(args)
     assert all("--cascade-examples 0" in " ".join(run.eval_cmds["last"]) for run in runs)
@@ -220,7 +223,7 @@ def test_detectable_difference_and_the_comparison_verdicts():
     (["table-cifar10", "--epochs", "0"], "--epochs must be at least 1, got 0"),
     (["claims-cpu-aug", "--epochs", "20"], "claims-cpu-aug drops the learning rate after epochs 10 and 30: --epochs must be above 30"),
     (["claims-cpu-aug", "--epochs", "0"], "--epochs must be above 30"),
-    (["accuracy-cpu", "--n-examples", "2"], "--n-examples 2: each of the 3 seeds attacks its own test points"),
+    (["accuracy-cpu", "--n-examples", "2"], "2 test points for 3 seeds: each seed attacks its own test points"),
     (["smoke", "--attacks", "foo"], "unknown attack 'foo'"),
     (["claims-cpu", "--n-examples", "10"], "claims-cpu runs no evaluate.py"),
     (["table-cifar10", "--test-npz", "t.npz"], "--train-npz and --test-npz go together"),

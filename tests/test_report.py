@@ -136,9 +136,11 @@ def test_claim_0s_block_renders_the_accuracy_set_once_its_file_is_there(tmp_path
             "difference": 0.02, "ci95": 0.0248, "detectable": 0.035, "paper_margin": 0.007, "verdict": "not shown at this scale"}
     row = {"method": "trades", "seeds": [0, 1, 2], **{k: 0.3 for k in ("clean", "pgd20", "cascade", "last_pgd20")},
            **{f"{k}_ci95": 0.01 for k in ("clean", "pgd20", "cascade", "last_pgd20")}}
-    run = {"method": "trades", "seed": 0, "n": 10_000, "cascade_n": 1000, "train_minutes": 60.0, "eval_minutes": 50.0}
+    run = {"method": "trades", "seed": 0, "n": 10_000, "cascade_n": 1000, "train_minutes": 60.0, "eval_minutes": 50.0,
+           "epoch": 6, "last_epoch": 6}  # best.pt is the last epoch: no column of its own for last.pt
     result = {"provenance": report.load(ROOT, "speed-cpu")["provenance"], "rows": [row], "pairs": [pair], "runs": [run],
               "paper": report.experiments.PAPER["cifar10"]}
     (tmp_path / "results" / "accuracy-cpu.json").write_text(json.dumps(result))
     text = report.render(str(tmp_path), "accuracy-cpu", 1)
     assert "| TRADES | 3 | 30.0 ± 1.0 |" in text and "| 60 / 50 |" in text and "not shown at this scale" in text
+    assert "PGD-20, last epoch" not in text and "so last.pt has no column of its own" in text

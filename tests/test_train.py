@@ -284,6 +284,15 @@ def test_select_decides_which_epoch_best_pt_holds(tmp_path, monkeypatch, rule, e
     assert train.select_epoch(rows, rule, 5) == epoch
 
 
+def test_best_late_chooses_among_10_percent_of_the_epochs_and_below_15_only_the_last():
+    assert [train.late_epochs(e) for e in (1, 6, 14, 15, 24, 100)] == [1, 1, 1, 2, 2, 10]  # round(1.5) = 2
+    assert train.best_is_last("best-late", 6) and train.best_is_last("best-late", 14) and train.best_is_last("last", 100)
+    assert not train.best_is_last("best-late", 15) and not train.best_is_last("best", 6)
+    history = [{"epoch": e, "val_pgd_acc": 0.5 - 0.01 * e} for e in range(1, 7)]  # validation falls every epoch
+    assert train.select_epoch(history, "best-late", 6) == 6 and train.select_epoch(history + [
+        {"epoch": e, "val_pgd_acc": 0.1} for e in range(7, 16)], "best-late", 15) == 14
+
+
 def test_select_energy_keeps_the_epoch_of_the_energy_rule(tmp_path):
     from energy import energy_pick
     rows = train.run(tiny_train_args(tmp_path, "--epochs", "4", "--select", "energy", "--energy-snapshot", "0"))
