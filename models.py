@@ -211,6 +211,18 @@ def sha256_of(path: str) -> str:
     return digest.hexdigest()
 
 
+def cpu_model() -> str:
+    """The CPU's name as the system gives it ("model name" in /proc/cpuinfo on Linux; platform's elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def provenance(data_files=(), device: str = "cpu") -> dict:
     """Where a measurement comes from, for the files under results/: the command that made it, the code's
     commit (with "-dirty" when tracked files other than results/, the measurements themselves, differed
@@ -233,7 +245,7 @@ def provenance(data_files=(), device: str = "cpu") -> dict:
                         "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                         "torch": torch.__version__, "device": accelerator or "cpu",
                         # the CPU's vector instructions pick the kernels, and with them the last bits of every result
-                        "cpu_capability": torch.backends.cpu.get_cpu_capability()},
+                        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_model": cpu_model()},
             "date": time.strftime("%Y-%m-%d")}
 
 

@@ -46,9 +46,10 @@ def source_line(name: str, result: dict, depth: int) -> str:
     p = result["provenance"]
     m = p["machine"]
     data = ", data " + " / ".join(d["sha256"][:8] for d in p["data"]) if p["data"] else ""
-    machine = f"{m['device']}, {m['cpu_cores']} cores" if m["device"] == "cpu" else m["device"]
+    cpu = f" ({m['cpu_model']})" if m.get("cpu_model") else ""
+    machine = f"{m['device']}{cpu}, {m['cpu_cores']} cores" if m["device"] == "cpu" else m["device"]
     link = "../" * depth + f"results/{name}.json"
-    return f"*From [`results/{name}.json`]({link}): `{p['command']}` at {p['commit'][:7]}{data}; {machine}.*"
+    return f"*From [`results/{name}.json`]({link}): `{p['command']}`, as run at {p['commit'][:7]}{data}; {machine}.*"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -486,6 +487,14 @@ def sweep_span(r: dict, key: str, pick=None) -> str:
     return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
 
 
+def value_of_trial(r: dict, trial: str, key: str) -> str:
+    """An accuracy of one trial of a trials file, in % as its table shows it."""
+    for t in r["trials"]:
+        if t["trial"] == trial:
+            return f"{100 * t[key]:.1f}%"
+    raise ReportError(f"the trials file has no trial '{trial}'")
+
+
 SWEEP_DEFAULTS = (0.005, 0.95)  # generate.py's defaults (the authors' eval.py): sigma_pca, retained variance
 SWEEP_OURS_START = (0.015, 0.95)  # --preset ours' PCA start (its SGLD differs)
 SINGLE_RUN_VALUES = {"scores": lambda r: cell_scores(r["runs"][0]),
@@ -506,6 +515,10 @@ VALUES = {
     **{f"{arm}-trial-{key}": ("claims-cpu-der-trials", lambda r, i=i, value=value: value(claims.chosen_trials(r, DER_BETA)[i]))
        for i, arm in enumerate(("der", "control")) for key, value in (
            ("dE", lambda t: f"{t['dE_last5']:+.3f}"), ("robust", lambda t: f"{100 * t['train_adv_last']:.1f}%"))},
+    # SAT seed 0 of claims-cpu, its first run (the flips trials read it) and its rerun (the DER trials read it)
+    **{f"sat-s0-{run}-{key}": (file, lambda r, key=key: value_of_trial(r, "sat-s0", key))
+       for run, file in (("first", "claims-cpu-aug-trials"), ("rerun", "claims-cpu-der-trials"))
+       for key in ("train_adv_last", "best5", "last5")},
     "control-trial-wd": ("claims-cpu-der-trials",
                          lambda r: f"{claims.flag_value(claims.chosen_trials(r, DER_BETA)[1], '--weight-decay'):g}"),
 }
