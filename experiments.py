@@ -382,17 +382,23 @@ def finished_runs(args, runs: list) -> list:
     return [run for run in everything if run.folder in ran or finished(run)]
 
 
-def run_every_stage(run: Run) -> None:
-    """The smoke set's energy analysis and generation, on one finished run; each skipped once its last file
-    (the energy figure, the samples' trace) is written."""
+def every_stage_cmds(run: Run) -> list:
+    """The smoke set's energy analysis and generation on one finished run: (command, the last file it writes)."""
     ckpt = os.path.join(run.folder, "best.pt")
     energy, samples = os.path.join(run.folder, "energy"), os.path.join(run.folder, "samples")
-    if not os.path.isfile(os.path.join(energy, "energy_attacks.png")):
-        execute([sys.executable, os.path.join(ROOT, "analysis.py"), "attacks", "--ckpt", ckpt, "--n-examples", "50",
-                 "--steps", "5", "--attacks", "pgd-ce,trades-pgd,apgd-ce,apgd-t,cw-l2", "--device", "cpu", "--out", energy])
-    if not os.path.isfile(os.path.join(samples, "trace.json")):
-        execute([sys.executable, os.path.join(ROOT, "generate.py"), "--ckpt", ckpt, "--n-per-class", "2", "--steps", "5",
-                 "--device", "cpu", "--cache-dir", os.path.join(run.folder, "generation-cache"), "--out", samples])
+    return [([sys.executable, os.path.join(ROOT, "analysis.py"), "attacks", "--ckpt", ckpt, "--n-examples", "50",
+              "--steps", "5", "--attacks", "pgd-ce,trades-pgd,apgd-ce,apgd-t,cw-l2", "--device", "cpu", "--out", energy],
+             os.path.join(energy, "energy_attacks.png")),
+            ([sys.executable, os.path.join(ROOT, "generate.py"), "--ckpt", ckpt, "--n-per-class", "2", "--steps", "5",
+              "--device", "cpu", "--cache-dir", os.path.join(run.folder, "generation-cache"), "--out", samples],
+             os.path.join(samples, "trace.json"))]
+
+
+def run_every_stage(run: Run) -> None:
+    """Run every_stage_cmds, each skipped once its last file is written."""
+    for cmd, last_file in every_stage_cmds(run):
+        if not os.path.isfile(last_file):
+            execute(cmd)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -750,6 +756,9 @@ def dry_run(args, runs: list) -> None:
     settings = vars(train.resolve_args(train.build_parser().parse_args(runs[0].train_cmd[2:] + ["--device", "cpu"])))
     for run in runs:
         for cmd in (run.train_cmd, *run.eval_cmds.values()):
+            print(shown(cmd))
+    if runset.every_stage:
+        for cmd, _ in every_stage_cmds(runs[-1]):
             print(shown(cmd))
     methods = list(dict.fromkeys(run.method for run in runs))
     pairs = ", ".join(f"{claims.display(a)} - {claims.display(b)}" for a, b in runset.compare)

@@ -83,6 +83,13 @@ def test_dry_run_prints_every_command_and_an_estimate(capsys):
     assert "# methods: sat, trades, mart, mail-tr, weat-nat, weat-adv" in out and "last PGD-20" in out
 
 
+def test_smoke_dry_run_lists_the_analysis_and_generation_it_runs(capsys):
+    experiments.main(["smoke", "--dry-run"])
+    out = capsys.readouterr().out
+    assert out.count("train.py") == 6 and "python analysis.py attacks --ckpt runs/experiments/smoke/weat-adv-s0/best.pt" in out
+    assert "python generate.py --ckpt runs/experiments/smoke/weat-adv-s0/best.pt" in out
+
+
 def test_claims_set_dry_run_lists_its_runs(capsys):
     experiments.main(["claims-cpu", "--dry-run", "--train-npz", "train.npz", "--test-npz", "test.npz"])
     out = capsys.readouterr().out
