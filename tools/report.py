@@ -375,8 +375,23 @@ def claims_summary(results: dict) -> str:
                  "the authors' sampler against its PCA start alone, scored by a model that never saw the samples (a lift "
                  "counts where its 95% interval lies above 0)",
                  "#claim-3-generation-from-a-classifier"))
+    rows += NOT_RUN_CLAIMS
     lines = ["| the paper's claim | here | the test behind it |", "|---|---|---|"]
     return "\n".join(lines + [f"| {c} | {v} | [{t}](docs/claims.md{anchor}) |" for c, v, t, anchor in rows])
+
+
+# The paper's claims with a command here and no committed results (their inputs could not be downloaded where
+# this repo's results were made): said plainly, with the command that would test them.
+NOT_RUN_CLAIMS = [
+    ("4. State-of-the-art robust classifiers smooth the energy landscape (small dE on RobustBench models)",
+     "**not run here** (it needs RobustBench's weights: `python analysis.py zoo NAME ...`)",
+     "each zoo model's mean dE and dE(x,y) under PGD-CE beside its PGD-20 robust accuracy",
+     "#claim-4-robust-classifiers-smooth-the-energy-landscape"),
+    ("5. A robust classifier's samples reach a high Inception Score and a low FID without generative training",
+     "**not run here** (it needs the standard Inception weights: `python generate.py ... --metrics fid,is`)",
+     "IS and FID of the samples against the training set, as the paper's generation table",
+     "#claim-5-inception-score-and-fid-of-the-samples"),
+]
 
 
 def attacks_reference(r: dict) -> str:
