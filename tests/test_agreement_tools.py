@@ -199,3 +199,16 @@ def test_the_autoattack_tool_as_a_command_names_a_missing_package_in_one_line(tm
                              "--autoattack-repo", str(tmp_path), "--model", "m.pt", "--test-npz", "t.npz"],
                             capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "does not hold the autoattack" in result.stderr
+
+
+def test_the_trades_comparison_records_which_official_code_ran(tmp_path):
+    import hashlib
+    import compare_official_trades
+    (tmp_path / "trades.py").write_text("def trades_loss(): pass\n")
+    assert compare_official_trades.official_source(str(tmp_path))["git_commit"] is None  # not a git checkout
+    git = ["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t"]
+    for cmd in (["init", "-q"], ["add", "trades.py"], ["commit", "-qm", "official"]):
+        subprocess.run(git + cmd, check=True, capture_output=True)
+    head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    source = compare_official_trades.official_source(str(tmp_path))
+    assert source == {"git_commit": head, "sha256_of_trades_py": hashlib.sha256(b"def trades_loss(): pass\n").hexdigest()}

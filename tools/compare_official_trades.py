@@ -20,7 +20,7 @@ import sys
 import time
 
 from common import data_files, parse_tool_args, tool_parser  # first: it puts the repo on sys.path
-from models import provenance, write_json
+from models import provenance, sha256_of, write_json
 
 GOAL = 0.75  # our whole-process time over the official one
 TRAIN_IMAGES, VAL_IMAGES, WIDTH, BATCH, STEPS = 2048, 128, 16, 128, 10
@@ -99,6 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def official_source(trades_repo: str) -> dict:
+    """Which official code ran: the checkout's git commit (None where it is not a git checkout) and the sha256
+    of its trades.py."""
+    try:
+        commit = subprocess.run(["git", "-C", trades_repo, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=60).stdout.strip() or None
+    except OSError:
+        commit = None
+    return {"git_commit": commit, "sha256_of_trades_py": sha256_of(os.path.join(trades_repo, "trades.py"))}
+
+
 def main(argv=None) -> None:
     args = parse_tool_args(build_parser(), argv)
     if args.worker:
@@ -118,7 +129,7 @@ def main(argv=None) -> None:
     if args.results:
         settings = {"train_images": TRAIN_IMAGES, "val_images": VAL_IMAGES, "width": WIDTH, "batch_size": BATCH, "steps": STEPS}
         write_json(args.results, {"provenance": provenance(data_files(args, True) + data_files(args, False)), "settings": settings,
-                                  "goal": GOAL, "rounds": rounds})
+                                  "official_source": official_source(args.trades_repo), "goal": GOAL, "rounds": rounds})
 
 
 if __name__ == "__main__":

@@ -78,7 +78,9 @@ def speed_vs_official_trades(r: dict) -> str:
     lines += ["", f"Median ratio over the {len(rounds)} rounds: **{statistics.median(ratios):.3f}** (the goal: at most "
                   f"{r['goal']:.2f}). Both sides trained {r['settings']['train_images']:,} images for one epoch "
                   f"(K = {r['settings']['steps']}, batch {r['settings']['batch_size']}, width-{r['settings']['width']} "
-                  f"ResNet-18), then PGD-20 on {r['settings']['val_images']} validation images."]
+                  f"ResNet-18), then PGD-20 on {r['settings']['val_images']} validation images."
+                  + (f" The official code at commit {r['official_source']['git_commit'][:7]}."
+                     if (r.get("official_source") or {}).get("git_commit") else "")]
     return "\n".join(lines)
 
 
