@@ -536,6 +536,8 @@ VALUES = {
     **{f"sat-s0-{run}-{key}": (file, lambda r, key=key: value_of_trial(r, "sat-s0", key))
        for run, file in (("first", "claims-cpu-aug-trials"), ("rerun", "claims-cpu-der-trials"))
        for key in ("train_adv_last", "best5", "last5")},
+    # one training run of train.py's defaults (ResNet-18, CIFAR-10, 100 epochs), derived from the one GPU measurement
+    "gpu-default-run-hours": ("gpu-h200", lambda r: f"{experiments.gpu_hours('cifar10', 1, 100, 0, gpu=r)['total']:.1f}"),
     "control-trial-wd": ("claims-cpu-der-trials",
                          lambda r: f"{claims.flag_value(claims.chosen_trials(r, DER_BETA)[1], '--weight-decay'):g}"),
 }
