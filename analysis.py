@@ -28,6 +28,9 @@ from models import (DEFAULT_IN_HELP, CheckpointError, add_classifier_flags, add_
 
 UNTARGETED = ("pgd-ce", "trades-pgd", "apgd-ce", "apgd-dlr", "fab", "square")
 TARGETED = ("apgd-t", "cw-l2", "pgd-target", "cw-target")
+# Not an attack: a perturbation as large as the attacks' (Linf eps) that reads no model, the baseline an
+# attack's energy shift is read against (does any eps-sized change move E(x) this way?). Not in the paper.
+BASELINES = ("noise",)
 RANDOM_TARGET = ("cw-l2", "pgd-target", "cw-target")  # towards a class drawn uniformly among the others
 POINT_RULES = ("final", "first-adversarial")
 ANALYSIS_STEPS = 10  # the notebook's K: PGD, TPGD, APGD, FAB and CW run K iterations (step 2/255)
@@ -45,6 +48,7 @@ ATTACK_TEXT = {
     "cw-l2": "the Carlini-Wagner L2 attack towards a random other class (not bounded by --eps)",
     "pgd-target": "PGD on the cross-entropy loss towards a random other class",
     "cw-target": "PGD on the Carlini-Wagner margin loss towards a random other class (not the Carlini-Wagner attack)",
+    "noise": "the baseline, not an attack: every pixel moved by +eps or -eps at random, reading no model",
 }
 # Which point each attack hands back. "final": what the paper's tool (torchattacks, as the authors'
 # Energy_analysis_sec_3.ipynb calls it) returns; "first-adversarial": the robust-accuracy rule of
@@ -60,6 +64,7 @@ POINTS = {
     "cw-l2": ("smallest-L2 point reaching the target, x itself if none", "the same, else its last iterate"),
     "pgd-target": ("last iterate", "first iterate reaching the target, else the highest-objective one"),
     "cw-target": ("last iterate", "first iterate reaching the target, else the highest-objective one"),
+    "noise": ("x + eps x a random sign per pixel, clipped to [0, 1]", "the same"),
 }
 
 
@@ -85,11 +90,19 @@ def attack_points(model, x, y, attack: str, eps: float, steps: int = ANALYSIS_ST
             "cw-l2": lambda: A.cw_l2(model, x, y, CW_C, CW_KAPPA, steps, CW_LR, target),
             "pgd-target": lambda: A.pgd(model, x, y, eps, step_size, steps, target=target, last_iterate=final),
             "cw-target": lambda: A.pgd(model, x, y, eps, step_size, steps, loss="cw", target=target, last_iterate=final),
+            "noise": lambda: random_corners(x, eps, seed),
         }[attack]()
         if final and attack in ("fab", "square", "cw-l2"):  # torchattacks hands back x where it failed
             reached = A.predict(model, x_adv) == target if target is not None else A.predict(model, x_adv) != y
             x_adv = torch.where(reached.view(-1, *[1] * (x.dim() - 1)), x_adv, x)
     return x_adv, target
+
+
+def random_corners(x: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
+    """x moved by +eps or -eps in every pixel, each sign drawn with `seed` (a corner of the Linf ball, as far
+    as an attack may go), clipped to the image range."""
+    signs = torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(seed)).to(x.device, x.dtype) * 2 - 1
+    return (x + eps * signs).clamp(0, 1)
 
 
 @torch.no_grad()
@@ -138,10 +151,14 @@ def mean_shift(clean: torch.Tensor, attacked: torch.Tensor, draws: int = BOOTSTR
     return {"mean": d.mean().item(), "lo": lo, "hi": hi}
 
 
+def kind_of(attack: str) -> str:
+    return "baseline" if attack in BASELINES else "untargeted" if attack in UNTARGETED else "targeted"
+
+
 DETERMINISTIC = ("fab",)  # the one attack here with no random start, restart or target: run once
 
 
-def attacks_table(model, x, y, eps: float, attacks=UNTARGETED + TARGETED, steps: int = ANALYSIS_STEPS,
+def attacks_table(model, x, y, eps: float, attacks=BASELINES + UNTARGETED + TARGETED, steps: int = ANALYSIS_STEPS,
                   points: str = "final", seeds=(0,)) -> tuple:
     """Per-attack energy statistics (the JSON of `analysis.py attacks`) and the per-point energies (of the
     first seed). Each attack with randomness (a random start, restart or target) runs once per seed: the
@@ -157,7 +174,7 @@ def attacks_table(model, x, y, eps: float, attacks=UNTARGETED + TARGETED, steps:
         out = per_point[name] = runs[0]
         over_seeds = lambda key: torch.stack([r[key] for r in runs]).double().mean(0)  # noqa: E731
         fraction = lambda test: float(np.mean([test(r).double().mean().item() for r in runs]))  # noqa: E731
-        table[name] = {"kind": "untargeted" if name in UNTARGETED else "targeted", "point": POINTS[name][points == "first-adversarial"],
+        table[name] = {"kind": kind_of(name), "point": POINTS[name][points == "first-adversarial"],
                        "threat": "L2, unbounded (not in the Linf ball)" if name == "cw-l2" else f"Linf, eps {eps * 255:g}/255",
                        "seeds": list(seeds[:len(runs)]), "E_x": summary(out["E_x"]), "E_xy": summary(out["E_xy"]),
                        "E_x_shift": mean_shift(clean["E_x"], over_seeds("E_x")),
@@ -501,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
                 add_classifier_flags(parser)
         return parser
 
-    a = mode("attacks", "E(x) and E(x,y) of clean points and of untargeted / targeted attacks (the paper's Fig. 2)",
+    a = mode("attacks", "E(x) and E(x,y) of clean points, of untargeted / targeted attacks (the paper's Fig. 2) and of random eps noise",
              "the first n test points")
     a.add_argument("--eps", type=float, default=8.0, help="Linf radius in pixels")
     a.add_argument("--steps", type=int, default=ANALYSIS_STEPS, help="iterations K of every iterative attack")
@@ -516,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run each attack that uses random numbers (a random start, restart or target: all but fab) "
                         "N times, with seeds --seed to --seed + N - 1; the energy shifts reported are then those of "
                         "each point's energy averaged over the N runs, and the histograms show the first run")
-    a.add_argument("--attacks", default=",".join(UNTARGETED + TARGETED),
+    a.add_argument("--attacks", default=",".join(BASELINES + UNTARGETED + TARGETED),
                    help="comma-separated names (default: all of them): "
                         + "; ".join(f"{name}: {text}" for name, text in ATTACK_TEXT.items()) + DEFAULT_IN_HELP)
     mode("divergence", "dE and dE(x,y) per test point, x* from the checkpoint's training attack (the TRADES attack "

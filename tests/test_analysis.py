@@ -254,3 +254,27 @@ def test_divergence_of_a_natural_checkpoint_uses_the_trades_attack(smoke_run, tm
     report = json.loads((tmp_path / "energy_divergence.json").read_text())
     assert (report["attack"], report["eps"], report["steps"]) == ("trades-kl", 8 / 255, analysis.ANALYSIS_STEPS)
     assert any(d != 0 for d in report["per_point"]["dE"])  # x* = x would make every gap 0
+
+
+def test_the_noise_baseline_moves_every_pixel_by_eps_reads_no_model_and_is_no_attack(trained_model):
+    """Random eps noise: each pixel at +eps or -eps (clipped to [0, 1]), the same for a seed, another for
+    another seed, the model never called; its row is of kind "baseline", counted with neither kind of attack."""
+    model, x, y = trained_model
+    x, y, eps = x[:30], y[:30], 8 / 255
+    calls = []
+    hook = model.register_forward_hook(lambda *_: calls.append(1))
+    noisy = analysis.random_corners(x, eps, seed=0)
+    hook.remove()
+    moved = (noisy - x).abs()
+    inside = (x >= eps) & (x <= 1 - eps)  # no clipping there
+    assert not calls and torch.allclose(moved[inside], torch.full_like(moved[inside], eps)) and inside.any()
+    assert noisy.min() >= 0 and noisy.max() <= 1 and (moved <= eps + 1e-7).all()
+    assert torch.equal(noisy, analysis.random_corners(x, eps, seed=0))
+    assert not torch.equal(noisy, analysis.random_corners(x, eps, seed=1))
+    up = ((noisy - x) > 0)[inside].double().mean().item()
+    assert 0.45 < up < 0.55  # either sign, as often
+    x_adv, target = analysis.attack_points(model, x, y, "noise", eps, seed=0)
+    assert torch.equal(x_adv, noisy) and target is None
+    table, _ = analysis.attacks_table(model, x, y, eps, ("noise", "pgd-ce"), steps=2)
+    assert table["noise"]["kind"] == "baseline" and table["pgd-ce"]["kind"] == "untargeted"
+    assert "noise" in analysis.BASELINES and "noise" not in analysis.UNTARGETED + analysis.TARGETED

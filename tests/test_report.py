@@ -122,6 +122,23 @@ def test_the_claims_summary_takes_claim_0_once_its_file_is_there_and_one_seed_gi
     assert "1 seed at CPU scale: PGD-20 +2.0 ± — points (the seeds could detect —; paper +0.70)" in text
 
 
+def test_claim_2_reads_the_noise_baseline_only_where_every_model_has_it():
+    committed = {name: report.load(ROOT, name) for name in report.CLAIMS_SUMMARY_FILES}
+    models = [m for name in ("energy-attacks-reference", "energy-attacks-trained") for m in committed[name]["models"].values()]
+    assert report.baseline_moves(models) == "" or all("noise" in m["attacks"] for m in models)
+    shift = lambda lo, hi: {"kind": "baseline", "E_x_shift": {"mean": (lo + hi) / 2, "lo": lo, "hi": hi}}  # noqa: E731
+    noisy = [{**m, "attacks": {**m["attacks"], "noise": shift(*([0.1, 0.3] if i else [-0.2, 0.1]))}} for i, m in enumerate(models)]
+    assert report.baseline_moves(noisy) == (f"; random noise of the same size, the baseline, lowers it on 0 and raises "
+                                            f"it on {len(models) - 1} of {len(models)}")
+    assert report.baseline_moves(noisy[:1] + models[1:]) == ""  # one model has it, the others not: not read
+    files = {"a": {"settings": {"n": 5, "attack_seeds": 1}, "models": {"m1": noisy[1]}},
+             "b": {"settings": {"n": 5, "attack_seeds": 1}, "models": {"m2": models[1]}}}
+    table = report.claim2(files)
+    assert "| noise |" not in table and "| pgd-ce | untargeted |" in table  # only attacks every model has
+    files["b"]["models"]["m2"] = noisy[2]
+    assert "| noise | baseline | 0 of 2 | 2 of 2 | 0 of 2 |" in report.claim2(files)
+
+
 def test_the_judges_lift_is_a_difference_of_two_binomial_accuracies_with_its_interval():
     runs = [{"run": "pca_start-no_SGLD", "judge_accuracy": 0.3, "samples": 100},
             {"run": "SGLD-no_momentum", "judge_accuracy": 0.8, "samples": 100}]

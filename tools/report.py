@@ -154,7 +154,7 @@ def claim2(results: dict) -> str:
     """Claim 2 over every model of the energy results files: per attack, on how many models it lowers / raises
     the mean E(x) (a move only where the 95% interval excludes 0). Each model's shifts are the results page's."""
     models = [(tag, m, r["settings"]) for r in results.values() for tag, m in r["models"].items()]
-    attacks = [a for a in models[0][1]["attacks"] if a != "clean"]
+    attacks = [a for a in models[0][1]["attacks"] if a != "clean" and all(a in m["attacks"] for _, m, _ in models)]
     lines = ["| attack | kind | lowers the mean E(x) on | raises it on | no clear move on |", "|---|---|---|---|---|"]
     for a in attacks:
         moves = [moved(m["attacks"][a]["E_x_shift"]) for _, m, _ in models]
@@ -313,6 +313,16 @@ INTERVENTION_TEST = ("an intervention: SAT + DER (the energies held together) an
                      "against SAT's seed by seed")
 
 
+def baseline_moves(models: list) -> str:
+    """How random eps noise (analysis.BASELINES) moves E(x) on the models, where every model has it: what an
+    attack's shift is read against."""
+    if not all("noise" in m["attacks"] for m in models):
+        return ""
+    moves = [moved(m["attacks"]["noise"]["E_x_shift"]) for m in models]
+    return (f"; random noise of the same size, the baseline, lowers it on {moves.count('down')} and raises it on "
+            f"{moves.count('up')} of {len(models)}")
+
+
 def claims_summary(results: dict) -> str:
     """The paper's claims, one row each: what the paper says, the verdict here in words, and the test behind it
     (every word read off the results files by the rules of claims.py and the claim tables). A claim whose set
@@ -362,7 +372,8 @@ def claims_summary(results: dict) -> str:
                  f"attacks raise E(x) on {count('targeted', 'up')} of {len(models)} models); untargeted: "
                  f"**{'holds' if count('untargeted', 'down') > len(models) / 2 else ('only for ' + ', '.join(lowering)) if lowering else 'does not hold'}** (PGD-CE lowers "
                  f"it on {len(ce)} of {len(models)}, all the untargeted attacks on {count('untargeted', 'down')} of "
-                 f"{len(models)}" + (f"; {', '.join(raising)} raise it on all {len(models)}" if raising else "") + ")",
+                 f"{len(models)}" + (f"; {', '.join(raising)} raise it on all {len(models)}" if raising else "") + ")"
+                 + baseline_moves(models),
                  "the mean E(x) shift per attack and model, moved only where its 95% bootstrap interval excludes 0",
                  "#claim-2-how-attacks-move-ex"))
     lifts = {name: judge_lift(results[name]) for name in GENERATORS}
