@@ -139,6 +139,14 @@ def test_claim_2_reads_the_noise_baseline_only_where_every_model_has_it():
     assert "| noise | baseline | 0 of 2 | 2 of 2 | 0 of 2 |" in report.claim2(files)
 
 
+def test_the_energy_tables_give_each_models_minutes_where_the_file_has_them():
+    r = report.load(ROOT, "energy-attacks-trained")
+    assert report.model_minutes({"models": {"a": {}}}) == []  # files written before the tool timed its models
+    for i, m in enumerate(r["models"].values()):
+        m["seconds"] = 90.0 * (i + 1)
+    assert report.energy_attacks_compact(r).endswith("cpu-w16-10k-natural 2, sat-s0 3, trades-s0 4, weat-adv-s0 6.")
+
+
 def test_the_judges_lift_is_a_difference_of_two_binomial_accuracies_with_its_interval():
     runs = [{"run": "pca_start-no_SGLD", "judge_accuracy": 0.3, "samples": 100},
             {"run": "SGLD-no_momentum", "judge_accuracy": 0.8, "samples": 100}]

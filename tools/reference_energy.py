@@ -19,6 +19,7 @@ robust-accuracy rule) and, with torchattacks installed, the mean E(x) of its PGD
 """
 import argparse
 import os
+import time
 
 import torch
 
@@ -72,6 +73,7 @@ def main(argv=None) -> None:
     os.makedirs(args.out, exist_ok=True)
     models = {}
     for spec in specs:
+        started = time.time()
         model, tag = classifier(spec, args.model_dir)
         clean = point_energies(model, x, y)["E_x"]
         rules = {attack: {rule: {"mean_E_x": out["E_x"].mean().item(), "frac_E_x_down": (out["E_x"] < clean).double().mean().item()}
@@ -80,6 +82,7 @@ def main(argv=None) -> None:
         table, per_point = attacks_table(model, x, y, eps, steps=args.steps, seeds=tuple(range(args.attack_seeds)))
         models[tag] = {"model": recorded_name(spec), "attacks": table, "point_rules": rules,
                        "torchattacks_mean_E_x": torchattacks_means(model, x, y, eps, args.steps)}
+        models[tag]["seconds"] = time.time() - started  # every attack and seed, both point rules, the torchattacks check
         write_json(os.path.join(args.out, f"energy_attacks-{tag}.json"), models[tag])
         plot_attack_panels(per_point, table, os.path.join(args.out, f"energy_attacks-{tag}.png"),
                            f"{tag}: clean and attacked energies, eps {args.eps:g}/255, K = {args.steps}, "

@@ -108,6 +108,13 @@ def torchattacks_check(r: dict) -> list:
                 "inputs with the global generator seeded alike, mean E(x): " + "; ".join(checks) + "."]
 
 
+def model_minutes(r: dict) -> list:
+    """A line with each model's minutes for the whole tool run on it (none where the file has no times)."""
+    timed = [f"{tag} {m['seconds'] / 60:.0f}" for tag, m in r["models"].items() if m.get("seconds") is not None]
+    return ["", "Minutes per model (every attack and seed, both point rules, on the machine named below): "
+            + ", ".join(timed) + "."] if timed else []
+
+
 def energy_attacks_reference(r: dict) -> str:
     s = r["settings"]
     lines = [f"First {s['n']} test points, eps {s['eps_pixels']:g}/255, K = {s['steps']} iterations, the paper's attack "
@@ -129,7 +136,7 @@ def energy_attacks_reference(r: dict) -> str:
             lines.append(f"| {first} | {attack} | {row['kind']} | {row['E_x']['mean']:.3f} | {sh['mean']:+.3f} "
                          f"[{sh['lo']:+.3f}, {sh['hi']:+.3f}] | {per_seed} | {moved(sh)} | {row['E_xy']['mean']:.3f} "
                          f"| {100 * row['frac_E_x_down']:.1f}% | {100 * row['success_rate']:.1f}% |")
-    return "\n".join(lines + torchattacks_check(r))
+    return "\n".join(lines + torchattacks_check(r) + model_minutes(r))
 
 
 def energy_attacks_compact(r: dict) -> str:
@@ -147,7 +154,7 @@ def energy_attacks_compact(r: dict) -> str:
         cells = [f"{m['attacks'][a]['E_x_shift']['mean']:+.3f} [{m['attacks'][a]['E_x_shift']['lo']:+.3f}, "
                  f"{m['attacks'][a]['E_x_shift']['hi']:+.3f}] {moved(m['attacks'][a]['E_x_shift'])}" for m in models.values()]
         lines.append(f"| {a} | {next(iter(models.values()))['attacks'][a]['kind']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + torchattacks_check(r))
+    return "\n".join(lines + torchattacks_check(r) + model_minutes(r))
 
 
 def claim2(results: dict) -> str:
