@@ -555,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_attacks(args, device) -> dict:
     model, x, y, info = load_points(args, device)
-    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    attacks = args.attacks  # check_args made it a list
     seeds = tuple(range(args.seed, args.seed + args.attack_seeds))
     table, per_point = attacks_table(model, x, y, args.eps * PIXEL, attacks, args.steps, args.points, seeds)
     report = {"model": info["source"], "n": len(y), "eps_pixels": args.eps, "steps": args.steps,
@@ -666,10 +666,10 @@ def check_args(args) -> None:
     for key in ("n_examples", "steps", "eps", "attack_seeds"):
         if getattr(args, key, 1) <= 0:
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got {getattr(args, key)}")
-    if getattr(args, "attacks", None) is not None:
-        names = {a.strip() for a in args.attacks.split(",")} - {""}  # as run_attacks reads them
-        if not names or names - set(POINTS):
-            wrong = f"unknown {', '.join(sorted(names - set(POINTS)))}" if names else "no attack named"
+    if getattr(args, "attacks", None) is not None:  # turned into the list of names run_attacks runs, in order
+        args.attacks = list(dict.fromkeys(a.strip() for a in args.attacks.split(",") if a.strip()))
+        if not args.attacks or set(args.attacks) - set(POINTS):
+            wrong = f"unknown {', '.join(sorted(set(args.attacks) - set(POINTS)))}" if args.attacks else "no attack named"
             raise ValueError(f"--attacks: {wrong}; choose from {', '.join(POINTS)}")
     if getattr(args, "epochs", None) is not None:
         args.epochs = parse_epochs(args.epochs)

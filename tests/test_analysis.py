@@ -209,7 +209,7 @@ def test_every_mode_describes_itself_and_the_main_help_shows_the_examples(monkey
 
 def test_attack_names_may_have_spaces_and_each_is_explained(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("COLUMNS", "10000")  # no wrapping (it breaks lines at hyphens)
-    assert checked("attacks", "--ckpt", "a.pt", "--attacks", "pgd-ce, fab , cw-target").attacks == "pgd-ce, fab , cw-target"
+    assert checked("attacks", "--ckpt", "a.pt", "--attacks", "pgd-ce, fab , cw-target,fab").attacks == ["pgd-ce", "fab", "cw-target"]
     code, lines = main_error(capsys, "attacks", "--ckpt", "a.pt", "--attacks", "pgd-ce, nope", "--out", str(tmp_path / "o"))
     assert code == 2 and len(lines) == 1 and "--attacks: unknown nope;" in lines[0]
     code, lines = main_error(capsys, "attacks", "--ckpt", "a.pt", "--attacks", " , ", "--out", str(tmp_path / "o"))
