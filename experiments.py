@@ -750,6 +750,22 @@ def paper_figures(dataset: str, methods: list) -> str:
     return "; ".join(cells)
 
 
+def measured_time(path: str) -> str:
+    """How long the runs of a set's results file took, from their logged times (training and per-epoch attacks;
+    evaluate.py's reports where the set has them), as a dry run's line; "" where there is no such file."""
+    if not os.path.isfile(path):
+        return ""
+    with open(path) as f:
+        r = json.load(f)
+    minutes = [run.get("minutes", 0.0) + run.get("train_minutes", 0.0) + run.get("eval_minutes", 0.0) for run in r["runs"]]
+    m = r["provenance"]["machine"]
+    cpu = f"{m.get('cpu_model') or m['processor']}, {m['cpu_cores']} cores"
+    spread = f"{min(minutes):.0f}" + (f"-{max(minutes):.0f}" if round(max(minutes)) != round(min(minutes)) else "")
+    return (f"# measured in {path}: {len(minutes)} run{'s' * (len(minutes) != 1)}, "
+            f"{sum(minutes) / 60:.1f} hours in all ({spread} minutes a run), on "
+            f"{m['device'] if m['device'] != 'cpu' else cpu} (the machine that wrote the file)")
+
+
 def dry_run(args, runs: list) -> None:
     """Print every command, the table's columns, the paper's figures for the rows and the GPU time."""
     runset = RUNSETS[args.runset]
@@ -773,6 +789,9 @@ def dry_run(args, runs: list) -> None:
     figures = paper_figures(runset.dataset, methods)
     if figures:
         print(f"# the paper's PGD-20 / AutoAttack (%; {PAPER_SOURCE}): {figures}")
+    measured = measured_time(os.path.join(args.results_dir, set_name(args) + ".json"))
+    if measured:
+        print(measured)
     if runset.dataset == "synthetic" or runset.claims:
         return
     if any(flag in runset.train_flags for flag in ("--width", "--train-subset")):

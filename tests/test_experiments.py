@@ -90,6 +90,21 @@ def test_smoke_dry_run_lists_the_analysis_and_generation_it_runs(capsys):
     assert "python generate.py --ckpt runs/experiments/smoke/weat-adv-s0/best.pt" in out
 
 
+def test_a_dry_run_gives_the_time_its_set_took_where_its_results_file_is_there(capsys, tmp_path):
+    machine = {"processor": "x86_64", "cpu_model": "Some CPU", "cpu_cores": 2, "torch_threads": 1, "device": "cpu"}
+    runs = [{"method": "sat", "seed": s, "minutes": 30.0 + 15 * s} for s in range(3)]  # a claims set's runs
+    (tmp_path / "claims-cpu.json").write_text(json.dumps({"provenance": {"machine": machine}, "runs": runs}))
+    experiments.main(["claims-cpu", "--dry-run", "--results-dir", str(tmp_path)])
+    assert f"# measured in {tmp_path}/claims-cpu.json: 3 runs, 2.2 hours in all (30-60 minutes a run), on Some CPU, 2 cores" \
+        in capsys.readouterr().out
+    runs = [{"method": "sat", "seed": 0, "train_minutes": 50.0, "eval_minutes": 10.0}]  # accuracy-cpu's: training + evaluation
+    (tmp_path / "accuracy-cpu.json").write_text(json.dumps({"provenance": {"machine": machine}, "runs": runs}))
+    experiments.main(["accuracy-cpu", "--dry-run", "--results-dir", str(tmp_path)])
+    assert "1 run, 1.0 hours in all (60 minutes a run)" in capsys.readouterr().out
+    experiments.main(["accuracy-cpu", "--dry-run", "--results-dir", str(tmp_path / "none")])
+    assert "# measured" not in capsys.readouterr().out
+
+
 def test_claims_set_dry_run_lists_its_runs(capsys):
     experiments.main(["claims-cpu", "--dry-run", "--train-npz", "train.npz", "--test-npz", "test.npz"])
     out = capsys.readouterr().out
