@@ -95,7 +95,8 @@ def load_progress(path: str, settings: dict) -> dict:
     changed = sorted(k for k in settings if saved["settings"].get(k) != settings[k])
     if changed:
         raise EvaluationError(f"--resume: the saved evaluation differs in {', '.join(changed)} "
-                              f"(saved {[saved['settings'].get(k) for k in changed]}, now {[settings[k] for k in changed]})")
+                              f"(saved {[saved['settings'].get(k) for k in changed]}, now {[settings[k] for k in changed]}); "
+                              f"delete {path} to evaluate from the start")
     return saved["state"]
 
 

@@ -24,6 +24,7 @@ import os
 import shlex
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import scipy.optimize
@@ -119,7 +120,7 @@ CLAIMS_METHODS = {**{k: METHODS[k] for k in ("sat", "trades", "weat-adv")}, "sat
 OVERFITTING_TRAIN = ["--lr-schedule", "piecewise", "--test-every", "1"]
 # The paper's headline claim (WEAT improves robust accuracy) at CPU scale: the paper's recipe (OneCycle, lr 0.1,
 # batch 128, crop + flip, K = 10, beta 6, best-late selection: the train.py defaults) made small enough for
-# about 10 hours of one core for all 12 runs: 10,000 class-balanced training images, a width-16 ResNet-18,
+# a budget of 10 hours of one core for all 12 runs: 10,000 class-balanced training images, a width-16 ResNet-18,
 # validation PGD-20 on 500 held-out images, and 6 epochs (15 were planned; the epochs are what was shrunk to fit
 # the budget, with the images and the seeds kept). Under 15 epochs best-late's last 10% is the last epoch, so
 # best.pt is last.pt. PGD-20 on the whole test split; the standard cascade on 334 test points per seed, each seed
@@ -235,7 +236,7 @@ def plan(args) -> list:
     dataset = "npz" if args.train_npz else runset.dataset
     device = [] if args.device == "auto" else ["--device", args.device]
     fast = FAST_FLAGS if args.fast else []
-    runs, points = [], evaluated_points(args, dataset)
+    runs, points = [], evaluated_points(args, dataset) if runset.cascade_per_seed else None
     for method, flags in runset.methods.items():
         if args.methods and method not in args.methods.split(","):
             continue
@@ -267,11 +268,14 @@ def best_is_last_by_rule(train_cmd: list) -> bool:
 
 def evaluated_points(args, dataset: str):
     """How many test points evaluate.py will attack: --n-examples, at most the test split's size (read from
-    --test-npz, else the data set's; None where unknown)."""
+    --test-npz, else the data set's; None where unknown). Raises ExperimentError on an npz it cannot read."""
     split = TEST_POINTS.get(dataset)
     if args.test_npz and os.path.isfile(args.test_npz):
-        with np.load(args.test_npz) as f:
-            split = len(f["label"]) if "label" in f.files else None
+        try:
+            with np.load(args.test_npz) as f:
+                split = len(f["label"])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            raise ExperimentError(f"--test-npz {args.test_npz}: not an npz file with a 'label' array") from None
     if args.n_examples is None:
         return split
     return args.n_examples if split is None else min(args.n_examples, split)
@@ -757,13 +761,16 @@ def measured_time(path: str) -> str:
         return ""
     with open(path) as f:
         r = json.load(f)
+    if not all("minutes" in run or "train_minutes" in run for run in r["runs"]):
+        return ""  # a table without the runs' training times
     minutes = [run.get("minutes", 0.0) + run.get("train_minutes", 0.0) + run.get("eval_minutes", 0.0) for run in r["runs"]]
     m = r["provenance"]["machine"]
     cpu = f"{m.get('cpu_model') or m['processor']}, {m['cpu_cores']} cores"
     spread = f"{min(minutes):.0f}" + (f"-{max(minutes):.0f}" if round(max(minutes)) != round(min(minutes)) else "")
     return (f"# measured in {path}: {len(minutes)} run{'s' * (len(minutes) != 1)}, "
             f"{sum(minutes) / 60:.1f} hours in all ({spread} minutes a run), on "
-            f"{m['device'] if m['device'] != 'cpu' else cpu} (the machine that wrote the file)")
+            f"{m['device'] if m['device'] != 'cpu' else cpu} (the machine that wrote the file)"
+            + (f", shrunk by `{shlex.join(r['shrunk_by'])}`" if r.get("shrunk_by") else ""))
 
 
 def dry_run(args, runs: list) -> None:
@@ -784,7 +791,8 @@ def dry_run(args, runs: list) -> None:
                                                       "of best.pt, which is the last epoch,")
                + " per method, mean ± 95% interval over seeds; "
                f"paired differences {pairs} with their verdicts" if runset.compare else
-               "table columns: selected epoch | clean | PGD-20 | cascade (best.pt) | last PGD-20 | last cascade (last.pt)")
+               "table columns: selected epoch | clean | PGD-20 | cascade (best.pt) | last PGD-20 | last cascade (last.pt; "
+               "best.pt's where it is the final epoch)")
     print(f"# methods: {', '.join(methods)}\n# {columns}")
     figures = paper_figures(runset.dataset, methods)
     if figures:
@@ -876,19 +884,20 @@ def main(argv=None) -> None:
         if args.epochs <= max(drops):
             parser.error(f"{args.runset} drops the learning rate after epochs {' and '.join(map(str, drops))}: "
                          f"--epochs must be above {max(drops)}")
-    seeds = args.seeds or RUNSETS[args.runset].seeds
-    points = evaluated_points(args, "npz" if args.train_npz else RUNSETS[args.runset].dataset)
-    if RUNSETS[args.runset].cascade_per_seed and points is not None and points < seeds:
-        parser.error(f"{points} test points for {seeds} seeds: each seed attacks its own test points with the cascade, "
-                     "so give at least one point per seed")
-    runs = plan(args)
     try:  # every run's settings, checked before any work (train.py's and evaluate.py's own checks)
+        runs = plan(args)
         for run in runs[:1]:
             train.resolve_args(train.build_parser().parse_args(run.train_cmd[2:]))
         for run in runs:
             for cmd in run.eval_cmds.values():
                 evaluate.check_args(evaluate.build_parser().parse_args(cmd[2:]))
-    except ValueError as e:
+        seeds = args.seeds or RUNSETS[args.runset].seeds
+        points = evaluated_points(args, "npz" if args.train_npz else RUNSETS[args.runset].dataset) \
+            if RUNSETS[args.runset].cascade_per_seed else None
+        if points is not None and points < seeds:
+            raise ValueError(f"{points} test points for {seeds} seeds: each seed attacks its own test points with "
+                             "the cascade, so give at least one point per seed")
+    except (ValueError, ExperimentError) as e:
         parser.error(str(e))
     if args.dry_run:
         dry_run(args, runs)

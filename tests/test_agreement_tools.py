@@ -211,4 +211,12 @@ def test_the_trades_comparison_records_which_official_code_ran(tmp_path):
         subprocess.run(git + cmd, check=True, capture_output=True)
     head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     source = compare_official_trades.official_source(str(tmp_path))
-    assert source == {"git_commit": head, "sha256_of_trades_py": hashlib.sha256(b"def trades_loss(): pass\n").hexdigest()}
+    assert source == {"path": str(tmp_path), "git_commit": head,
+                      "sha256_of_trades_py": hashlib.sha256(b"def trades_loss(): pass\n").hexdigest()}
+    (tmp_path / "inner").mkdir()  # a folder inside the checkout is not a checkout of its own
+    (tmp_path / "inner" / "trades.py").write_text("x\n")
+    assert compare_official_trades.official_source(str(tmp_path / "inner"))["git_commit"] is None
+    import report
+    r = report.load(ROOT, "speed-vs-official-trades")
+    assert "The official code at commit" not in report.speed_vs_official_trades(r)
+    assert f"The official code at commit {head[:7]}." in report.speed_vs_official_trades({**r, "official_source": source})

@@ -202,6 +202,12 @@ def test_a_resume_of_several_checkpoints_skips_the_ones_already_evaluated(smoke_
         shutil.copy(smoke_run / name, tmp_path / name)
     evaluate.main(["--ckpt", str(tmp_path / "best.pt"), *EVAL_ARGS, "--attacks", "apgd-ce"])
     first = (tmp_path / "eval-best.json").read_text()
+    old = json.loads(first)  # a report written before --cascade-start existed: its start was 0, and it is skipped too
+    del old["settings"]["cascade_start"]
+    (tmp_path / "eval-best.json").write_text(json.dumps(old))
+    evaluate.main(["--ckpt", str(tmp_path / "best.pt"), *EVAL_ARGS, "--attacks", "apgd-ce", "--resume"])
+    assert "eval-best.json: already evaluated" in capsys.readouterr().out
+    (tmp_path / "eval-best.json").write_text(first)
     # as if cut off while evaluating last.pt: best.pt has its report and no progress file
     with pytest.raises(SystemExit):  # last.pt has nothing to resume: its own one-line error, after best.pt is skipped
         evaluate.main(["--ckpt", str(tmp_path / "best.pt"), str(tmp_path / "last.pt"), *EVAL_ARGS, "--attacks", "apgd-ce",

@@ -3,6 +3,7 @@ import os
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
 import experiments
@@ -201,6 +202,29 @@ def test_accuracy_set_compares_methods_seed_by_seed_with_a_verdict(tmp_path, mon
             "668-1,001 (seed 2): 1,002 points in all, each seed on its own" in table)
     assert experiments.cascade_points([{"seed": s, "cascade_n": 1000} for s in range(3)]) == "the first 1,000"
     assert "(WEAT-adv - TRADES, PGD-20; WEAT-adv - TRADES, cascade" in table and "could not have shown" in table
+
+
+def test_where_best_pt_is_the_last_epoch_last_pt_adds_no_pair_and_the_points_come_from_the_test_npz(tmp_path):
+    runs = [{"method": m, "seed": s, "clean": 0.5, "pgd20": 0.3 + (m == "weat-adv") * 0.01 * (s + 1), "cascade": 0.25,
+             "last_pgd20": 0.3, "epoch": 6, "last_epoch": 6} for s in range(3) for m in ("weat-adv", "trades")]
+    measures = lambda rs: {p["measure"] for p in experiments.paired_differences(rs, (("weat-adv", "trades"),), {})}  # noqa: E731
+    assert measures(runs) == {"clean", "pgd20", "cascade"}
+    assert measures([{**r, "last_epoch": 7} for r in runs]) == {"clean", "pgd20", "cascade", "last_pgd20"}
+    np.savez(tmp_path / "test.npz", image=np.zeros((90, 32, 32, 3), np.uint8), label=np.arange(90) % 10)
+    args = experiments.build_parser().parse_args(["accuracy-cpu", "--train-npz", "x.npz", "--test-npz", str(tmp_path / "test.npz")])
+    assert experiments.evaluated_points(args, "npz") == 90
+    seed2 = [run for run in experiments.plan(args) if run.seed == 2][0]
+    assert "--cascade-examples 30 --cascade-start 60" in " ".join(seed2.eval_cmds["best"])  # 90 points, 3 seeds
+
+
+def test_a_test_npz_without_labels_is_one_line_for_the_set_that_counts_its_points(tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not an npz")
+    with pytest.raises(SystemExit) as e:
+        experiments.main(["accuracy-cpu", "--dry-run", "--train-npz", str(bad), "--test-npz", str(bad)])
+    assert e.value.code == 2 and f"--test-npz {bad}: not an npz file with a 'label' array" in capsys.readouterr().err
+    experiments.main(["claims-cpu", "--dry-run", "--train-npz", str(bad), "--test-npz", str(bad)])  # reads no points
+    assert "train.py" in capsys.readouterr().out
 
 
 def test_an_evaluation_counts_as_done_only_on_its_own_cascade_points(tmp_path):

@@ -97,7 +97,7 @@ def test_provenance_names_the_command_commit_data_and_machine(tmp_path):
     assert p["data"] == [{"name": "points.npz", "sha256": hashlib.sha256(b"not really an npz").hexdigest()}]
     assert p["command"].startswith("python ") and (p["commit"] == "unknown" or len(p["commit"].removesuffix("-dirty")) == 40)
     assert p["machine"]["cpu_cores"] >= 1 and p["machine"]["device"] == "cpu" and p["machine"]["torch"] == torch.__version__
-    assert p["machine"]["cpu_model"] and p["machine"]["cpu_model"] != "unknown" or not os.path.exists("/proc/cpuinfo")
+    assert isinstance(p["machine"]["cpu_model"], str) and p["machine"]["cpu_model"]  # "unknown" where the system names none
 
 
 def test_provenance_is_dirty_for_changed_code_not_for_changed_results(tmp_path):

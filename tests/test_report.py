@@ -137,7 +137,12 @@ def test_claim_2_reads_the_noise_baseline_only_where_every_model_has_it():
     table = report.claim2(files)
     assert "| noise |" not in table and "| pgd-ce | untargeted |" in table  # only attacks every model has
     files["b"]["models"]["m2"] = noisy[2]
-    assert "| noise | baseline | 0 of 2 | 2 of 2 | 0 of 2 |" in report.claim2(files)
+    table = report.claim2(files)
+    assert "| noise | baseline | 0 of 2 | 2 of 2 | 0 of 2 | — |" in table and "beyond the noise:" in table
+    noisy[2]["attacks"]["noise"] = shift(0.05, 0.15)  # the noise raising E(x) by +0.1 on m2, by +0.2 on m1
+    for m in (noisy[1], noisy[2]):  # an attack raising E(x) by +0.2 [+0.15, +0.25]: beyond the noise's +0.1, not its +0.2
+        m["attacks"]["square"] = {**m["attacks"]["square"], "E_x_shift": {"mean": 0.2, "lo": 0.15, "hi": 0.25}}
+    assert "| square | untargeted | 0 of 2 | 2 of 2 | 0 of 2 | 0 / 1 of 2 |" in report.claim2(files)
 
 
 def test_the_energy_tables_give_each_models_minutes_where_the_file_has_them():
@@ -145,7 +150,9 @@ def test_the_energy_tables_give_each_models_minutes_where_the_file_has_them():
     assert report.model_minutes({"models": {"a": {}}}) == []  # files written before the tool timed its models
     for i, m in enumerate(r["models"].values()):
         m["seconds"] = 90.0 * (i + 1)
-    assert report.energy_attacks_compact(r).endswith("cpu-w16-10k-natural 2, sat-s0 3, trades-s0 4, weat-adv-s0 6.")
+    assert report.energy_attacks_compact(r).endswith("cpu-w16-10k-natural 1.5, sat-s0 3.0, trades-s0 4.5, weat-adv-s0 6.0.")
+    r["models"]["sat-s0"]["seconds"] = 754.0
+    assert "sat-s0 13," in report.energy_attacks_compact(r)  # ten minutes and more: whole minutes
 
 
 def test_the_judges_lift_is_a_difference_of_two_binomial_accuracies_with_its_interval():

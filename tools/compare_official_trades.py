@@ -100,14 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def official_source(trades_repo: str) -> dict:
-    """Which official code ran: the checkout's git commit (None where it is not a git checkout) and the sha256
-    of its trades.py."""
-    try:
-        commit = subprocess.run(["git", "-C", trades_repo, "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=60).stdout.strip() or None
-    except OSError:
-        commit = None
-    return {"git_commit": commit, "sha256_of_trades_py": sha256_of(os.path.join(trades_repo, "trades.py"))}
+    """Which official code ran: its folder, the git commit of the checkout it is the top of (None where it is
+    not one: a folder inside another repository would give that repository's commit) and trades.py's sha256."""
+    def git(*words):
+        try:
+            return subprocess.run(["git", "-C", trades_repo, *words], capture_output=True, text=True,
+                                  timeout=60).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    top = git("rev-parse", "--show-toplevel")
+    own = bool(top) and os.path.realpath(top) == os.path.realpath(trades_repo)
+    return {"path": os.path.abspath(trades_repo), "git_commit": (git("rev-parse", "HEAD") or None) if own else None,
+            "sha256_of_trades_py": sha256_of(os.path.join(trades_repo, "trades.py"))}
 
 
 def main(argv=None) -> None:

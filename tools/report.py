@@ -84,9 +84,10 @@ def speed_vs_official_trades(r: dict) -> str:
     return "\n".join(lines)
 
 
-def moved(shift: dict) -> str:
-    """How an attack moves the mean: only an interval that excludes 0 counts."""
-    return "down" if shift["hi"] < 0 else "up" if shift["lo"] > 0 else "no clear move"
+def moved(shift: dict, against: float = 0.0) -> str:
+    """How an attack moves the mean: only an interval that excludes 0 counts (or `against`, the noise
+    baseline's mean shift, for a move beyond it)."""
+    return "down" if shift["hi"] < against else "up" if shift["lo"] > against else "no clear move"
 
 
 def seeds_note(s: dict, per_seed_column: bool = True) -> str:
@@ -110,7 +111,8 @@ def torchattacks_check(r: dict) -> list:
 
 def model_minutes(r: dict) -> list:
     """A line with each model's minutes for the whole tool run on it (none where the file has no times)."""
-    timed = [f"{tag} {m['seconds'] / 60:.0f}" for tag, m in r["models"].items() if m.get("seconds") is not None]
+    timed = [f"{tag} {m['seconds'] / 60:.{0 if m['seconds'] >= 600 else 1}f}" for tag, m in r["models"].items()
+             if m.get("seconds") is not None]
     return ["", "Minutes per model (every attack and seed, both point rules, on the machine named below): "
             + ", ".join(timed) + "."] if timed else []
 
@@ -162,18 +164,24 @@ def claim2(results: dict) -> str:
     the mean E(x) (a move only where the 95% interval excludes 0). Each model's shifts are the results page's."""
     models = [(tag, m, r["settings"]) for r in results.values() for tag, m in r["models"].items()]
     attacks = [a for a in models[0][1]["attacks"] if a != "clean" and all(a in m["attacks"] for _, m, _ in models)]
-    lines = ["| attack | kind | lowers the mean E(x) on | raises it on | no clear move on |", "|---|---|---|---|---|"]
+    baseline = "noise" in attacks  # every model has it: each attack's shift is also read against the noise's
+    lines = ["| attack | kind | lowers the mean E(x) on | raises it on | no clear move on |"
+             + (" lowers / raises it beyond the noise on |" if baseline else ""), "|---|---|---|---|---|" + "---|" * baseline]
     for a in attacks:
         moves = [moved(m["attacks"][a]["E_x_shift"]) for _, m, _ in models]
+        beyond = [moved(m["attacks"][a]["E_x_shift"], m["attacks"]["noise"]["E_x_shift"]["mean"]) for _, m, _ in models] \
+            if baseline and a != "noise" else None
         lines.append(f"| {a} | {models[0][1]['attacks'][a]['kind']} | " + " | ".join(
-            f"{moves.count(k)} of {len(models)}" for k in ("down", "up", "no clear move")) + " |")
+            f"{moves.count(k)} of {len(models)}" for k in ("down", "up", "no clear move")) + " |"
+            + ((f" {beyond.count('down')} / {beyond.count('up')} of {len(models)} |" if beyond else " — |") if baseline else ""))
     seeds = sorted({s["attack_seeds"] for _, _, s in models})
     named = ", ".join(f"{tag} ({s['n']} test points)" for tag, _, s in models)
     lines += ["", f"(Models: {named}. The change of the "
                   f"mean E(x), attacked minus clean, eps 8/255, K = 10, the paper's attack points, "
                   f"{' or '.join(map(str, seeds))} seeds of each random attack averaged point by point, counts as lowering "
-                  "or raising only where its 95% bootstrap interval over points excludes 0. Each model's shifts with "
-                  "their intervals: the energy tables of the results page.)"]
+                  "or raising only where its 95% bootstrap interval over points excludes 0"
+                  + ("; beyond the noise: where it excludes the noise baseline's mean shift on that model" if baseline else "")
+                  + ". Each model's shifts with their intervals: the energy tables of the results page.)"]
     return "\n".join(lines)
 
 
