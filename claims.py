@@ -41,6 +41,11 @@ def display(method: str) -> str:
     return {"sat-wd": "SAT, weight decay (control)"}.get(method, METHODS[method].display if method in METHODS else method)
 
 
+def possessive(name: str) -> str:
+    """SAT's, TRADES' (a name ending in s takes the apostrophe alone)."""
+    return name + ("'" if name.endswith(("s", "S")) else "'s")
+
+
 def mean_interval(values: list) -> tuple:
     """Mean and the half-width of its 95% Student-t interval (None for a single value)."""
     v = np.asarray(values, dtype=float)
@@ -628,7 +633,7 @@ def statements(r: dict) -> list:
             row = rows[method]
             half = row["dE_divergence_ci95"]
             where = None if half is None else side(row["dE_divergence"] - half, row["dE_divergence"] + half)
-            out.append((f"{display(method)}'s dE diverges", "dE over the last 5 epochs minus over the best 5, 95% interval",
+            out.append((f"{possessive(display(method))} dE diverges", "dE over the last 5 epochs minus over the best 5, 95% interval",
                         interval(row["dE_divergence"], half, 1, "+.3f"),
                         {"below 0": "yes", "above 0": "no: it converges", None: "not shown (one seed)"}.get(where, "not shown")))
     for a, b in ((BASE, ALIGNED), (BASE, "weat-adv"), (ALIGNED, "weat-adv"), (BASE, INTERVENTION), (BASE, CONTROL)):

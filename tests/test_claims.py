@@ -167,7 +167,7 @@ def test_a_claims_set_keeps_every_epoch_and_its_tables_recompute_from_the_file(t
             in claims.lags_table({"claims-cpu": r}))
     verdicts = {statement: verdict for statement, _, _, verdict in claims.statements(r)}
     assert verdicts["SAT overfits"] == "yes" and verdicts["TRADES overfits"] == "not beyond noise"
-    assert verdicts["SAT's dE diverges"] == "yes" and verdicts["TRADES's dE diverges"] == "not shown"
+    assert verdicts["SAT's dE diverges"] == "yes" and verdicts["TRADES' dE diverges"] == "not shown"
     assert verdicts["TRADES overfits less than SAT"] == "not shown"  # 2 seeds: a wide interval, though SAT falls more
     summary = report.claims_summary({**{name: report.load(ROOT, name) for name in report.CLAIMS_SUMMARY_FILES}, "claims-cpu": r})
     assert ("no augmentation: SAT overfits with a divergence, TRADES does not overfit beyond noise without a clear "

@@ -310,7 +310,7 @@ def claim1_divergence(name: str, r: dict) -> str:
     verdicts = {s: v for s, _, _, v in claims.statements(r)}
     parts = []
     for method in (claims.BASE, claims.ALIGNED, "weat-adv"):
-        over, diverges = verdicts.get(f"{claims.display(method)} overfits"), verdicts.get(f"{claims.display(method)}'s dE diverges")
+        over, diverges = verdicts.get(f"{claims.display(method)} overfits"), verdicts.get(f"{claims.possessive(claims.display(method))} dE diverges")
         if over is not None:
             parts.append(f"{claims.display(method)} " + ("overfits" if over == "yes" else "does not overfit beyond noise")
                          + {"yes": " with a divergence", "no: it converges": ", its energies converging"}.get(
