@@ -569,17 +569,20 @@ def calibration_table(r: dict) -> str:
 
 PANELS = (("test_pgd_acc", "test PGD accuracy %", 100), ("train_adv_acc", "training robust accuracy %", 100),
           ("delta_E", "dE = E(x) - E(x*)", 1), ("delta_Exy", "dE(x,y) = E(x,y) - E(x*,y)", 1))
+GAP_SCALE_FROM = 5  # the gap panels' y axis fits every curve from this epoch on (the first epochs' spike can leave it)
 
 
 def plot(r: dict, path: str, title: str = "") -> None:
     """Four panels (test PGD, training robust accuracy, dE, dE(x,y) over epochs): per method the mean over its
-    seeds (thick) and each seed (thin), dotted lines at the learning-rate drops, the legend below. Drawn 900
-    pixels wide with labels of at least 10 pixels."""
+    seeds (thick) and each seed (thin), dotted lines at the learning-rate drops, the legend below. The gap
+    panels' y axis fits the curves from epoch GAP_SCALE_FROM on, so that the late divergence shows (the early
+    spike runs off it; their titles say so). Drawn 900 pixels wide with labels of at least 10 pixels."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     plt.rcParams.update({"font.size": 11, "axes.titlesize": 12})
     fig, axes = plt.subplots(2, 2, figsize=(9, 7), sharex=True)
+    late = {key: [] for key, _, _ in PANELS}  # every curve's values from GAP_SCALE_FROM on
     for i, (method, mine) in enumerate(by_method(r["runs"]).items()):
         logs = [epoch_rows(run["log"]) for run in mine]
         epochs = [row["epoch"] for row in logs[0]]
@@ -589,6 +592,13 @@ def plot(r: dict, path: str, title: str = "") -> None:
                 ax.plot(epochs, curve, color=f"C{i}", linewidth=0.6, alpha=0.35)
             ax.plot(epochs, np.nanmean(curves, axis=0), color=f"C{i}", linewidth=2, label=display(method))
             ax.set_title(label)
+            late[key] += [v for curve in curves for e, v in zip(epochs, curve) if e >= GAP_SCALE_FROM and np.isfinite(v)]
+    for ax, (key, label, _) in list(zip(axes.flat, PANELS))[2:]:
+        if late[key]:
+            low, high = min(late[key]), max(late[key])
+            pad = 0.08 * (high - low) or 0.05
+            ax.set_ylim(low - pad, high + pad)
+            ax.set_title(f"{label}\n(axis fitted from epoch {GAP_SCALE_FROM} on)", fontsize=11)
     drops = sorted({row["epoch"] for run in r["runs"] for prev, row in zip(epoch_rows(run["log"]), epoch_rows(run["log"])[1:])
                     if row["lr"] < 0.5 * prev["lr"]})
     for ax in axes.flat:

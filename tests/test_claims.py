@@ -240,3 +240,17 @@ def test_a_pick_on_an_epoch_without_test_pgd_is_left_out_of_the_picks_table():
     d = runs[0]["energy_test"] - runs[0]["val_test"]
     assert row.startswith("| no augmentation | SAT | — |") and f"{100 * d:+.1f} ({100 * d:+.1f}, {100 * d:+.1f})" in row
     assert f"{int(d >= 0)} of 1 / " in row and row.endswith(" of 2 |")
+
+
+def test_the_gap_panels_fit_the_curves_after_the_first_epochs_spike(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    rows = claims_log(0, fall=0.08, gap_change=-0.8)
+    rows[1]["delta_E"] = 5.0  # a spike at epoch 2, as the first SAT epochs have
+    r = {"runs": [{"method": "sat", "seed": 0, "log": claims.epoch_columns(rows)}]}
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    claims.plot(r, str(tmp_path / "claims.png"))
+    low, high = figures[0].axes[2].get_ylim()
+    late = [row["delta_E"] for row in rows if row["epoch"] >= claims.GAP_SCALE_FROM]
+    assert low <= min(late) and max(late) <= high < 5.0  # every curve from epoch 5 on in view, the spike off the axis
+    assert "from epoch 5" in figures[0].axes[2].get_title() and (tmp_path / "claims.png").stat().st_size > 10_000
