@@ -220,3 +220,19 @@ def test_the_trades_comparison_records_which_official_code_ran(tmp_path):
     r = report.load(ROOT, "speed-vs-official-trades")
     assert "The official code at commit" not in report.speed_vs_official_trades(r)
     assert f"The official code at commit {head[:7]}." in report.speed_vs_official_trades({**r, "official_source": source})
+
+
+def test_reference_generation_scores_each_sampler_by_the_model_and_the_judge_and_times_it(smoke_run, tmp_path):
+    import reference_generation
+    from data import synthetic_split
+    train = synthetic_split(200, seed=3)
+    npz = tmp_path / "train.npz"
+    np.savez(npz, image=train.images.permute(0, 2, 3, 1).numpy(), label=train.labels.numpy())
+    ckpt, results = str(smoke_run / "best.pt"), tmp_path / "gen.json"
+    reference_generation.main(["--train-npz", str(npz), "--model", ckpt, "--judge", ckpt, "--out", str(tmp_path / "gen"),
+                               "--results", str(results), "--", "--compare-samplers", "--n-per-class", "2", "--steps", "2",
+                               "--device", "cpu", "--cache-dir", str(tmp_path / "cache")])
+    r = json.loads(results.read_text())
+    assert {run["run"] for run in r["runs"]} == {"pca_start-no_SGLD", "SGLD-no_momentum", "SGLD-momentum_0.5"}
+    same = [run["own_accuracy"] == run["judge_accuracy"] for run in r["runs"]]  # the judge is the model itself here
+    assert all(same) and all(run["samples"] == 20 for run in r["runs"]) and r["seconds"] > 0

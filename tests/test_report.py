@@ -155,6 +155,15 @@ def test_the_energy_tables_give_each_models_minutes_where_the_file_has_them():
     assert "sat-s0 13," in report.energy_attacks_compact(r)  # ten minutes and more: whole minutes
 
 
+def test_claim_3_gives_each_generators_minutes_where_its_file_has_them():
+    results = {name: report.load(ROOT, name) for name in report.GENERATORS}
+    for r in results.values():
+        r.pop("seconds", None)
+    assert "Minutes per generator" not in report.claim3(results)
+    results["generation-sat-s0-samplers"]["seconds"] = 90.0
+    assert report.claim3(results).endswith("the machine its file names): sat-s0 1.5.")
+
+
 def test_the_judges_lift_is_a_difference_of_two_binomial_accuracies_with_its_interval():
     runs = [{"run": "pca_start-no_SGLD", "judge_accuracy": 0.3, "samples": 100},
             {"run": "SGLD-no_momentum", "judge_accuracy": 0.8, "samples": 100}]

@@ -20,6 +20,7 @@ same-class samples, and that of the training images), with the run's generate.py
 import argparse
 import json
 import os
+import time
 
 import numpy as np
 import torch
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = parse_tool_args(build_parser(), argv)
+    started = time.time()
     for spec in (args.model, args.judge):  # both checked before anything runs or is written
         check_spec(spec)
     (model, tag), (judge, judge_tag) = classifier(args.model, args.model_dir), classifier(args.judge, args.model_dir)
@@ -85,7 +87,8 @@ def main(argv=None) -> None:
                                                          "pixel_l2_diversity_training_images": reference})
     if args.results:
         write_json(args.results, {"provenance": provenance(data_files(args, train=True)), "model": tag, "judge": judge_tag,
-                                  "pixel_l2_diversity_training_images": reference, "runs": runs})
+                                  "pixel_l2_diversity_training_images": reference, "runs": runs,
+                                  "seconds": time.time() - started})  # generation, its start's fit and the scoring
 
 
 def run_settings(out: str) -> dict:

@@ -283,6 +283,10 @@ def claim3(results: dict) -> str:
                   f"{' / '.join(f'{v:.2f}' for v in sorted(reference))} for the training images. The lift's interval "
                   "treats the two accuracies as independent binomials on the samples, conservative where a sample's "
                   "outcome and its start's go together.)"]
+    timed = [f"{r['model']} {r['seconds'] / 60:.1f}" for r in results.values() if r.get("seconds") is not None]
+    if timed:
+        lines += ["", "Minutes per generator (its three runs, the PCA start's fit and the scoring, on the machine "
+                      "its file names): " + ", ".join(timed) + "."]
     return "\n".join(lines)
 
 
