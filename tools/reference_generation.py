@@ -61,9 +61,12 @@ def main(argv=None) -> None:
     (model, tag), (judge, judge_tag) = classifier(args.model, args.model_dir), classifier(args.judge, args.model_dir)
     data = {"dataset": "npz", "train_npz": args.train_npz} if args.train_npz else {"dataset": args.dataset, "data_dir": args.data_dir}
     info = {"args": data, "model_config": {"num_classes": 10}, "source": tag, "file": args.model}
-    G.load_classifier = lambda *_, **__: (model, info)  # the model in place of --ckpt
     flags = [f for f in args.generate_flags if f != "--"]
-    G.main(["--ckpt", tag, *(["--train-npz", args.train_npz] if args.train_npz else []), "--out", args.out, *flags])
+    loader, G.load_classifier = G.load_classifier, lambda *_, **__: (model, info)  # the model in place of --ckpt
+    try:
+        G.main(["--ckpt", tag, *(["--train-npz", args.train_npz] if args.train_npz else []), "--out", args.out, *flags])
+    finally:  # generate.py as it was, for whoever imports it next in this process
+        G.load_classifier = loader
     train = split(args, train=True)
     reference = metrics.diversity(train.images, train.labels)
     print(f"\n| generator | run | its accuracy on its samples | judge ({judge_tag}) accuracy | pixel L2 diversity "
