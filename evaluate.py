@@ -81,6 +81,12 @@ def progress_file(report_file: str) -> str:
     return os.path.splitext(report_file)[0] + "-progress.pt"
 
 
+def cascade_size(n: int, start: int, examples) -> int:
+    """How many of n points the cascade attacks from index `start`: `examples` (all by default), at most the
+    points from there on."""
+    return n - start if examples is None else min(examples, n - start)
+
+
 def with_defaults(settings: dict) -> dict:
     """Saved settings with the keys added since filled in as they were before (cascade_start: 0)."""
     return {"cascade_start": 0, **settings} if settings else settings
@@ -123,7 +129,7 @@ def evaluate_model(model, x, y, eps, attacks, batch_size=500, seed=0, progress=F
     s = cascade_start
     if not 0 <= s <= len(y):
         raise ValueError(f"cascade_start {s} is outside the {len(y)} points")
-    m = len(y) - s if cascade_n is None else min(cascade_n, len(y) - s)
+    m = cascade_size(len(y), s, cascade_n)
     state = dict(resume or {})
 
     def saver(part):
@@ -191,7 +197,7 @@ def evaluate_one(args, ckpt: str = None) -> dict:
     if args.cascade_start and args.cascade_start >= n:
         raise EvaluationError(f"--cascade-start {args.cascade_start} is past the last of the {n} points")
     cascade_start = args.cascade_start
-    cascade_n = n - cascade_start if args.cascade_examples is None else min(args.cascade_examples, n - cascade_start)
+    cascade_n = cascade_size(n, cascade_start, args.cascade_examples)
     # the points evaluated, by content: a resume on other data (another --test-npz, --data-dir) is refused
     points = hashlib.sha256(test.images[:n].contiguous().numpy().tobytes() + test.labels[:n].numpy().tobytes()).hexdigest()
     checkpoint_hash = sha256_of(info["file"]) if os.path.isfile(info["file"]) else None  # RobustBench ensembles: no one file

@@ -328,8 +328,8 @@ def evaluation_done(run: Run, which: str) -> bool:
             and report["attack_settings"]["n_queries"] == wanted.n_queries
             and report["seed"] == wanted.seed and (wanted.n_examples is None or report["n"] <= wanted.n_examples)
             and report.get("cascade_start", 0) == wanted.cascade_start
-            and report.get("cascade_n", report["n"]) == min(report["n"] - wanted.cascade_start, wanted.cascade_examples
-                                                            if wanted.cascade_examples is not None else report["n"]))
+            and report.get("cascade_n", report["n"]) == evaluate.cascade_size(report["n"], wanted.cascade_start,
+                                                                             wanted.cascade_examples))
 
 
 def checkpoint_epoch(run: Run, which: str) -> int:
