@@ -216,11 +216,13 @@ def evaluate_one(args, ckpt: str = None) -> dict:
         return done
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)  # the progress file is saved beside the report
     resume = load_progress(progress, identity) if args.resume else None
-    started = time.time()
+    # the seconds spent before a cut count too: the report's time is that of the whole evaluation
+    started = time.time() - ((resume or {}).get("elapsed") or 0.0)
     # PGD-20 runs through the cascade's machinery (one attack, every point) to share its batching and resume
     result = evaluate_model(model, x, y, args.eps * PIXEL, attacks, args.batch_size, args.seed, True, resume,
-                            lambda state: atomic_save({"settings": identity, "state": state}, progress), cascade_n,
-                            cascade_start, **settings)
+                            lambda state: atomic_save({"settings": identity,
+                                                       "state": {**state, "elapsed": time.time() - started}}, progress),
+                            cascade_n, cascade_start, **settings)
     report = {"checkpoint": info["source"], "checkpoint_sha256": identity["checkpoint_sha256"],
               "dataset": info["args"]["dataset"], "test_npz": args.test_npz or info["args"].get("test_npz"),
               "points_sha256": points, "batch_size": args.batch_size, "settings": identity, "split": "test", "n": n, "cascade_n": cascade_n,

@@ -175,6 +175,7 @@ RUNSETS = {
 }
 FAST_FLAGS = ["--amp", "bf16", "--channels-last", "--compile"]
 TRAIN_OVERRIDES = ("epochs", "width", "train_subset", "steps", "train_npz", "test_npz", "val_size", "eval_examples")
+SHRINKING = tuple(k for k in TRAIN_OVERRIDES if k not in ("train_npz", "test_npz"))  # other data is said apart, not "shrunk"
 EVAL_OVERRIDES = ("n_examples", "attacks", "n_iter", "n_queries")
 
 
@@ -314,22 +315,52 @@ def training_state(run: Run) -> str:
         return "done" if sum(1 for _ in f) >= intended["epochs"] else "partial"
 
 
+def planned_points(run: Run, wanted) -> int:
+    """How many test points the evaluation `wanted` (evaluate.py's parsed flags) attacks: --n-examples, at most
+    the test split's size, read from the run's --test-npz (paths as typed, from the repo root) or its data set's;
+    None where neither is known (no args.json yet, synthetic data)."""
+    path = os.path.join(run.folder, "args.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        trained = json.load(f)
+    npz = wanted.test_npz or trained.get("test_npz")
+    points = evaluated_points(argparse.Namespace(test_npz=npz and os.path.join(ROOT, npz), n_examples=wanted.n_examples),
+                              trained.get("dataset"))
+    return points or None
+
+
 def evaluation_done(run: Run, which: str) -> bool:
-    """True when eval-WHICH.json exists for this checkpoint with the attacks and settings asked for."""
+    """True when eval-WHICH.json exists for this checkpoint with the attacks, settings and points asked for."""
     if not os.path.exists(run.eval_file(which)):
         return False
     with open(run.eval_file(which)) as f:
         report = json.load(f)
     wanted = evaluate.build_parser().parse_args(run.eval_cmds[which][2:])
     evaluate.check_args(wanted)
+    points = planned_points(run, wanted)
     return (report["checkpoint_sha256"] == sha256_of(os.path.join(run.folder, f"{which}.pt"))
             and report["attacks"] == wanted.attacks and report["eps_pixels"] == wanted.eps
             and report["attack_settings"]["n_iter"] == wanted.n_iter
             and report["attack_settings"]["n_queries"] == wanted.n_queries
-            and report["seed"] == wanted.seed and (wanted.n_examples is None or report["n"] <= wanted.n_examples)
+            and report["seed"] == wanted.seed
+            and (report["n"] == points if points else wanted.n_examples is None or report["n"] <= wanted.n_examples)
             and report.get("cascade_start", 0) == wanted.cascade_start
             and report.get("cascade_n", report["n"]) == evaluate.cascade_size(report["n"], wanted.cascade_start,
                                                                              wanted.cascade_examples))
+
+
+def refuse_to_overwrite(run: Run, which: str) -> None:
+    """Raise ExperimentError where eval-WHICH.json evaluated this very checkpoint with other settings or points
+    (e.g. the whole test split, now asked with --n-examples): an evaluation is not thrown away unasked. A
+    report of an older checkpoint (the run retrained) is simply replaced."""
+    if not os.path.exists(run.eval_file(which)):
+        return
+    with open(run.eval_file(which)) as f:
+        report = json.load(f)
+    if report.get("checkpoint_sha256") == sha256_of(os.path.join(run.folder, f"{which}.pt")):
+        raise ExperimentError(f"{run.eval_file(which)} evaluated this {which}.pt with other settings or points "
+                              f"({report['n']:,} points); remove it to evaluate again, or pass another --tag")
 
 
 def checkpoint_epoch(run: Run, which: str) -> int:
@@ -365,6 +396,7 @@ def run_all(runs: list) -> None:
             if which == "last" and last_is_best(run):
                 continue
             if not evaluation_done(run, which):
+                refuse_to_overwrite(run, which)
                 partial = os.path.exists(evaluate.progress_file(run.eval_file(which)))
                 execute(cmd + (["--resume"] if partial else []))
             else:
@@ -562,12 +594,27 @@ def paired_differences(results: list, pairs: tuple, paper: dict) -> list:
             margin = paper_margin(paper, a, b, column)
             out.append({"methods": [a, b], "measure": measure, "seeds": seeds, "differences": values,
                         "difference": mean, "ci95": half, "detectable": detectable_difference(sd, len(values)),
-                        "paper_margin": margin,
+                        "paper_margin": margin, "paper_side": direction if margin is None else 1 if margin >= 0 else -1,
                         "verdict": "—" if measure == "clean" else comparison_verdict(mean, half, margin, direction)})
     return out
 
 
 MEASURES = {"clean": "clean", "pgd20": "PGD-20", "cascade": "cascade", "last_pgd20": "PGD-20, last epoch"}
+
+
+def verdict_words(p: dict) -> str:
+    """A paired difference's verdict naming the direction: which method is ahead here and in the paper, and
+    whether a difference on the paper's side is smaller than the paper's margin (its interval excludes it)."""
+    a, b = (claims.display(m) for m in p["methods"])
+    side = p.get("paper_side", 1)
+    place = lambda sign: "ahead of" if sign > 0 else "behind"  # noqa: E731
+    if p["verdict"] == "holds":
+        low, high = p["difference"] - p["ci95"], p["difference"] + p["ci95"]
+        smaller = p["paper_margin"] is not None and (high < p["paper_margin"] if side > 0 else low > p["paper_margin"])
+        return f"holds: {a} {place(side)} {b}, as in the paper" + (", by less than its margin" if smaller else "")
+    if p["verdict"] == "reversed":
+        return f"reversed: {a} {place(-side)} {b}; the paper has it {place(side)}"
+    return p["verdict"]
 
 
 def cascade_points(runs: list) -> str:
@@ -593,7 +640,7 @@ def accuracy_table(r: dict) -> str:
     same = best_is_last(r["runs"])  # then last.pt has no column of its own
     keys = ("clean", "pgd20", "cascade") + (() if same else ("last_pgd20",))
     lines = ["| method | seeds | clean | PGD-20 | cascade | " + ("" if same else "PGD-20, last epoch | ")
-             + "paper PGD-20 / AA | minutes per run: training / evaluation |", "|---" * (len(keys) + 4) + "|"]
+             + "paper (full scale) PGD-20 / AA | minutes per run: training / evaluation |", "|---" * (len(keys) + 4) + "|"]
     for row in r["rows"]:
         pgd, aa = paper.get(row["method"], (None, None))
         mine = [run for run in r["runs"] if run["method"] == row["method"]]
@@ -614,15 +661,15 @@ def accuracy_table(r: dict) -> str:
         detect = "—" if p["detectable"] is None else f"{100 * p['detectable']:.1f}"
         lines.append(f"| {claims.display(p['methods'][0])} - {claims.display(p['methods'][1])} | {MEASURES[p['measure']]} | "
                      f"{100 * p['difference']:+.1f}" + (f" ± {100 * p['ci95']:.1f}" if p["ci95"] is not None else "")
-                     + f" | {detect} | {margin} | {p['verdict']} |")
+                     + f" | {detect} | {margin} | {verdict_words(p)} |")
     pgd_points = " / ".join(f"{n:,}" for n in sorted({row["n"] for row in r["runs"]}))
     short = [f"{claims.display(p['methods'][0])} - {claims.display(p['methods'][1])}, {MEASURES[p['measure']]}"
              for p in r["pairs"] if p["detectable"] is not None and p["paper_margin"] is not None
              and p["detectable"] > abs(p["paper_margin"])]
     if short:
         lines += ["", "Where the detectable difference is larger than the paper's margin (" + "; ".join(short) + "), these "
-                  "seeds could not have shown the paper's difference: there a verdict other than holds or reversed says "
-                  "nothing against the paper."]
+                  "seeds could not have shown the paper's difference: there \"not shown at this scale\" says nothing "
+                  "against the paper (\"does not hold here\" still does: its interval excluded the paper's margin)."]
     lines += ["", f"(Accuracy in %: clean and PGD-20 on the first {pgd_points} test points, the cascade on "
                   f"{cascade_points(r['runs'])}; mean ± the half-width of the 95% Student-t interval over seeds; selected = "
                   f"best.pt by the authors' rule (best validation PGD-20 of the last 10% of epochs"
@@ -633,7 +680,9 @@ def accuracy_table(r: dict) -> str:
                   f"does not hold here where it contains 0 and excludes the paper's margin, not shown at this scale where "
                   f"it contains both (a measure the paper lacks takes the side of the pair's PGD-20 margin); minutes: the mean over seeds of a "
                   f"run's logged epoch times and of its evaluations' logged times; paper's margin: the paper's "
-                  f"ResNet-18 CIFAR-10 figures (PGD-20, AutoAttack), {PAPER_SOURCE}.)"]
+                  f"ResNet-18 CIFAR-10 figures (PGD-20, AutoAttack), {PAPER_SOURCE}; they are of the full recipe (the whole "
+                  f"training set, a width-64 ResNet-18, {train.DEFAULT_EPOCHS} epochs): their margins are what is tested here, "
+                  f"their levels are out of reach at this scale.)"]
     return "\n".join(lines)
 
 
@@ -641,7 +690,7 @@ def write_results(args, runs: list) -> str:
     """RESULTS_DIR/SET.md and .json (and SET-energy.png where the set logs energies); returns the .md path."""
     runset, name = RUNSETS[args.runset], set_name(args)
     os.makedirs(args.results_dir, exist_ok=True)
-    base, shrunk = os.path.join(args.results_dir, name), passed_on(args, TRAIN_OVERRIDES + EVAL_OVERRIDES)
+    base, shrunk = os.path.join(args.results_dir, name), passed_on(args, SHRINKING + EVAL_OVERRIDES)
     dataset = f"{args.train_npz} (in place of {runset.dataset})" if args.train_npz else runset.dataset
     origin = provenance([args.train_npz, args.test_npz])
     if runset.claims:
@@ -670,6 +719,7 @@ def write_comparison(base: str, name: str, runset: RunSet, runs: list, results: 
         result["epochs"], result["train_minutes"] = epoch_columns(rows), claims.logged_minutes(rows)
     paper = PAPER.get(runset.dataset, {})
     r = {"provenance": origin, "runset": name, "dataset": runset.dataset, "setup": claims_setup(runs[0]),
+         "scale": run_scale(runs[0]),
          "rows": table_rows(results, ROBUST_KEYS, mean_interval, "ci95"),
          "pairs": paired_differences(results, runset.compare, paper), "runs": results, "shrunk_by": shrunk,
          "paper": paper}
@@ -683,6 +733,17 @@ def write_comparison(base: str, name: str, runset: RunSet, runs: list, results: 
 
 # ---------------------------------------------------------------------------------------------------
 # The claims sets: robust overfitting and the energy gaps, read off the training logs (claims.py)
+
+
+def run_scale(run: Run) -> dict:
+    """What a run shrinks of the paper's recipe, from its args.json: epochs, training images (None: all), width
+    (None where the run has no args.json)."""
+    path = os.path.join(run.folder, "args.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        a = json.load(f)
+    return {"epochs": a["epochs"], "train_images": a["train_subset"], "width": a["width"]}
 
 
 def claims_setup(run: Run) -> str:

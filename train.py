@@ -40,6 +40,7 @@ LATE_FRACTION = 0.1  # best-late: the best validation PGD-20 among the last 10% 
 # deviation: MAIL-TR trains as TRADES from scratch until its weights switch on; the MAIL code restarts from a
 # TRADES checkpoint of epoch 55 at epoch 60 (of 100; 70 -> 75 of 120)
 MAIL_BURN_IN = 0.6  # MAIL code: its weights switch on at epoch 60 of 100 (75 of 120); TRADES before
+DEFAULT_EPOCHS = 100  # the paper's training epochs (CIFAR-10, CIFAR-100, Tiny-ImageNet)
 EPOCHS = {"svhn": 30}  # training epochs where the paper differs from its 100
 SMOKE = {"dataset": "synthetic", "model": "resnet18", "width": 8, "epochs": 2, "val_size": 100,
          "eval_examples": 100, "batch_size": 64, "steps": 5, "device": "cpu", "train_subset": None}
@@ -166,7 +167,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         defaults = build_parser()
         vars(args).update({k: v for k, v in SMOKE.items() if getattr(args, k) == defaults.get_default(k)})
     if args.epochs is None:
-        args.epochs = EPOCHS.get(args.dataset, 100)
+        args.epochs = EPOCHS.get(args.dataset, DEFAULT_EPOCHS)
     method = METHODS[method_key(vars(args))]
     if args.beta is not None and method.beta is None:
         raise ValueError(f"--beta weighs a regulariser; {method.display} has none")

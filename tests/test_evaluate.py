@@ -93,8 +93,13 @@ def test_resume_continues_a_cut_off_evaluation_with_the_same_result(smoke_run, t
         with pytest.raises(SystemExit) as refused:
             evaluate.main(["--ckpt", ckpt, *EVAL_ARGS, *changed, "--out", str(out), "--resume"])
         assert refused.value.code == 2 and os.path.exists(evaluate.progress_file(str(out)))
+    saved = torch.load(evaluate.progress_file(str(out)), weights_only=True)
+    assert 0 < saved["state"]["elapsed"] < 600  # the seconds spent before the cut, kept with the state
+    saved["state"]["elapsed"] = 1e6  # as if the cut-off part had taken 1e6 s: the report's time must count it
+    real_save(saved, evaluate.progress_file(str(out)))
     evaluate.main(["--ckpt", ckpt, *EVAL_ARGS, "--out", str(out), "--resume"])
     straight, resumed = json.loads((tmp_path / "straight.json").read_text()), json.loads(out.read_text())
+    assert 1e6 <= resumed["seconds"] < 1e6 + 600
     assert stable(straight) == stable(resumed)
     for key in ("clean", "pgd20_robust", "cascade_robust"):
         assert (np.load(straight["mask_file"])[key] == np.load(resumed["mask_file"])[key]).all()

@@ -202,6 +202,9 @@ def test_accuracy_set_compares_methods_seed_by_seed_with_a_verdict(tmp_path, mon
             "668-1,001 (seed 2): 1,002 points in all, each seed on its own" in table)
     assert experiments.cascade_points([{"seed": s, "cascade_n": 1000} for s in range(3)]) == "the first 1,000"
     assert "(WEAT-adv - TRADES, PGD-20; WEAT-adv - TRADES, cascade" in table and "could not have shown" in table
+    assert "| holds: WEAT-adv ahead of TRADES, as in the paper |" in table  # the verdict names the direction
+    assert 'there "not shown at this scale" says nothing against the paper ("does not hold here" still does' in table
+    assert "paper (full scale) PGD-20 / AA" in table and "a width-64 ResNet-18, 100 epochs" in table
 
 
 def test_where_best_pt_is_the_last_epoch_last_pt_adds_no_pair_and_the_points_come_from_the_test_npz(tmp_path):
@@ -242,6 +245,37 @@ def test_an_evaluation_counts_as_done_only_on_its_own_cascade_points(tmp_path):
         assert experiments.evaluation_done(run, "best") == done
 
 
+def test_an_evaluation_counts_as_done_only_on_the_points_planned_and_is_not_overwritten_unasked(tmp_path, monkeypatch):
+    """Without --n-examples the plan attacks the whole test split: a report on fewer points (an earlier
+    --n-examples run on the same best.pt) is not done, and run_all refuses to overwrite it (one line)."""
+    import numpy as np
+    npz = tmp_path / "test.npz"
+    np.savez(npz, image=np.zeros((100, 32, 32, 3), np.uint8), label=np.arange(100) % 10)
+    argv = ["accuracy-cpu", "--methods", "sat", "--runs-dir", str(tmp_path / "runs"), "--train-npz", str(npz),
+            "--test-npz", str(npz)]
+    run = experiments.plan(experiments.build_parser().parse_args(argv))[0]  # seed 0: the cascade on points 0-32
+    os.makedirs(run.folder)
+    (tmp_path / "runs" / "accuracy-cpu" / "sat-s0" / "args.json").write_text(json.dumps({"dataset": "npz", "test_npz": str(npz)}))
+    (tmp_path / "runs" / "accuracy-cpu" / "sat-s0" / "best.pt").write_bytes(b"weights")
+    report = {"checkpoint_sha256": experiments.sha256_of(os.path.join(run.folder, "best.pt")),
+              "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"], "eps_pixels": 8.0, "seed": 0,
+              "attack_settings": {"n_iter": 100, "n_queries": 5000}, "cascade_n": 33, "cascade_start": 0}
+    for n, done in ((100, True), (60, False)):
+        with open(run.eval_file("best"), "w") as f:
+            json.dump({**report, "n": n}, f)
+        assert experiments.evaluation_done(run, "best") == done
+    monkeypatch.setattr(experiments, "training_state", lambda run: "done")
+    monkeypatch.setattr(experiments, "execute", lambda cmd: pytest.fail(f"ran {cmd}"))
+    with pytest.raises(experiments.ExperimentError, match="evaluated this best.pt with other settings or points"):
+        experiments.run_all([run])
+    assert json.loads(open(run.eval_file("best")).read())["n"] == 60  # kept
+    (tmp_path / "runs" / "accuracy-cpu" / "sat-s0" / "best.pt").write_bytes(b"retrained")  # another checkpoint: replaced
+    ran = []
+    monkeypatch.setattr(experiments, "execute", ran.append)
+    experiments.run_all([run])
+    assert ran == [run.eval_cmds["best"]]
+
+
 def test_detectable_difference_and_the_comparison_verdicts():
     import numpy as np
     import scipy.stats
@@ -259,6 +293,12 @@ def test_detectable_difference_and_the_comparison_verdicts():
             for s in range(3) for m, acc in (("weat-nat", 0.32 + 0.001 * s), ("trades", 0.30))]
     verdicts = {p["measure"]: p["verdict"] for p in experiments.paired_differences(runs, (("weat-nat", "trades"),), paper)}
     assert verdicts == {"clean": "—", "pgd20": "reversed", "cascade": "reversed", "last_pgd20": "reversed"}
+    pairs = experiments.paired_differences(runs, (("weat-nat", "trades"),), paper)  # the table names the direction
+    assert experiments.verdict_words(pairs[1]) == "reversed: WEAT-nat ahead of TRADES; the paper has it behind"
+    ahead = {"methods": ["trades", "sat"], "verdict": "holds", "difference": 0.006, "ci95": 0.003, "paper_side": 1}
+    assert experiments.verdict_words({**ahead, "paper_margin": 0.0362}) == \
+        "holds: TRADES ahead of SAT, as in the paper, by less than its margin"  # its interval excludes the paper's +3.62
+    assert experiments.verdict_words({**ahead, "paper_margin": 0.007}) == "holds: TRADES ahead of SAT, as in the paper"
     assert verdict(0.004, 0.004 * 1e-14, 0.007) == "no spread over the seeds: no interval"  # float rounding is no spread
     assert experiments.detectable_difference(1.0, 200) == pytest.approx(2.8 / 200 ** 0.5, rel=0.02)  # many seeds: z-test
     assert verdict(-0.02, 0.01, -0.002) == "holds" and verdict(0.01, None, 0.007) == "one seed: no interval"

@@ -120,6 +120,11 @@ def test_the_claims_summary_takes_claim_0_once_its_file_is_there_and_one_seed_gi
     text = report.claims_summary({**committed, "accuracy-cpu": {"pairs": [pair("pgd20"), pair("cascade")]}})
     assert "not run yet" not in text.split("\n")[2] and "PGD-20: **one seed: no interval**" in text
     assert "1 seed at CPU scale: PGD-20 +2.0 ± — points (the seeds could detect —; paper +0.70)" in text
+    scaled = {"pairs": [pair("pgd20"), pair("cascade")], "scale": {"epochs": 6, "train_images": 10_000, "width": 16}}
+    assert ("1 seed at CPU scale (6 epochs, 10,000 training images, a width-16 ResNet-18; the paper: 100 epochs, "
+            "all 50,000, width 64): PGD-20") in report.claims_summary({**committed, "accuracy-cpu": scaled})
+    partial = {"pairs": []}  # the file of a set run one method at a time, before its comparisons exist
+    assert "**not run yet**" in report.claims_summary({**committed, "accuracy-cpu": partial})
 
 
 def test_claim_2_reads_the_noise_baseline_only_where_every_model_has_it():

@@ -350,15 +350,19 @@ def claims_summary(results: dict) -> str:
     paper = experiments.PAPER["cifar10"]
     claim0 = (f"0. WEAT improves robust accuracy (WEAT-adv over TRADES on CIFAR-10, the paper's figures as transcribed, not checked against its PDF: "
               f"{paper['weat-adv'][0] - paper['trades'][0]:+.2f} PGD-20, {paper['weat-adv'][1] - paper['trades'][1]:+.2f} AutoAttack)")
-    if "accuracy-cpu" in results:
-        acc = {(tuple(p["methods"]), p["measure"]): p for p in results["accuracy-cpu"]["pairs"]}
+    acc = {(tuple(p["methods"]), p["measure"]): p for p in results.get("accuracy-cpu", {}).get("pairs", [])}
+    if (("weat-adv", "trades"), "pgd20") in acc and (("weat-adv", "trades"), "cascade") in acc:
         pgd, cascade = acc[("weat-adv", "trades"), "pgd20"], acc[("weat-adv", "trades"), "cascade"]
         nat = acc.get((("weat-nat", "trades"), "pgd20"))
+        scale = results["accuracy-cpu"].get("scale")
+        images = f"{scale['train_images']:,}" if scale and scale["train_images"] else "all 50,000"
+        at = "at CPU scale" + (f" ({scale['epochs']} epochs, {images} training images, a width-{scale['width']} ResNet-18; "
+                               f"the paper: {experiments.train.DEFAULT_EPOCHS} epochs, all 50,000, width 64)" if scale else "")
         rows.append((claim0, f"PGD-20: **{pgd['verdict']}**; cascade: **{cascade['verdict']}**",
-                     f"WEAT-adv - TRADES, {len(pgd['seeds'])} seed{'s' * (len(pgd['seeds']) != 1)} at CPU scale: PGD-20 {difference(pgd)}, cascade "
+                     f"WEAT-adv - TRADES, {len(pgd['seeds'])} seed{'s' * (len(pgd['seeds']) != 1)} {at}: PGD-20 {difference(pgd)}, cascade "
                      f"{difference(cascade)}" + (f"; WEAT-nat - TRADES, PGD-20: {difference(nat)}" if nat else ""),
                      "#claim-0-weat-improves-robust-accuracy"))
-    else:
+    else:  # no file yet, or one of some methods only (a set run one method at a time)
         rows.append((claim0, f"**not run yet** (`python experiments.py accuracy-cpu`: {set_size('accuracy-cpu')})",
                      "paired differences over seeds against the smallest difference the seeds can detect",
                      "#claim-0-weat-improves-robust-accuracy"))
