@@ -766,7 +766,11 @@ def write_claims(base: str, name: str, runs: list, shrunk: list, dataset: str, o
     logs = [read_log(os.path.join(run.folder, "log.jsonl"))[1] for run in runs]
     with open(os.path.join(runs[0].folder, "args.json")) as f:
         test_points = json.load(f)["test_examples"]
-    summaries = [{**claims.run_summary(run.method, run.seed, rows), "log": epoch_columns(rows)} for run, rows in zip(runs, logs)]
+    summaries = [{**claims.run_summary(run.method, run.seed, rows), "log": epoch_columns(rows),
+                  # the checkpoints by content: files elsewhere (claim 2's and 3's models) name the run they read
+                  "sha256": {w: sha256_of(os.path.join(run.folder, f"{w}.pt")) for w in ("last", "best")
+                             if os.path.isfile(os.path.join(run.folder, f"{w}.pt"))}}
+                 for run, rows in zip(runs, logs)]
     r = {"provenance": origin, "runset": name, "setup": claims_setup(runs[0]), "shrunk_by": shrunk,
          "figure": base + ".png", **claims.analyse(summaries, test_points)}
     claims.plot(r, base + ".png")

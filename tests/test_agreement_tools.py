@@ -236,6 +236,7 @@ def test_reference_generation_scores_each_sampler_by_the_model_and_the_judge_and
     assert {run["run"] for run in r["runs"]} == {"pca_start-no_SGLD", "SGLD-no_momentum", "SGLD-momentum_0.5"}
     same = [run["own_accuracy"] == run["judge_accuracy"] for run in r["runs"]]  # the judge is the model itself here
     assert all(same) and all(run["samples"] == 20 for run in r["runs"]) and r["seconds"] > 0
+    assert r["model_sha256"] == r["judge_sha256"] == metrics.sha256_of(ckpt)  # the files read, by content
     import generate
     with pytest.raises(SystemExit):  # the tool put generate.py's own loader back: a bad checkpoint is refused again
         generate.main(["--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "other")])

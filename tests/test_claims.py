@@ -149,9 +149,12 @@ def test_a_claims_set_keeps_every_epoch_and_its_tables_recompute_from_the_file(t
             json.dump({"test_examples": 500, "dataset": "npz", "train_subset": 500, "model": "resnet18", "width": 16,
                        "augment": "none", "batch_size": 32, "lr": 0.05, "lr_schedule": "piecewise", "epochs": 30,
                        "steps": 10, "test_steps": 10}, f)
+    (tmp_path / "runs" / "claims-cpu" / "sat-s0" / "last.pt").write_bytes(b"weights")  # named by content in the file
     path = experiments.write_results(args, runs)
     r = json.loads((tmp_path / "results" / "claims-cpu.json").read_text())
     assert [len(run["log"]["epoch"]) for run in r["runs"]] == [30] * 4 and "val_all_pgd_acc" in r["runs"][0]["log"]
+    assert {(run["method"], run["seed"]): run["sha256"] for run in r["runs"]}[("sat", 0)] == \
+        {"last": experiments.sha256_of(str(tmp_path / "runs" / "claims-cpu" / "sat-s0" / "last.pt"))}
     again = claims.from_file(r)
     assert again["rows"] == r["rows"] and again["paired_falls"] == r["paired_falls"] and again["lag_rule"] == r["lag_rule"]
     both = lambda table, result: table({"claims-cpu": result})  # noqa: E731

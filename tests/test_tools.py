@@ -153,3 +153,13 @@ def test_a_tool_given_a_bad_spec_writes_nothing_and_says_why_in_one_line(spec, w
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     assert result.returncode == 2 and len(errors) == 1 and why in errors[0]
     assert result.stderr.startswith("usage:") == usage and not (tmp_path / "out").exists()
+
+
+def test_reference_energy_runs_offline_on_a_reference_file_and_names_it_by_content(zoo):
+    path = zoo / "wong18-cifar-small-8px.pth"
+    result = tool("reference_energy.py", "--models", str(path), "--test-npz", str(zoo / "test.npz"), "--n-examples", "8",
+                  "--steps", "2", "--attack-seeds", "1", "--out", str(zoo / "energy"), "--results", str(zoo / "energy.json"))
+    assert result.returncode == 0, result.stderr
+    written = json.loads((zoo / "energy.json").read_text())["models"]["wong18-cifar-small-8px"]
+    assert written["model"] == "wong18-cifar-small-8px" and written["sha256"] == models.sha256_of(str(path))
+    assert {"clean", "noise", "pgd-ce", "apgd-ce"} <= set(written["attacks"]) and written["seconds"] > 0

@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data import DataError, load_npz, load_split  # noqa: E402
-from models import CheckpointError, load_model, load_robustbench  # noqa: E402
+from models import CheckpointError, load_model, load_robustbench, sha256_of  # noqa: E402
 from reference_models import REFERENCE_MODELS, load_reference, reference_name  # noqa: E402
 
 ROBUSTBENCH = "robustbench:"
@@ -135,6 +135,11 @@ def classifier(spec: str, model_dir: str = "models") -> tuple:
     if spec.endswith(".pth"):
         return load_reference(spec), reference_name(spec)
     return load_model(spec)[0].eval(), os.path.basename(os.path.dirname(os.path.abspath(spec)))
+
+
+def spec_sha256(spec: str):
+    """The sha256 of a model spec's file (a checkpoint or a reference model's .pth); None for a RobustBench name."""
+    return None if spec.startswith(ROBUSTBENCH) else sha256_of(spec)
 
 
 def recorded_name(spec: str) -> str:

@@ -24,7 +24,7 @@ import time
 import torch
 
 # common first: it puts the repo on sys.path
-from common import (SPEC_HELP, checked_models_and_points, classifier, data_files, guarded, model_specs,
+from common import (SPEC_HELP, checked_models_and_points, classifier, data_files, guarded, model_specs, spec_sha256,
                     parse_tool_args, recorded_name, tool_parser)
 from attacks import PGD20_STEP_SIZE, eval_mode
 from analysis import ANALYSIS_STEPS, POINT_RULES, attack_energies, attacks_table, plot_attack_panels, point_energies
@@ -80,7 +80,7 @@ def main(argv=None) -> None:
                           for rule, out in ((r, attack_energies(model, x, y, attack, eps, args.steps, r)) for r in POINT_RULES)}
                  for attack in ("pgd-ce", "apgd-ce")}
         table, per_point = attacks_table(model, x, y, eps, steps=args.steps, seeds=tuple(range(args.attack_seeds)))
-        models[tag] = {"model": recorded_name(spec), "attacks": table, "point_rules": rules,
+        models[tag] = {"model": recorded_name(spec), "sha256": spec_sha256(spec), "attacks": table, "point_rules": rules,
                        "torchattacks_mean_E_x": torchattacks_means(model, x, y, eps, args.steps)}
         models[tag]["seconds"] = time.time() - started  # every attack and seed, both point rules, the torchattacks check
         write_json(os.path.join(args.out, f"energy_attacks-{tag}.json"), models[tag])

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 # common first: it puts the repo on sys.path
-from common import SPEC_HELP, check_spec, classifier, data_files, guarded, model_specs, parse_tool_args, split, tool_parser
+from common import (SPEC_HELP, check_spec, classifier, data_files, guarded, model_specs, parse_tool_args, spec_sha256,
+                    split, tool_parser)
 import generate as G
 import metrics
 from data import load_npz
@@ -90,6 +91,7 @@ def main(argv=None) -> None:
                                                          "pixel_l2_diversity_training_images": reference})
     if args.results:
         write_json(args.results, {"provenance": provenance(data_files(args, train=True)), "model": tag, "judge": judge_tag,
+                                  "model_sha256": spec_sha256(args.model), "judge_sha256": spec_sha256(args.judge),
                                   "pixel_l2_diversity_training_images": reference, "runs": runs,
                                   "seconds": time.time() - started})  # generation, its start's fit and the scoring
 
