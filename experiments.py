@@ -860,14 +860,16 @@ def dry_run(args, runs: list) -> None:
                "best.pt's where it is the final epoch)")
     print(f"# methods: {', '.join(methods)}\n# {columns}")
     figures = paper_figures(runset.dataset, methods)
+    small = runset.claims or any(flag in runset.train_flags for flag in ("--width", "--train-subset"))
     if figures:
-        print(f"# the paper's PGD-20 / AutoAttack (%; {PAPER_SOURCE}): {figures}")
+        print(f"# the paper's PGD-20 / AutoAttack (%; {PAPER_SOURCE}): {figures}"
+              + ("; the paper's full scale, not levels this set can reach" if small else ""))
     measured = measured_time(os.path.join(args.results_dir, set_name(args) + ".json"))
     if measured:
         print(measured)
     if runset.dataset == "synthetic" or runset.claims:
         return
-    if any(flag in runset.train_flags for flag in ("--width", "--train-subset")):
+    if small:
         print("# a CPU-scale set: no GPU estimate (the one GPU measurement is of the full-size ResNet-18 on every image)")
         return
     robust = [expected_robust(runset.dataset, run.method) for run in runs]
@@ -913,7 +915,7 @@ def reproduce_table(gpu: dict) -> str:
     figure = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
     for name in ("table-cifar10", "table-cifar100", "table-svhn", "table-tinyimagenet"):
         dataset = RUNSETS[name].dataset
-        epochs = train.EPOCHS.get(dataset, 100)
+        epochs = train.EPOCHS.get(dataset, train.DEFAULT_EPOCHS)
         for method in RUNSETS[name].methods:
             pgd, aa = PAPER[dataset].get(method, (None, None))
             hours = gpu_hours(dataset, 3, epochs, 6, expected_robust(dataset, method), gpu)["total"]

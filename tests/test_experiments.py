@@ -103,7 +103,10 @@ def test_a_dry_run_gives_the_time_its_set_took_where_its_results_file_is_there(c
     experiments.main(["accuracy-cpu", "--dry-run", "--results-dir", str(tmp_path)])
     assert "1 run, 1.0 hours in all (60 minutes a run)" in capsys.readouterr().out
     experiments.main(["accuracy-cpu", "--dry-run", "--results-dir", str(tmp_path / "none")])
-    assert "# measured" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "# measured" not in out and "the paper's full scale, not levels this set can reach" in out
+    experiments.main(["table-cifar10", "--dry-run", "--methods", "weat-adv"])  # the paper's own scale: its targets
+    assert "53.35 / 49.75" in (out := capsys.readouterr().out) and "not levels" not in out
 
 
 def test_claims_set_dry_run_lists_its_runs(capsys):

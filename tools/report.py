@@ -22,6 +22,7 @@ sys.path.insert(0, ROOT)
 import claims  # noqa: E402  (the claims tables)
 import experiments  # noqa: E402  (the reproduce and GPU tables)
 from methods import DER_BETA  # noqa: E402  (the intervention's chosen trial)
+from train import DEFAULT_EPOCHS as EPOCHS  # noqa: E402  (the paper's training epochs)
 
 BLOCK = re.compile(r"(<!-- results: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 VALUE = re.compile(r"(<!-- value: (?P<name>[\w.-]+) -->)(?P<body>.*?)(<!-- /value -->)", re.S)
@@ -357,7 +358,7 @@ def claims_summary(results: dict) -> str:
         scale = results["accuracy-cpu"].get("scale")
         images = f"{scale['train_images']:,}" if scale and scale["train_images"] else "all 50,000"
         at = "at CPU scale" + (f" ({scale['epochs']} epochs, {images} training images, a width-{scale['width']} ResNet-18; "
-                               f"the paper: {experiments.train.DEFAULT_EPOCHS} epochs, all 50,000, width 64)" if scale else "")
+                               f"the paper: {EPOCHS} epochs, all 50,000, width 64)" if scale else "")
         rows.append((claim0, f"PGD-20: **{pgd['verdict']}**; cascade: **{cascade['verdict']}**",
                      f"WEAT-adv - TRADES, {len(pgd['seeds'])} seed{'s' * (len(pgd['seeds']) != 1)} {at}: PGD-20 {difference(pgd)}, cascade "
                      f"{difference(cascade)}" + (f"; WEAT-nat - TRADES, PGD-20: {difference(nat)}" if nat else ""),
@@ -571,7 +572,11 @@ VALUES = {
        for run, file in (("first", "claims-cpu-aug-trials"), ("rerun", "claims-cpu-der-trials"))
        for key in ("train_adv_last", "best5", "last5")},
     # one training run of train.py's defaults (ResNet-18, CIFAR-10, 100 epochs), derived from the one GPU measurement
-    "gpu-default-run-hours": ("gpu-h200", lambda r: f"{experiments.gpu_hours('cifar10', 1, 100, 0, gpu=r)['total']:.1f}"),
+    "gpu-default-run-hours": ("gpu-h200", lambda r: f"{experiments.gpu_hours('cifar10', 1, EPOCHS, 0, gpu=r)['total']:.1f}"),
+    "gpu-torch": ("gpu-h200", lambda r: r["provenance"]["machine"]["torch"].split("+")[0]),
+    # the paper's main row as experiments.py runs it: 3 seeds, best.pt and last.pt evaluated (the experiments table's)
+    "gpu-main-row-hours": ("gpu-h200", lambda r: "{:.1f}".format(experiments.gpu_hours(
+        "cifar10", 3, EPOCHS, 6, experiments.expected_robust("cifar10", "weat-adv"), gpu=r)["total"])),
     "control-trial-wd": ("claims-cpu-der-trials",
                          lambda r: f"{claims.flag_value(claims.chosen_trials(r, DER_BETA)[1], '--weight-decay'):g}"),
 }
@@ -593,7 +598,9 @@ def render(root: str, name: str, depth: int) -> str:
         body = body.replace("](docs/", "](")
     if len(results) > 2:  # a summary over many files: name them; each file holds its own command and commit
         links = ", ".join(f"[`{f}`]({'../' * depth}results/{f}.json)" for f in results)
-        return body + f"\n\n*From {links} in results/; each names the command, commit, data and machine that wrote it.*\n"
+        paper = (f" The paper's figures: `experiments.PAPER` ({experiments.PAPER_SOURCE})."
+                 if name == "claims-summary" else "")
+        return body + f"\n\n*From {links} in results/; each names the command, commit, data and machine that wrote it.{paper}*\n"
     return body + "\n\n" + "\n\n".join(source_line(f, r, depth) for f, r in results.items()) + "\n"
 
 
