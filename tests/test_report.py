@@ -143,9 +143,9 @@ def test_claim_2_reads_the_noise_baseline_only_where_every_model_has_it():
     assert "| noise |" not in table and "| pgd-ce | untargeted |" in table  # only attacks every model has
     files["b"]["models"]["m2"] = noisy[2]
     table = report.claim2(files)
-    assert "| noise | baseline | 0 of 2 | 2 of 2 | 0 of 2 | — |" in table and "beyond the noise:" in table
+    assert "| noise | baseline | 0 of 2 | 2 of 2 | 0 of 2 | — |" in table and "below / above the noise's shift: where" in table
     noisy[2]["attacks"]["noise"] = shift(0.05, 0.15)  # the noise raising E(x) by +0.1 on m2, by +0.2 on m1
-    for m in (noisy[1], noisy[2]):  # an attack raising E(x) by +0.2 [+0.15, +0.25]: beyond the noise's +0.1, not its +0.2
+    for m in (noisy[1], noisy[2]):  # an attack raising E(x) by +0.2 [+0.15, +0.25]: above the noise's +0.1, not its +0.2
         m["attacks"]["square"] = {**m["attacks"]["square"], "E_x_shift": {"mean": 0.2, "lo": 0.15, "hi": 0.25}}
     assert "| square | untargeted | 0 of 2 | 2 of 2 | 0 of 2 | 0 / 1 of 2 |" in report.claim2(files)
 

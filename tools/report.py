@@ -167,7 +167,7 @@ def claim2(results: dict) -> str:
     attacks = [a for a in models[0][1]["attacks"] if a != "clean" and all(a in m["attacks"] for _, m, _ in models)]
     baseline = "noise" in attacks  # every model has it: each attack's shift is also read against the noise's
     lines = ["| attack | kind | lowers the mean E(x) on | raises it on | no clear move on |"
-             + (" lowers / raises it beyond the noise on |" if baseline else ""), "|---|---|---|---|---|" + "---|" * baseline]
+             + (" below / above the noise's shift on |" if baseline else ""), "|---|---|---|---|---|" + "---|" * baseline]
     for a in attacks:
         moves = [moved(m["attacks"][a]["E_x_shift"]) for _, m, _ in models]
         beyond = [moved(m["attacks"][a]["E_x_shift"], m["attacks"]["noise"]["E_x_shift"]["mean"]) for _, m, _ in models] \
@@ -181,7 +181,9 @@ def claim2(results: dict) -> str:
                   f"mean E(x), attacked minus clean, eps 8/255, K = 10, the paper's attack points, "
                   f"{' or '.join(map(str, seeds))} seeds of each random attack averaged point by point, counts as lowering "
                   "or raising only where its 95% bootstrap interval over points excludes 0"
-                  + ("; beyond the noise: where it excludes the noise baseline's mean shift on that model" if baseline else "")
+                  + ("; below / above the noise's shift: where that interval lies wholly below / above the noise "
+                     "baseline's mean shift on that model (an attack that barely moves E(x) lies below a noise that "
+                     "raises it)" if baseline else "")
                   + ". Each model's shifts with their intervals: the energy tables of the results page.)"]
     return "\n".join(lines)
 
