@@ -298,7 +298,7 @@ GENERATORS = ("generation-resnet4b-samplers", "generation-cpu-w16-10k-natural-sa
 CLAIMS_SETS = ("claims-cpu", "claims-cpu-aug")
 # The claims sets whose results files are committed: a set joins once all its runs are done, and the claim-1
 # tables and rows read it; the rows name the others as being rerun.
-CLAIMS_COMMITTED = ()
+CLAIMS_COMMITTED = ("claims-cpu",)
 # The files the front page's claims table reads: claim 0's (accuracy-cpu) joins it when its runs are
 # committed; until then its row says the set is not run yet.
 CLAIMS_SUMMARY_FILES = ("energy-attacks-reference", "energy-attacks-trained", *GENERATORS, *CLAIMS_COMMITTED)
@@ -315,13 +315,16 @@ def difference(p: dict) -> str:
 def claim1_divergence(name: str, r: dict) -> str:
     """Per method of a claims set: does it overfit beyond noise, and does its dE diverge (claims.statements)?"""
     verdicts = {s: v for s, _, _, v in claims.statements(r)}
+    rows = {row["method"]: row for row in r["rows"]}
     parts = []
     for method in (claims.BASE, claims.ALIGNED, "weat-adv"):
         over, diverges = verdicts.get(f"{claims.display(method)} overfits"), verdicts.get(f"{claims.possessive(claims.display(method))} dE diverges")
-        if over is not None:
+        if over is not None:  # the sizes beside the verdicts: a divergence a tenth of another's is still "a divergence"
+            row = rows[method]
             parts.append(f"{claims.display(method)} " + ("overfits" if over == "yes" else "does not overfit beyond noise")
+                         + f" (fall {100 * row['window_gap']:.1f} points)"
                          + {"yes": " with a divergence", "no: it converges": ", its energies converging"}.get(
-                             diverges, " without a clear divergence"))
+                             diverges, " without a clear divergence") + f" (dE {row['dE_divergence']:+.2f})")
     return f"{claims.set_name(name)}: " + ", ".join(parts)
 
 
