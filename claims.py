@@ -267,6 +267,12 @@ def method_rows(runs: list) -> list:
     return rows
 
 
+def paired(runs: list, a: str, b: str, key: str) -> tuple:
+    """Method a's `key` minus method b's, seed by seed (the seeds both ran): mean and 95% t-interval half-width."""
+    value = {(r["method"], r["seed"]): r[key] for r in runs}
+    return mean_interval([value[a, s] - value[b, s] for m, s in value if m == a and (b, s) in value])
+
+
 def paired_falls(runs: list) -> list:
     """For each pair of methods, the difference of their falls on the seeds both ran (the same seed trains on
     the same images): mean and 95% t-interval."""
@@ -432,7 +438,9 @@ def methods_table(results: dict) -> str:
                                   "95% Student-t interval over seeds. Flat noise: the fall that flat test-PGD curves at "
                                   f"the method's mean test PGD over its best 5 epochs show with no overfitting at all ({NULL_DRAWS:,} simulated "
                                   "runs, each epoch an independent binomial draw): its mean, and the 95th percentile of its "
-                                  "mean over as many runs as the method has seeds. dE = E(x) - E(x*) on the training batches (eval-mode forward), over the best 5 "
+                                  "mean over as many runs as the method has seeds. dE = E(x) - E(x*) on the training batches (eval-mode forward), x* being the point of the method's own "
+                                  "training attack (PGD-CE for SAT and its two arms, TRADES' KL attack for TRADES and "
+                                  "WEAT-adv: between the two groups dE compares points of different attacks), over the best 5 "
                                   "and the last 5 epochs. Training robust accuracy is on each method's own training "
                                   "attack: it compares epochs, not methods. Minutes: the mean over seeds of a run's logged epoch "
                                   "times (training, the per-epoch attacks and logging; the development runs: one core each, "
