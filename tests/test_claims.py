@@ -307,3 +307,13 @@ def test_the_claims_pages_readings_of_the_set_without_augmentation_hold_in_its_f
     assert all(run["energy_test"] >= run["last_pick_test"] for run in runs)
     assert sum(run["energy_test"] < run["val_test"] for run in runs) > len(runs) / 2
     assert control["energy_test"] < control["last_pick_test"]  # on the control (no fall): worse than the last epoch
+
+
+def test_claim_2_and_3_read_the_seed_0_models_of_the_committed_claims_set():
+    """The trained models of claims 2 and 3 (their files name each model by its sha256) are the last.pt of
+    claims-cpu's seed-0 SAT, TRADES and WEAT-adv runs, as committed in results/claims-cpu.json."""
+    trained = {(run["method"], run["seed"]): run["sha256"]["last"] for run in report.load(ROOT, "claims-cpu")["runs"]}
+    energy = report.load(ROOT, "energy-attacks-trained")["models"]
+    for method in ("sat", "trades", "weat-adv"):
+        assert energy[f"{method}-s0"]["sha256"] == trained[method, 0]
+        assert report.load(ROOT, f"generation-{method}-s0-samplers")["model_sha256"] == trained[method, 0]
