@@ -294,6 +294,10 @@ def test_the_claims_pages_readings_of_the_set_without_augmentation_hold_in_its_f
     assert rates["lag -6"]["precedes"] > 0.5 and sum(rates["flat"][t] for t in ("precedes", "accompanies", "follows")) < 0.02
     # the intervention: memorisation, not alignment; both arms halve training robust accuracy; the control's dE ends near TRADES'
     assert r["intervention"]["verdict"].startswith("memorisation, not alignment")
+    fall, dE = (claims.paired(r["runs"], "sat-der", "sat-wd", k) for k in ("window_gap", "dE_divergence"))
+    assert abs(fall[0]) < fall[1] and dE[0] - dE[1] > 0  # the arms' falls not told apart; DER's dE moves less
+    assert (f"(SAT + DER minus the control, seed by seed: fall {100 * fall[0]:+.1f} ± {100 * fall[1]:.1f} points, dE change "
+            f"{dE[0]:+.3f} ± {dE[1]:.3f})") in open(os.path.join(ROOT, "README.md")).read()
     assert all(arm["train_adv_last"] < 0.6 * sat["train_adv_last"] for arm in (der, control))
     assert abs(control["dE_end"] - trades["dE_end"]) < 0.05  # the control ends at TRADES' level
     assert der["dE_divergence"] + der["dE_divergence_ci95"] < 0  # DER's own change lies below 0 too

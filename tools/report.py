@@ -328,6 +328,17 @@ def claim1_divergence(name: str, r: dict) -> str:
     return f"{claims.set_name(name)}: " + ", ".join(parts)
 
 
+def arms_apart(r: dict) -> str:
+    """How far the intervention's two arms are apart, seed by seed: falls and dE changes (DER minus the control)."""
+    methods = {run["method"] for run in r["runs"]}
+    if not {claims.INTERVENTION, claims.CONTROL} <= methods:
+        return ""
+    fall = claims.paired(r["runs"], claims.INTERVENTION, claims.CONTROL, "window_gap")
+    dE = claims.paired(r["runs"], claims.INTERVENTION, claims.CONTROL, "dE_divergence")
+    return (f" (SAT + DER minus the control, seed by seed: fall {100 * fall[0]:+.1f} ± {100 * fall[1]:.1f} points, "
+            f"dE change {dE[0]:+.3f} ± {dE[1]:.3f})")
+
+
 def set_size(name: str, seeds: int = None) -> str:
     """How many training runs a set of experiments.py holds, e.g. '12 runs'."""
     runset = experiments.RUNSETS[name]
@@ -382,7 +393,7 @@ def claims_summary(results: dict) -> str:
                      "#claim-1-robust-overfitting-as-energy-divergence"))
         verdicts = {name: r["intervention"]["verdict"] if r.get("intervention") else "not run" for name, r in sets.items()}
         rows.append(("1. TRADES mitigates robust overfitting by aligning the energies",
-                     "; ".join(f"{claims.set_name(n)}: **{v}**" for n, v in verdicts.items()) + rerun,
+                     "; ".join(f"{claims.set_name(n)}: **{v}**" + arms_apart(sets[n]) for n, v in verdicts.items()) + rerun,
                      INTERVENTION_TEST, "#claim-1-robust-overfitting-as-energy-divergence"))
     else:
         rows.append(("1. Robust overfitting is an energy divergence, which TRADES mitigates by aligning the energies",
