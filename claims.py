@@ -270,7 +270,8 @@ def method_rows(runs: list) -> list:
 def paired(runs: list, a: str, b: str, key: str) -> tuple:
     """Method a's `key` minus method b's, seed by seed (the seeds both ran): mean and 95% t-interval half-width."""
     value = {(r["method"], r["seed"]): r[key] for r in runs}
-    return mean_interval([value[a, s] - value[b, s] for m, s in value if m == a and (b, s) in value])
+    differences = [value[a, s] - value[b, s] for m, s in value if m == a and (b, s) in value]
+    return mean_interval(differences) if differences else (None, None)
 
 
 def paired_falls(runs: list) -> list:

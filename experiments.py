@@ -360,7 +360,8 @@ def refuse_to_overwrite(run: Run, which: str) -> None:
         report = json.load(f)
     if report.get("checkpoint_sha256") == sha256_of(os.path.join(run.folder, f"{which}.pt")):
         raise ExperimentError(f"{run.eval_file(which)} evaluated this {which}.pt with other settings or points "
-                              f"({report['n']:,} points); remove it to evaluate again, or pass another --tag")
+                              f"({report['n']:,} points); remove it and its -mask.npz to evaluate again with these "
+                              "(another --tag would retrain every run in new folders)")
 
 
 def checkpoint_epoch(run: Run, which: str) -> int:
@@ -385,7 +386,12 @@ def execute(cmd: list) -> None:
 
 
 def run_all(runs: list) -> None:
-    """Train and evaluate every run, skipping what is finished and resuming what was cut off."""
+    """Train and evaluate every run, skipping what is finished and resuming what was cut off. An evaluation
+    that would replace one of the same checkpoint made with other settings is refused before any work."""
+    for run in runs:
+        for which in run.eval_cmds:
+            if os.path.isfile(os.path.join(run.folder, f"{which}.pt")) and not evaluation_done(run, which):
+                refuse_to_overwrite(run, which)
     for run in runs:
         state = training_state(run)
         if state != "done":
@@ -860,10 +866,10 @@ def dry_run(args, runs: list) -> None:
                "best.pt's where it is the final epoch)")
     print(f"# methods: {', '.join(methods)}\n# {columns}")
     figures = paper_figures(runset.dataset, methods)
-    small = runset.claims or any(flag in runset.train_flags for flag in ("--width", "--train-subset"))
+    small = runset.claims or any(flag in runset.train_flags for flag in ("--width", "--train-subset"))  # the set's own
     if figures:
         print(f"# the paper's PGD-20 / AutoAttack (%; {PAPER_SOURCE}): {figures}"
-              + ("; the paper's full scale, not levels this set can reach" if small else ""))
+              + ("; the paper's full scale, not levels this set can reach" if small or passed_on(args, SHRINKING) else ""))
     measured = measured_time(os.path.join(args.results_dir, set_name(args) + ".json"))
     if measured:
         print(measured)
@@ -931,8 +937,24 @@ def reproduce_table(gpu: dict) -> str:
 
 
 def main(argv=None) -> None:
+    """Every stage runs in the repo root (train.py and evaluate.py read and write paths from there), and so
+    does this script's own bookkeeping: paths typed from another folder are taken from that folder."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    here = os.getcwd()
+    for key in ("runs_dir", "results_dir", "train_npz", "test_npz"):
+        path = getattr(args, key)
+        if path and not os.path.isabs(path) and path != parser.get_default(key):
+            setattr(args, key, os.path.relpath(os.path.join(here, path), ROOT))
+    os.chdir(ROOT)
+    try:
+        run_set(parser, args)
+    finally:
+        os.chdir(here)
+
+
+def run_set(parser, args) -> None:
+    """main() from the repo root: check everything, then run the set (or print it, --dry-run)."""
     if args.seeds is not None and args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
     unknown = set((args.methods or "").split(",")) - set(RUNSETS[args.runset].methods) - {""}

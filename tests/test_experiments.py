@@ -107,6 +107,8 @@ def test_a_dry_run_gives_the_time_its_set_took_where_its_results_file_is_there(c
     assert "# measured" not in out and "the paper's full scale, not levels this set can reach" in out
     experiments.main(["table-cifar10", "--dry-run", "--methods", "weat-adv"])  # the paper's own scale: its targets
     assert "53.35 / 49.75" in (out := capsys.readouterr().out) and "not levels" not in out
+    experiments.main(["table-cifar10", "--dry-run", "--methods", "weat-adv", "--width", "16"])  # shrunk by the user
+    assert "53.35 / 49.75; the paper's full scale, not levels this set can reach" in capsys.readouterr().out
 
 
 def test_claims_set_dry_run_lists_its_runs(capsys):
@@ -269,8 +271,9 @@ def test_an_evaluation_counts_as_done_only_on_the_points_planned_and_is_not_over
         assert experiments.evaluation_done(run, "best") == done
     monkeypatch.setattr(experiments, "training_state", lambda run: "done")
     monkeypatch.setattr(experiments, "execute", lambda cmd: pytest.fail(f"ran {cmd}"))
+    other = experiments.plan(experiments.build_parser().parse_args(argv))[1]  # a run before it: refused before its work
     with pytest.raises(experiments.ExperimentError, match="evaluated this best.pt with other settings or points"):
-        experiments.run_all([run])
+        experiments.run_all([other, run])
     assert json.loads(open(run.eval_file("best")).read())["n"] == 60  # kept
     (tmp_path / "runs" / "accuracy-cpu" / "sat-s0" / "best.pt").write_bytes(b"retrained")  # another checkpoint: replaced
     ran = []
@@ -321,3 +324,13 @@ def test_a_sets_bad_settings_are_refused_before_any_run_starts(argv, message, ca
     with pytest.raises(SystemExit) as e:  # not --dry-run: a bad evaluation flag must not wait for the first training
         experiments.main([*argv, "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")])
     assert e.value.code == 2 and message in capsys.readouterr().err and not (tmp_path / "runs").exists()
+
+
+def test_a_set_run_from_another_folder_works_in_the_repo_root_with_the_paths_typed_there(tmp_path, monkeypatch, capsys):
+    """train.py and evaluate.py run in the repo root: a --runs-dir typed from elsewhere must reach them as the
+    same folder (else the set would look for its runs in one place and train them in another)."""
+    monkeypatch.chdir(tmp_path)
+    experiments.main(["accuracy-cpu", "--methods", "sat", "--seeds", "1", "--runs-dir", "myruns", "--dry-run"])
+    out_dir = capsys.readouterr().out.split("--out-dir ")[1].split()[0]
+    assert os.path.realpath(os.path.join(experiments.ROOT, out_dir)) == os.path.realpath(tmp_path / "myruns" / "accuracy-cpu" / "sat-s0")
+    assert os.getcwd() == str(tmp_path)  # the caller's folder is given back

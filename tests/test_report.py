@@ -122,7 +122,7 @@ def test_the_claims_summary_takes_claim_0_once_its_file_is_there_and_one_seed_gi
     assert "1 seed at CPU scale: PGD-20 +2.0 ± — points (the seeds could detect —; paper +0.70)" in text
     scaled = {"pairs": [pair("pgd20"), pair("cascade")], "scale": {"epochs": 6, "train_images": 10_000, "width": 16}}
     assert ("1 seed at CPU scale (6 epochs, 10,000 training images, a width-16 ResNet-18; the paper: 100 epochs, "
-            "all 50,000, width 64): PGD-20") in report.claims_summary({**committed, "accuracy-cpu": scaled})
+            "the whole training set, width 64): PGD-20") in report.claims_summary({**committed, "accuracy-cpu": scaled})
     partial = {"pairs": []}  # the file of a set run one method at a time, before its comparisons exist
     assert "**not run yet**" in report.claims_summary({**committed, "accuracy-cpu": partial})
 
@@ -191,3 +191,25 @@ def test_claim_0s_block_renders_the_accuracy_set_once_its_file_is_there(tmp_path
     text = report.render(str(tmp_path), "accuracy-cpu", 1)
     assert "| TRADES | 3 | 30.0 ± 1.0 |" in text and "| 60 / 50 |" in text and "not shown at this scale" in text
     assert "PGD-20, last epoch" not in text and "so last.pt has no column of its own" in text
+
+
+def test_a_claims_file_of_fewer_methods_or_one_seed_renders_and_a_failing_page_writes_nothing(tmp_path):
+    """The claim-2 command of the claims page (claims-cpu, three methods, one seed) into results/ must not
+    break the report: missing methods and intervals render as '—'; and where a block cannot render, no page
+    is written (a half-rewritten README)."""
+    shutil.copytree(os.path.join(ROOT, "results"), tmp_path / "results")
+    for page in ("README.md", "docs"):
+        (shutil.copytree if page == "docs" else shutil.copy)(os.path.join(ROOT, page), tmp_path / page)
+    r = report.load(ROOT, "claims-cpu")
+    one_seed = [run for run in r["runs"] if run["seed"] == 0 and run["method"] in ("sat", "trades", "weat-adv")]
+    small = {**r, "runs": one_seed, **report.claims.analyse(one_seed, r["test_points"])}
+    (tmp_path / "results" / "claims-cpu.json").write_text(json.dumps(small))
+    values = {name: value(small) for name, value in report.CLAIMS_VALUES.items()}
+    assert values["der-minus-control-dE-change"] == values["der-dE-change"] == values["control-dExy-end"] == "—"
+    assert values["trades-dExy-end"].startswith("-")  # a method the file has
+    assert "claims-cpu" in report.render(str(tmp_path), "claims-methods", 1)
+    readme = (tmp_path / "README.md").read_text()
+    (tmp_path / "results" / "attacks-reference.json").write_text("{}")  # a later page's block that cannot render
+    with pytest.raises(Exception):
+        report.regenerate(str(tmp_path))
+    assert (tmp_path / "README.md").read_text() == readme

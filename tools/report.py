@@ -335,8 +335,9 @@ def arms_apart(r: dict) -> str:
         return ""
     fall = claims.paired(r["runs"], claims.INTERVENTION, claims.CONTROL, "window_gap")
     dE = claims.paired(r["runs"], claims.INTERVENTION, claims.CONTROL, "dE_divergence")
-    return (f" (SAT + DER minus the control, seed by seed: fall {100 * fall[0]:+.1f} ± {100 * fall[1]:.1f} points, "
-            f"dE change {dE[0]:+.3f} ± {dE[1]:.3f})")
+    points = tuple(None if v is None else 100 * v for v in fall)
+    return (f" (SAT + DER minus the control, seed by seed: fall {signed_interval(points, 1)} points, "
+            f"dE change {signed_interval(dE)})")
 
 
 def set_size(name: str, seeds: int = None) -> str:
@@ -372,9 +373,9 @@ def claims_summary(results: dict) -> str:
         pgd, cascade = acc[("weat-adv", "trades"), "pgd20"], acc[("weat-adv", "trades"), "cascade"]
         nat = acc.get((("weat-nat", "trades"), "pgd20"))
         scale = results["accuracy-cpu"].get("scale")
-        images = f"{scale['train_images']:,}" if scale and scale["train_images"] else "all 50,000"
-        at = "at CPU scale" + (f" ({scale['epochs']} epochs, {images} training images, a width-{scale['width']} ResNet-18; "
-                               f"the paper: {EPOCHS} epochs, all 50,000, width 64)" if scale else "")
+        images = f"{scale['train_images']:,} training images" if scale and scale["train_images"] else "the whole training set"
+        at = "at CPU scale" + (f" ({scale['epochs']} epochs, {images}, a width-{scale['width']} ResNet-18; "
+                               f"the paper: {EPOCHS} epochs, the whole training set, width 64)" if scale else "")
         rows.append((claim0, f"PGD-20: **{pgd['verdict']}**; cascade: **{cascade['verdict']}**",
                      f"WEAT-adv - TRADES, {len(pgd['seeds'])} seed{'s' * (len(pgd['seeds']) != 1)} {at}: PGD-20 {difference(pgd)}, cascade "
                      f"{difference(cascade)}" + (f"; WEAT-nat - TRADES, PGD-20: {difference(nat)}" if nat else ""),
@@ -570,26 +571,33 @@ SINGLE_RUN_VALUES = {"scores": lambda r: cell_scores(r["runs"][0]),
                      "judge": lambda r: f"{100 * r['runs'][0]['judge_accuracy']:.1f}%",
                      "diversity": lambda r: f"{r['runs'][0]['pixel_l2_diversity']:.2f}"}
 def claims_row(r: dict, method: str) -> dict:
-    """A method's row of a claims results file."""
-    return next(row for row in r["rows"] if row["method"] == method)
+    """A method's row of a claims results file (an empty one where the file lacks the method)."""
+    return next((row for row in r["rows"] if row["method"] == method), {})
 
 
 def signed_interval(pair: tuple, digits: int = 3) -> str:
-    return f"{pair[0]:+.{digits}f} ± {pair[1]:.{digits}f}"
+    """'+0.054 ± 0.025'; '—' for a missing mean, the mean alone without an interval (one seed)."""
+    mean, half = pair
+    if mean is None or mean != mean:  # missing, or NaN (no seed in common)
+        return "—"
+    return f"{mean:+.{digits}f}" + ("" if half is None else f" ± {half:.{digits}f}")
 
 
 CLAIMS_VALUES = {  # claim 1's readings on the claims page (the set without augmentation)
-    "der-dE-change": lambda r: signed_interval((claims_row(r, claims.INTERVENTION)["dE_divergence"],
-                                                claims_row(r, claims.INTERVENTION)["dE_divergence_ci95"])),
-    "control-dE-change": lambda r: signed_interval((claims_row(r, claims.CONTROL)["dE_divergence"],
-                                                    claims_row(r, claims.CONTROL)["dE_divergence_ci95"])),
+    "der-dE-change": lambda r: signed_interval((claims_row(r, claims.INTERVENTION).get("dE_divergence"),
+                                                claims_row(r, claims.INTERVENTION).get("dE_divergence_ci95"))),
+    "control-dE-change": lambda r: signed_interval((claims_row(r, claims.CONTROL).get("dE_divergence"),
+                                                    claims_row(r, claims.CONTROL).get("dE_divergence_ci95"))),
     "der-minus-control-dE-change": lambda r: signed_interval(claims.paired(r["runs"], claims.INTERVENTION, claims.CONTROL,
                                                                            "dE_divergence")),
-    **{f"{name}-dExy-end": lambda r, m=m: f"{claims_row(r, m)['dExy_end']:+.3f}"
+    **{f"{name}-dExy-end": lambda r, m=m: signed_interval((claims_row(r, m).get("dExy_end"), None))
        for name, m in (("der", claims.INTERVENTION), ("control", claims.CONTROL), ("trades", claims.ALIGNED))},
 }
 VALUES = {
     **{f"claims-cpu-{name}": ("claims-cpu", value) for name, value in CLAIMS_VALUES.items()},
+    # claim 3's generators (every sampler run, the PCA fit and the scoring of a model), as the claim-3 note gives them
+    "generation-minutes-per-generator": (GENERATORS[1:], lambda rs: "{:.1f}-{:.1f}".format(
+        min(r["seconds"] for r in rs.values()) / 60, max(r["seconds"] for r in rs.values()) / 60)),
     "speed-step-ratio": ("speed-cpu", lambda r: f"{r['step']['ratio']:.3f}"),
     "speed-apgd-ratio": ("speed-cpu", lambda r: f"{r['apgd']['ratio']:.3f}"),
     **{f"generation-{run}-{key}": (f"generation-resnet4b-{run}", value) for run in ("paper", "collapsed", "ours")
@@ -648,7 +656,7 @@ def pages(root: str) -> list:
 def regenerate(root: str = ROOT, write: bool = True) -> list:
     """Render every block of every page; returns the (page, block) pairs whose text changed, writing the
     new text only when `write`."""
-    changed = []
+    changed, rendered = [], {}
     for page in pages(root):
         with open(page) as f:
             text = f.read()
@@ -663,14 +671,17 @@ def regenerate(root: str = ROOT, write: bool = True) -> list:
         def value(m):
             if m["name"] not in VALUES:
                 raise ReportError(f"no renderer for the value '{m['name']}' (known: {', '.join(VALUES)})")
-            file, render_value = VALUES[m["name"]]
-            body = render_value(load(root, file))
+            file, render_value = VALUES[m["name"]]  # one results file, or a tuple of several (a dict name -> file)
+            body = render_value(load(root, file) if isinstance(file, str) else {f: load(root, f) for f in file})
             if body != m["body"]:
                 changed.append((os.path.relpath(page, root), m["name"]))
             return m.group(1) + body + m.group(4)
 
         new = VALUE.sub(value, BLOCK.sub(fill, text))
-        if write and new != text:
+        if new != text:
+            rendered[page] = new
+    if write:  # only once every page rendered: a file a block cannot read leaves every page as it was
+        for page, new in rendered.items():
             with open(page + ".tmp", "w") as f:
                 f.write(new)
             os.replace(page + ".tmp", page)
