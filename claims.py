@@ -467,8 +467,9 @@ def lags_table(results: dict) -> str:
         for method, mine in by_method(r["runs"]).items():
             lines.append(f"| {set_name(name)} | {display(method)} | " + " | ".join(" / ".join(
                 str(sum(run[f'{k}_timing'] == t for run in mine)) for t in TIMINGS) for k in ("dE", "dExy")) + " |")
-    lines += ["", f"| simulated runs of the set | flat: a timing verdict (false) | dE's midpoint {LAG_SHIFT} epochs early: "
-                  f"precedes | at the same time: accompanies (false: precedes / follows) | {LAG_SHIFT} epochs late: follows |",
+    lines += ["", f"| simulated runs of the set | no true lag (flat curves): any timing verdict, all false | true lag: dE "
+                  f"{LAG_SHIFT} epochs early: \"precedes\" (right) | true lag 0: \"accompanies\" (right) (wrong: \"precedes\" / "
+                  f"\"follows\") | true lag: dE {LAG_SHIFT} epochs late: \"follows\" (right) |",
               "|---|---|---|---|---|"]
     for name, r in results.items():
         rates = r["lag_rule"]["rates"]
@@ -660,8 +661,13 @@ def statements(r: dict) -> list:
         if p and p["ci95"] is not None:
             where = side(p["difference"] - p["ci95"], p["difference"] + p["ci95"])
             claim = "holds" if where == "above 0" else "reversed" if where == "below 0" else "not shown"
+            low, high = p["difference"] - p["ci95"], p["difference"] + p["ci95"]
+            shown = interval(p["difference"], p["ci95"])  # an end that rounds to 0 on the page, though not 0: said
+            edge = claim != "not shown" and round(100 * (low if low > 0 else high), 1) == 0
             out.append((f"{display(b)} overfits less than {display(a)}", "paired difference of the falls, 95% interval",
-                        interval(p["difference"], p["ci95"]), claim))
+                        shown + (f" (its {'lower' if low > 0 else 'upper'} end {100 * (low if low > 0 else high):+.2g})"
+                                 if edge else ""),
+                        claim + (", barely" if edge else "")))
     sat = [run for run in r["runs"] if run["method"] == BASE]
     if sat:
         counts = {t: sum(run["dE_timing"] == t for run in sat) for t in TIMINGS}
