@@ -240,3 +240,22 @@ def test_reference_generation_scores_each_sampler_by_the_model_and_the_judge_and
     import generate
     with pytest.raises(SystemExit):  # the tool put generate.py's own loader back: a bad checkpoint is refused again
         generate.main(["--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "other")])
+
+
+def test_the_autoattack_comparison_records_a_commit_only_for_a_checkout_of_its_own(tmp_path):
+    """The official package's folder: a git checkout of its own gives its commit; a package installed into a
+    folder inside another repository (an environment inside a checkout) gives none, not that repository's."""
+    import types
+    for folder in ("auto-attack/autoattack", "env/site-packages/autoattack"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "__init__.py").write_text("\n")
+    (tmp_path / "README").write_text("outer\n")
+    for root, files in ((tmp_path / "auto-attack", "."), (tmp_path, "README")):  # the official checkout, an outer one
+        here = ["git", "-C", str(root), "-c", "user.email=t@t", "-c", "user.name=t"]
+        for cmd in (["init", "-q"], ["add", files], ["commit", "-qm", "a commit"]):
+            subprocess.run(here + cmd, check=True, capture_output=True)
+    head = subprocess.run(["git", "-C", str(tmp_path / "auto-attack"), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    module = lambda folder: types.SimpleNamespace(__file__=str(tmp_path / folder / "__init__.py"))  # noqa: E731
+    assert caa.official_source(module("auto-attack/autoattack"))["git_commit"] == head
+    assert caa.official_source(module("env/site-packages/autoattack"))["git_commit"] is None

@@ -12,6 +12,7 @@ from npz files of the same layout (--test-npz, --train-npz).
 """
 import argparse
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -135,6 +136,20 @@ def classifier(spec: str, model_dir: str = "models") -> tuple:
     if spec.endswith(".pth"):
         return load_reference(spec), reference_name(spec)
     return load_model(spec)[0].eval(), os.path.basename(os.path.dirname(os.path.abspath(spec)))
+
+
+def checkout_commit(folder: str):
+    """The git commit of the checkout whose top `folder` is; None where it is none (not in git, or a folder
+    inside another repository, e.g. a package installed into an environment inside one)."""
+    def git(*words):
+        try:
+            return subprocess.run(["git", "-C", folder, *words], capture_output=True, text=True, timeout=60).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    top = git("rev-parse", "--show-toplevel")
+    if not top or os.path.realpath(top) != os.path.realpath(folder):
+        return None
+    return git("rev-parse", "HEAD") or None
 
 
 def spec_sha256(spec: str):

@@ -25,14 +25,14 @@ then ours, one after the other in this process).
 import glob
 import hashlib
 import os
-import subprocess
 import sys
 import time
 
 import torch
 
 # common first: it puts the repo on sys.path
-from common import SPEC_HELP, check_spec, classifier, data_files, first_points, parse_tool_args, recorded_name, tool_parser
+from common import (SPEC_HELP, check_spec, checkout_commit, classifier, data_files, first_points, parse_tool_args,
+                    recorded_name, tool_parser)
 from attacks import STANDARD_ATTACKS, autoattack, eval_mode
 from data import DataError
 from models import CheckpointError, first_line, provenance, resolve_device, write_json
@@ -68,19 +68,16 @@ def load_official(repo: str = None):
 
 
 def official_source(module) -> dict:
-    """Which official code ran: its folder, its git commit (where it is a git checkout) and a sha256 over
-    its Python files (names and contents, in sorted order)."""
+    """Which official code ran: its folder (the checkout holding the package), that checkout's git commit
+    (None where the folder is no checkout of its own, e.g. an installed package) and a sha256 over the
+    package's Python files (names and contents, in sorted order)."""
     package = os.path.dirname(os.path.abspath(module.__file__))
     digest = hashlib.sha256()
     for path in sorted(glob.glob(os.path.join(package, "*.py"))):
         with open(path, "rb") as f:
             digest.update(os.path.basename(path).encode() + b"\0" + f.read())
-    try:
-        commit = subprocess.run(["git", "-C", package, "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=60).stdout.strip() or None
-    except OSError:
-        commit = None
-    return {"path": os.path.dirname(package), "git_commit": commit, "sha256_of_py_files": digest.hexdigest()}
+    return {"path": os.path.dirname(package), "git_commit": checkout_commit(os.path.dirname(package)),
+            "sha256_of_py_files": digest.hexdigest()}
 
 
 def agreement(robust_official: torch.Tensor, robust_ours: torch.Tensor) -> dict:

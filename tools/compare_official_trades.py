@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from common import data_files, parse_tool_args, tool_parser  # first: it puts the repo on sys.path
+from common import checkout_commit, data_files, parse_tool_args, tool_parser  # first: it puts the repo on sys.path
 from models import provenance, sha256_of, write_json
 
 GOAL = 0.75  # our whole-process time over the official one
@@ -102,15 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 def official_source(trades_repo: str) -> dict:
     """Which official code ran: its folder, the git commit of the checkout it is the top of (None where it is
     not one: a folder inside another repository would give that repository's commit) and trades.py's sha256."""
-    def git(*words):
-        try:
-            return subprocess.run(["git", "-C", trades_repo, *words], capture_output=True, text=True,
-                                  timeout=60).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-    top = git("rev-parse", "--show-toplevel")
-    own = bool(top) and os.path.realpath(top) == os.path.realpath(trades_repo)
-    return {"path": os.path.abspath(trades_repo), "git_commit": (git("rev-parse", "HEAD") or None) if own else None,
+    return {"path": os.path.abspath(trades_repo), "git_commit": checkout_commit(trades_repo),
             "sha256_of_trades_py": sha256_of(os.path.join(trades_repo, "trades.py"))}
 
 
