@@ -130,6 +130,7 @@ ACCURACY_TRAIN = ["--width", "16", "--train-subset", "10000", "--balanced-subset
                   "--eval-examples", "500"]
 ACCURACY_EVAL, ACCURACY_LAST_EVAL, ACCURACY_CASCADE_PER_SEED = [], ["--cascade-examples", "0"], 334
 ACCURACY_PAIRS = (("weat-adv", "trades"), ("weat-nat", "trades"), ("trades", "sat"))
+ACCURACY_BUDGET_HOURS = 10  # of one core, for the whole set: the target it was sized for before its runs
 # GPU time is derived from the one GPU measurement this project has (results/gpu-h200.json: ResNet-18 WEAT-adv,
 # K = 10, batch 128, float32, 49,000 CIFAR-10 images, on one H200): seconds per epoch scaled by training images x
 # pixels, and the evaluation of 1,000 points scaled by the test points, the pixels and the share of points the
@@ -669,6 +670,10 @@ def accuracy_table(r: dict) -> str:
                      f"{100 * p['difference']:+.1f}" + (f" ± {100 * p['ci95']:.1f}" if p["ci95"] is not None else "")
                      + f" | {detect} | {margin} | {verdict_words(p)} |")
     pgd_points = " / ".join(f"{n:,}" for n in sorted({row["n"] for row in r["runs"]}))
+    if all(run.get("train_minutes") is not None for run in r["runs"]):  # what the set cost, against its budget
+        hours = sum(run["train_minutes"] + (run.get("eval_minutes") or 0) for run in r["runs"]) / 60
+        lines += ["", f"In all, the {len(r['runs'])} runs took {hours:.1f} hours of one core (training and evaluation, "
+                      f"as logged; the budget the set was sized for: {ACCURACY_BUDGET_HOURS} hours)."]
     short = [f"{claims.display(p['methods'][0])} - {claims.display(p['methods'][1])}, {MEASURES[p['measure']]}"
              for p in r["pairs"] if p["detectable"] is not None and p["paper_margin"] is not None
              and p["detectable"] > abs(p["paper_margin"])]

@@ -203,6 +203,7 @@ def test_accuracy_set_compares_methods_seed_by_seed_with_a_verdict(tmp_path, mon
     table = (tmp_path / "results" / "accuracy-cpu.md").read_text()
     assert len(r["runs"][0]["epochs"]["epoch"]) == 2 and "| WEAT-adv - TRADES | PGD-20 | +3.0 ± 2.5 |" in table
     assert r["runs"][0]["train_minutes"] == 2.0 and "| 52.65 / 49.46 | 2.0 / 3.0 |" in table  # 2 epochs of 60 s, 2 x 90 s
+    assert "In all, the 6 runs took 0.5 hours of one core (training and evaluation, as logged; the budget" in table
     assert ("clean and PGD-20 on the first 10,000 test points, the cascade on points 0-333 (seed 0); 334-667 (seed 1); "
             "668-1,001 (seed 2): 1,002 points in all, each seed on its own" in table)
     assert experiments.cascade_points([{"seed": s, "cascade_n": 1000} for s in range(3)]) == "the first 1,000"
