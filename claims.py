@@ -277,13 +277,13 @@ def paired(runs: list, a: str, b: str, key: str) -> tuple:
 def paired_falls(runs: list) -> list:
     """For each pair of methods, the difference of their falls on the seeds both ran (the same seed trains on
     the same images): mean and 95% t-interval."""
-    fall = {(r["method"], r["seed"]): r["window_gap"] for r in runs}
+    ran = {(r["method"], r["seed"]) for r in runs}
     methods, pairs = list(by_method(runs)), []
     for i, a in enumerate(methods):
         for b in methods[i + 1:]:
-            seeds = sorted(s for m, s in fall if m == a and (b, s) in fall)
-            mean, half = mean_interval([fall[a, s] - fall[b, s] for s in seeds]) if seeds else (None, None)
-            pairs.append({"methods": [a, b], "seeds": seeds, "difference": mean, "ci95": half})
+            mean, half = paired(runs, a, b, "window_gap")
+            pairs.append({"methods": [a, b], "seeds": sorted(s for m, s in ran if m == a and (b, s) in ran),
+                          "difference": mean, "ci95": half})
     return pairs
 
 
