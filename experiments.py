@@ -798,12 +798,14 @@ def write_claims(base: str, name: str, runs: list, shrunk: list, dataset: str, o
 
 def gpu_hours(dataset: str, runs: int, epochs: int, evaluations: int, robust: float = None, gpu: dict = None) -> dict:
     """One GPU's hours for `runs` training runs of `epochs` epochs and `evaluations` evaluations of the whole test
-    split, derived from the measurement in results/gpu-h200.json (float32, ResNet-18 width 64); `robust`: the
-    AutoAttack accuracy expected (default: the measured model's)."""
+    split, derived from the measurement in results/gpu-h200.json (float32, ResNet-18 width 64; an epoch measured
+    on a subset is scaled to the whole split by its images, its fixed validation with them: an upper bound);
+    `robust`: the AutoAttack accuracy expected (default: the measured model's)."""
     if gpu is None:
         with open(GPU_RESULTS) as f:
             gpu = json.load(f)
-    epoch = float(np.mean([e["seconds"] for e in gpu["train_epochs"]["float32"]]))
+    measured = gpu["setting"]["train_images"] * 32 ** 2  # the measured epochs' pixels (CIFAR-10 images)
+    epoch = float(np.mean([e["seconds"] for e in gpu["train_epochs"]["float32"]])) * TRAIN_PIXELS["cifar10"] / measured
     ev = gpu["evaluation"]
     late = sum(ev["attacks"][a] for a in ("apgd-t", "fab-t", "square"))  # these attack only points still robust
     per_point = (ev["seconds"] - late + late * (robust or ev["cascade"]) / ev["cascade"]) / ev["n"]
@@ -905,10 +907,11 @@ def gpu_table(gpu: dict) -> str:
     lines.append("| the same as minutes per 100 epochs (validation PGD-20 included) | " + " | ".join(
         cell(m, lambda b: f"{b['minutes_per_100_epochs']:.1f}") for m in modes) + " |")
     epochs = gpu["train_epochs"]
-    lines.append("| `train.py`: seconds per epoch (validation included), epochs 1, 2 | " + " | ".join(
+    count = max(len(e) for e in epochs.values())
+    lines.append(f"| `train.py`: seconds per epoch (validation included), epochs {', '.join(map(str, range(1, count + 1)))} | " + " | ".join(
         ", ".join(f"{e['seconds']:.1f}" for e in epochs[m]) if m in epochs else "—" for m in modes) + " |")
     ev = gpu["evaluation"]
-    return "\n".join(lines + ["", f"`evaluate.py`, the standard cascade on {ev['n']:,} test points (a 2-epoch bf16 model: "
+    return "\n".join(lines + ["", f"`evaluate.py`, the standard cascade on {ev['n']:,} test points (a {len(epochs['bf16 + channels-last'])}-epoch bf16 model: "
                                    f"{100 * ev['clean']:.1f}% clean, {100 * ev['cascade']:.1f}% robust): {ev['seconds']:.0f} s, of "
                                    "which " + ", ".join(f"{a} {t:.1f} s" for a, t in ev["attacks"].items()) + ".", "",
                                f"(ResNet-18 width {s['width']}, {s['method']}, K = {s['steps']}, batch {s['batch_size']}, "

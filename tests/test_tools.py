@@ -163,3 +163,54 @@ def test_reference_energy_runs_offline_on_a_reference_file_and_names_it_by_conte
     written = json.loads((zoo / "energy.json").read_text())["models"]["wong18-cifar-small-8px"]
     assert written["model"] == "wong18-cifar-small-8px" and written["sha256"] == models.sha256_of(str(path))
     assert {"clean", "noise", "pgd-ce", "apgd-ce"} <= set(written["attacks"]) and written["seconds"] > 0
+
+
+def bench_cuda_folder(folder, train_subset=10_000, seconds=(12.0, 10.0, 10.0)) -> None:
+    """A measurement folder as `bash bench_cuda.sh` leaves it (its OUT), with made-up figures."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "env.txt"), "w") as f:
+        f.write("name, memory.total [MiB], driver_version\nNVIDIA H100 80GB HBM3, 81559 MiB, 580.1\n"
+                "torch 2.11.0+cu130 13.0 NVIDIA H100 80GB HBM3\n16\n")
+    with open(os.path.join(folder, "bench.txt"), "w") as f:  # bench.py's default --models: resnet18 and wrn34_10
+        f.write("== bench.py\n4. resnet18   float32   1400 img/s    2.5 GiB    59.0 min / 100 epochs\n"
+                "4. wrn34_10   float32   300 img/s    9.0 GiB    270.0 min / 100 epochs\n"
+                "4. resnet18   bf16 + channels_last   1500 img/s    2.5 GiB    55.0 min / 100 epochs\n"
+                "4. wrn34_10   bf16 + channels_last   600 img/s    9.0 GiB    135.0 min / 100 epochs\n")
+    for name in ("log-fp32.jsonl", "log-bf16.jsonl"):
+        with open(os.path.join(folder, name), "w") as f:
+            f.writelines(json.dumps({"epoch": i + 1, "seconds": s, "val_pgd_acc": 0.2}) + "\n" for i, s in enumerate(seconds))
+    with open(os.path.join(folder, "args-fp32.json"), "w") as f:
+        json.dump({"train_subset": train_subset, "epochs": len(seconds)}, f)
+    with open(os.path.join(folder, "eval-bf16.json"), "w") as f:
+        json.dump({"n": 1000, "seconds": 40.0, "clean": {"accuracy": 0.4}, "pgd-20": {"accuracy": 0.25, "seconds": 0.5},
+                   "cascade": {"accuracy": 0.2, "seconds": 39.0}, **{f"+{a}": {"seconds": 9.0} for a in
+                                                                       ("apgd-ce", "apgd-t", "fab-t", "square")}}, f)
+
+
+def test_gpu_record_reads_the_folder_bench_cuda_sh_writes_and_scales_a_subsets_epochs(tmp_path):
+    """bench_cuda.sh's OUT folder is what tools/gpu_record.py reads: the names the script writes are the names the
+    tool looks for; the tool keeps ResNet-18's bench lines only (bench.py also times a WRN-34-10 by default), records
+    the images the epochs were measured on, and the GPU time derived from it scales a 10,000-image epoch to the whole
+    training split."""
+    import experiments
+    import gpu_record
+    script = open(os.path.join(ROOT, "bench_cuda.sh")).read()
+    for name in ("env.txt", "bench.txt", "args-fp32.json", *gpu_record.LOG_MODES):
+        if name != "log-compile.jsonl":  # the compile run is an extra the script does not make
+            assert f'"$OUT/{name}"' in script, name
+    assert '--out "$OUT/eval-bf16.json"' in script
+    folder, out = str(tmp_path / "bench-cuda-out"), str(tmp_path / "gpu.json")
+    bench_cuda_folder(folder)
+    gpu_record.main([folder, "--commit", "HEAD", "--date", "2026-12-07", "--results", out])
+    r = json.load(open(out))
+    assert [row["images_per_s"] for row in r["bench"]] == [1400, 1500]
+    assert r["setting"]["train_images"] == 10_000 and r["commands"]["bench"] == "python bench.py --device cuda --quick"
+    assert "--epochs 3" in r["commands"]["train"] and r["provenance"]["machine"]["device"] == "NVIDIA H100 80GB HBM3"
+    hours = experiments.gpu_hours("cifar10", 1, 100, 0, gpu=r)
+    assert hours["epoch_seconds"] == pytest.approx(np.mean([12.0, 10.0, 10.0]) * 4.9)
+    whole = str(tmp_path / "whole")  # a folder measured on the whole split (no args-fp32.json: train.py's default)
+    bench_cuda_folder(whole)
+    os.remove(os.path.join(whole, "args-fp32.json"))
+    gpu_record.main([whole, "--commit", "HEAD", "--date", "2026-12-07", "--results", out])
+    assert experiments.gpu_hours("cifar10", 1, 100, 0, gpu=json.load(open(out)))["epoch_seconds"] == pytest.approx(32.0 / 3)
+    assert "epochs 1, 2, 3 |" in experiments.gpu_table(json.load(open(out)))
