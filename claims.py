@@ -444,7 +444,7 @@ def methods_table(results: dict) -> str:
                                   "WEAT-adv: between the two groups dE compares points of different attacks), over the best 5 "
                                   "and the last 5 epochs. Training robust accuracy is on each method's own training "
                                   "attack: it compares epochs, not methods. Minutes: the mean over seeds of a run's logged epoch "
-                                  "times (training, the per-epoch attacks and logging; the development runs: one core each, "
+                                  "times (training, the per-epoch attacks and logging; the committed runs: one core each, "
                                   "two runs at a time).)"])
 
 
