@@ -233,3 +233,21 @@ def test_every_results_files_command_still_runs_as_written_by_todays_flags():
                 module.build_parser().parse_args(flags)
             except SystemExit:
                 pytest.fail(f"results/{name}.json: {shlex.join(argv)}: {err.getvalue().strip()}")
+
+
+def test_the_front_pages_claim_0_status_reads_the_headline_pair_once_its_file_is_there(tmp_path):
+    """The status row's claim-0 words (a value span) come from accuracy-cpu's WEAT-adv - TRADES pairs: the
+    difference, what the seeds could detect, the paper's margin and both verdicts."""
+    shutil.copytree(os.path.join(ROOT, "results"), tmp_path / "results")
+    pair = lambda measure, verdict: {"methods": ["weat-adv", "trades"], "measure": measure, "seeds": [0, 1, 2],  # noqa: E731
+                                     "difference": -0.012, "ci95": 0.021, "detectable": 0.03, "paper_margin": 0.007,
+                                     "verdict": verdict}
+    result = {"pairs": [pair("pgd20", "not shown at this scale"), pair("cascade", "does not hold here")]}
+    (tmp_path / "results" / "accuracy-cpu.json").write_text(json.dumps(result))
+    (tmp_path / "README.md").write_text("claim 0: <!-- value: accuracy-cpu-status -->old<!-- /value -->.\n")
+    report.regenerate(str(tmp_path))
+    assert (tmp_path / "README.md").read_text() == (
+        "claim 0: <!-- value: accuracy-cpu-status -->WEAT-adv - TRADES over 3 seeds: PGD-20 -1.2 ± 2.1 points (the seeds "
+        "could detect 3.0; paper +0.70), **not shown at this scale**; cascade -1.2 ± 2.1 points (the seeds could detect 3.0; "
+        "paper +0.70), **does not hold here**<!-- /value -->.\n")
+    assert report.claim0_verdict({"pairs": [pair("pgd20", "holds")]}) == ""  # the cascade pair missing: no verdict yet
