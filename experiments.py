@@ -832,16 +832,23 @@ def paper_figures(dataset: str, methods: list) -> str:
     return "; ".join(cells)
 
 
+def run_minutes(r: dict) -> list:
+    """Each run's logged minutes in a set's results file (training and per-epoch attacks; evaluate.py's reports
+    where the set has them); None where a run has no training time."""
+    if not all("minutes" in run or "train_minutes" in run for run in r["runs"]):
+        return None
+    return [run.get("minutes", 0.0) + run.get("train_minutes", 0.0) + run.get("eval_minutes", 0.0) for run in r["runs"]]
+
+
 def measured_time(path: str) -> str:
-    """How long the runs of a set's results file took, from their logged times (training and per-epoch attacks;
-    evaluate.py's reports where the set has them), as a dry run's line; "" where there is no such file."""
+    """How long the runs of a set's results file took, as a dry run's line; "" where there is no such file."""
     if not os.path.isfile(path):
         return ""
     with open(path) as f:
         r = json.load(f)
-    if not all("minutes" in run or "train_minutes" in run for run in r["runs"]):
+    minutes = run_minutes(r)
+    if minutes is None:
         return ""  # a table without the runs' training times
-    minutes = [run.get("minutes", 0.0) + run.get("train_minutes", 0.0) + run.get("eval_minutes", 0.0) for run in r["runs"]]
     m = r["provenance"]["machine"]
     cpu = f"{m.get('cpu_model') or m['processor']}, {m['cpu_cores']} cores"
     spread = f"{min(minutes):.0f}" + (f"-{max(minutes):.0f}" if round(max(minutes)) != round(min(minutes)) else "")

@@ -174,9 +174,10 @@ def test_a_claims_set_keeps_every_epoch_and_its_tables_recompute_from_the_file(t
     assert verdicts["SAT's dE diverges"] == "yes" and verdicts["TRADES' dE diverges"] == "not shown"
     assert verdicts["TRADES overfits less than SAT"] == "not shown"  # 2 seeds: a wide interval, though SAT falls more
     summary = report.claims_summary({**{name: report.load(ROOT, name) for name in report.CLAIMS_SUMMARY_FILES}, "claims-cpu": r})
-    assert re.search(r"no augmentation: SAT overfits \(fall [\d.]+ points\) and its dE diverges \(dE change -[\d.]+\), TRADES "
-                     r"does not overfit beyond noise \(fall -?[\d.]+ points\) without a clear divergence \(dE change [-+][\d.]+\); "
-                     r"flips: being rerun", summary) and "no augmentation: **not run**; flips: being rerun" in summary
+    assert re.search(r"no augmentation \(`claims-cpu`\): SAT overfits \(fall [\d.]+ points\) and its dE diverges \(dE change "
+                     r"-[\d.]+\), TRADES does not overfit beyond noise \(fall -?[\d.]+ points\) without a clear divergence \(dE "
+                     r"change [-+][\d.]+\); flips \(`claims-cpu-aug`\): being rerun", summary)
+    assert "no augmentation (`claims-cpu`): **not run**; flips (`claims-cpu-aug`): being rerun" in summary
     text = open(path).read()
     assert "| SAT | 2 |" in text and "flat noise" in text and (tmp_path / "results" / "claims-cpu.png").stat().st_size > 20_000
 

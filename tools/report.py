@@ -348,7 +348,7 @@ def claim1_divergence(name: str, r: dict) -> str:
                          + f" (fall {100 * row['window_gap']:.1f} points)"
                          + {"yes": " and its dE diverges", "no: it converges": ", its energies converging"}.get(
                              diverges, " without a clear divergence") + f" (dE change {row['dE_divergence']:+.2f})")
-    return f"{claims.set_name(name)}: " + ", ".join(parts)
+    return f"{claims.set_name(name)} (`{name}`): " + ", ".join(parts)
 
 
 def arms_apart(r: dict) -> str:
@@ -408,7 +408,7 @@ def claims_summary(results: dict) -> str:
                      "paired differences over seeds against the smallest difference the seeds can detect",
                      "#claim-0-weat-improves-robust-accuracy"))
     sets = {name: results[name] for name in CLAIMS_SETS if name in results}
-    rerun = "".join(f"; {claims.set_name(name)}: being rerun" for name in CLAIMS_SETS if name not in results)
+    rerun = "".join(f"; {claims.set_name(name)} (`{name}`): being rerun" for name in CLAIMS_SETS if name not in results)
     if sets:
         rows.append(("1. Robust overfitting is a divergence of natural and adversarial energies (dE)",
                      "; ".join(claim1_divergence(name, r) for name, r in sets.items()) + rerun,
@@ -418,7 +418,7 @@ def claims_summary(results: dict) -> str:
                      "#claim-1-robust-overfitting-as-energy-divergence"))
         verdicts = {name: r["intervention"]["verdict"] if r.get("intervention") else "not run" for name, r in sets.items()}
         rows.append(("1. TRADES mitigates robust overfitting by aligning the energies",
-                     "; ".join(f"{claims.set_name(n)}: **{v}**" + arms_apart(sets[n]) for n, v in verdicts.items()) + rerun,
+                     "; ".join(f"{claims.set_name(n)} (`{n}`): **{v}**" + arms_apart(sets[n]) for n, v in verdicts.items()) + rerun,
                      INTERVENTION_TEST, "#claim-1-robust-overfitting-as-energy-divergence"))
     else:
         rows.append(("1. Robust overfitting is an energy divergence, which TRADES mitigates by aligning the energies",
@@ -625,6 +625,10 @@ VALUES = {
     "generation-minutes-per-generator": (GENERATORS[1:], lambda rs: "{:.1f}-{:.1f}".format(
         min(r["seconds"] for r in rs.values()) / 60, max(r["seconds"] for r in rs.values()) / 60)),
     "accuracy-cpu-status": ("accuracy-cpu", claim0_status),  # claim 0 in the front page's status row
+    # what the claims-cpu set cost: its runs' logged minutes, in all (core-hours) and the range of one run
+    "claims-cpu-core-hours": ("claims-cpu", lambda r: f"{sum(experiments.run_minutes(r)) / 60:.0f}"),
+    "claims-cpu-run-minutes": ("claims-cpu", lambda r: "{:.0f}-{:.0f}".format(min(experiments.run_minutes(r)),
+                                                                            max(experiments.run_minutes(r)))),
     "speed-step-ratio": ("speed-cpu", lambda r: f"{r['step']['ratio']:.3f}"),
     "speed-apgd-ratio": ("speed-cpu", lambda r: f"{r['apgd']['ratio']:.3f}"),
     **{f"generation-{run}-{key}": (f"generation-resnet4b-{run}", value) for run in ("paper", "collapsed", "ours")
