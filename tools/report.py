@@ -437,8 +437,8 @@ def claims_summary(results: dict) -> str:
                  f"targeted: **{'holds' if count('targeted', 'up') > len(models) / 2 else 'not shown'}** (all the targeted "
                  f"attacks raise E(x) on {count('targeted', 'up')} of {len(models)} models); untargeted: "
                  f"**{'holds' if count('untargeted', 'down') > len(models) / 2 else ('only for ' + ', '.join(lowering)) if lowering else 'does not hold'}** (PGD-CE lowers "
-                 f"it on {len(ce)} of {len(models)}, all the untargeted attacks on {count('untargeted', 'down')} of "
-                 f"{len(models)}" + (f"; {', '.join(raising)} raise it on all {len(models)}" if raising else "") + ")"
+                 f"it on {len(ce)} of {len(models)} models; on {count('untargeted', 'down')} of {len(models)} all the untargeted attacks "
+                 f"lower it" + (f"; {', '.join(raising)} raise it on all {len(models)}" if raising else "") + ")"
                  + baseline_moves(models),
                  "the mean E(x) shift per attack and model, moved only where its 95% bootstrap interval excludes 0",
                  "#claim-2-how-attacks-move-ex"))
