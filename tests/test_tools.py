@@ -214,3 +214,8 @@ def test_gpu_record_reads_the_folder_bench_cuda_sh_writes_and_scales_a_subsets_e
     gpu_record.main([whole, "--commit", "HEAD", "--date", "2026-12-07", "--results", out])
     assert experiments.gpu_hours("cifar10", 1, 100, 0, gpu=json.load(open(out)))["epoch_seconds"] == pytest.approx(32.0 / 3)
     assert "epochs 1, 2, 3 |" in experiments.gpu_table(json.load(open(out)))
+    os.remove(os.path.join(whole, "eval-bf16.json"))  # a folder whose evaluation failed: refused, nothing written
+    os.remove(out)
+    with pytest.raises(SystemExit):
+        gpu_record.main([whole, "--commit", "HEAD", "--date", "2026-12-07", "--results", out])
+    assert not os.path.exists(out)

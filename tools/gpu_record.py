@@ -97,6 +97,8 @@ def main(argv=None) -> None:
     if "float32" not in logs:
         p.error(f"{args.folder} has no log-fp32.jsonl (the float32 run's train.py log): it is what GPU times derive from")
     evals = sorted(glob.glob(os.path.join(args.folder, "eval-*.json")))
+    if not evals:
+        p.error(f"{args.folder} has no eval-*.json (evaluate.py's report): the GPU times of evaluations derive from it")
     trained = os.path.join(args.folder, "args-fp32.json")
     images = WHOLE_SPLIT
     if os.path.isfile(trained):
@@ -111,7 +113,7 @@ def main(argv=None) -> None:
         "setting": {"model": MODEL, "width": 64, "method": "weat-adv", "steps": 10, "batch_size": 128, "train_images": images,
                     "val_points": 1_000},
         "bench": bench_rows(os.path.join(args.folder, "bench.txt")), "train_epochs": logs,
-        "evaluation": evaluation(evals[0]) if evals else None})
+        "evaluation": evaluation(evals[0])})
 
 
 if __name__ == "__main__":
