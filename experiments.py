@@ -682,7 +682,9 @@ def accuracy_table(r: dict) -> str:
                   "seeds could not have shown the paper's difference: there \"not shown at this scale\" says nothing "
                   "against the paper (\"does not hold here\" still does: its interval excluded the paper's margin)."]
     lines += ["", f"(Accuracy in %: clean and PGD-20 on the first {pgd_points} test points, the cascade on "
-                  f"{cascade_points(r['runs'])}; mean ± the half-width of the 95% Student-t interval over seeds; selected = "
+                  f"{cascade_points(r['runs'])}; mean ± the half-width of the 95% Student-t interval over seeds (it covers "
+                  f"the training's randomness and, for the cascade, the choice of points; PGD-20's test points are the same "
+                  f"for every seed, so their own sampling error is not in it); selected = "
                   f"best.pt by the authors' rule (best validation PGD-20 of the last 10% of epochs"
                   + ("; here the last epoch in every run, so last.pt has no column of its own). " if same else "). ")
                   + "Detectable: the smallest true difference a paired t-test on these seeds finds 80% of the time "
@@ -690,10 +692,11 @@ def accuracy_table(r: dict) -> str:
                   f"seeds); verdicts: holds or reversed where the interval excludes 0 on the paper's side or the other, "
                   f"does not hold here where it contains 0 and excludes the paper's margin, not shown at this scale where "
                   f"it contains both (a measure the paper lacks takes the side of the pair's PGD-20 margin); minutes: the mean over seeds of a "
-                  f"run's logged epoch times and of its evaluations' logged times; paper's margin: the paper's "
+                  f"run's logged epoch times and of its evaluations' logged times (wall-clock, one thread per run, two runs at a "
+                  f"time on the machine the footnote names, which at times did other work too); paper's margin: the paper's "
                   f"ResNet-18 CIFAR-10 figures (PGD-20, AutoAttack), {PAPER_SOURCE}; they are of the full recipe (the whole "
-                  f"training set, a width-64 ResNet-18, {train.DEFAULT_EPOCHS} epochs): their margins are what is tested here, "
-                  f"their levels are out of reach at this scale.)"]
+                  f"training set, a width-64 ResNet-18, {train.DEFAULT_EPOCHS} epochs): their margins are what is tested here, in "
+                  f"points, though a margin need not carry over to a smaller scale; their levels are out of reach at this scale.)"]
     return "\n".join(lines)
 
 
