@@ -71,12 +71,17 @@ def speed_cpu(r: dict) -> str:
     ])
 
 
+def official_ratio(r: dict) -> float:
+    """Our epoch's time over the official TRADES code's, the median over the rounds."""
+    return statistics.median(x["ours_s"] / x["official_s"] for x in r["rounds"])
+
+
 def speed_vs_official_trades(r: dict) -> str:
     rounds = r["rounds"]
     ratios = [x["ours_s"] / x["official_s"] for x in rounds]
     lines = ["| round | official TRADES machinery (s) | `train.py` (s) | ours / official |", "|---|---|---|---|"]
     lines += [f"| {x['round']} | {x['official_s']:.1f} | {x['ours_s']:.1f} | {q:.3f} |" for x, q in zip(rounds, ratios)]
-    lines += ["", f"Median ratio over the {len(rounds)} rounds: **{statistics.median(ratios):.3f}** (the goal: at most "
+    lines += ["", f"Median ratio over the {len(rounds)} rounds: **{official_ratio(r):.3f}** (the goal: at most "
                   f"{r['goal']:.2f}). Both sides trained {r['settings']['train_images']:,} images for one epoch "
                   f"(K = {r['settings']['steps']}, batch {r['settings']['batch_size']}, width-{r['settings']['width']} "
                   f"ResNet-18), then PGD-20 on {r['settings']['val_images']} validation images."
@@ -581,12 +586,17 @@ def sweep_span(r: dict, key: str, pick=None) -> str:
     return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
 
 
-def value_of_trial(r: dict, trial: str, key: str) -> str:
-    """An accuracy of one trial of a trials file, in % as its table shows it."""
+def trial_of(r: dict, trial: str) -> dict:
+    """One trial of a trials file, by name."""
     for t in r["trials"]:
         if t["trial"] == trial:
-            return f"{100 * t[key]:.1f}%"
+            return t
     raise ReportError(f"the trials file has no trial '{trial}'")
+
+
+def value_of_trial(r: dict, trial: str, key: str) -> str:
+    """An accuracy of one trial of a trials file, in % as its table shows it."""
+    return f"{100 * trial_of(r, trial)[key]:.1f}%"
 
 
 SWEEP_DEFAULTS = (0.005, 0.95)  # generate.py's defaults (the authors' eval.py): sigma_pca, retained variance
@@ -630,6 +640,7 @@ VALUES = {
     "claims-cpu-run-minutes": ("claims-cpu", lambda r: "{:.0f}-{:.0f}".format(min(experiments.run_minutes(r)),
                                                                             max(experiments.run_minutes(r)))),
     "speed-step-ratio": ("speed-cpu", lambda r: f"{r['step']['ratio']:.3f}"),
+    "speed-vs-official": ("speed-vs-official-trades", lambda r: f"{official_ratio(r):.2f}"),
     "speed-apgd-ratio": ("speed-cpu", lambda r: f"{r['apgd']['ratio']:.3f}"),
     **{f"generation-{run}-{key}": (f"generation-resnet4b-{run}", value) for run in ("paper", "collapsed", "ours")
        for key, value in SINGLE_RUN_VALUES.items()},
@@ -647,6 +658,9 @@ VALUES = {
     **{f"sat-s0-{run}-{key}": (file, lambda r, key=key: value_of_trial(r, "sat-s0", key))
        for run, file in (("first", "claims-cpu-aug-trials"), ("rerun", "claims-cpu-der-trials"))
        for key in ("train_adv_last", "best5", "last5")},
+    # the flips setting's trial (claims-cpu-aug's): its best 5 epochs, and the epoch its first drop follows
+    "flips-trial-best-epochs": ("claims-cpu-aug-trials", lambda r: "{}-{}".format(*trial_of(r, "flip-drops10-30")["best5_epochs"])),
+    "flips-trial-first-drop": ("claims-cpu-aug-trials", lambda r: str(trial_of(r, "flip-drops10-30")["first_drop_after"])),
     # one training run of train.py's defaults (ResNet-18, CIFAR-10, 100 epochs), derived from the one GPU measurement
     "gpu-default-run-hours": ("gpu-h200", lambda r: f"{experiments.gpu_hours('cifar10', 1, EPOCHS, 0, gpu=r)['total']:.1f}"),
     "gpu-torch": ("gpu-h200", lambda r: r["provenance"]["machine"]["torch"].split("+")[0]),
