@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared check for a CUDA machine, under 10 minutes on one H100: the CUDA tests, bench.py on CUDA,
+# One prepared check for a CUDA machine, sized for a 10-minute limit (its steps' timeouts add up to 9 min 20 s): the CUDA tests, bench.py on CUDA,
 # 3 epochs of WEAT-adv ResNet-18 on CIFAR-10 in bf16 against the same run in float32, and the standard
 # cascade on 1,000 test points of the bf16 model.
 #
