@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One prepared check for a CUDA machine, sized for a 10-minute limit (its steps' timeouts add up to 9 min 20 s): the CUDA tests, bench.py on CUDA,
-# 3 epochs of WEAT-adv ResNet-18 on CIFAR-10 in bf16 against the same run in float32, and the standard
-# cascade on 1,000 test points of the bf16 model.
+# One prepared check for a CUDA machine, sized for a 10-minute limit (its steps' timeouts add up to 9 min
+# 20 s): the CUDA tests, bench.py on CUDA, 3 epochs of WEAT-adv ResNet-18 on CIFAR-10 in bf16 against the
+# same run in float32, and the standard cascade on 1,000 test points of the bf16 model.
 #
 # On the GPU machine, from the repo root:   bash bench_cuda.sh [DATA]
 # DATA is a folder holding cifar10_train.npz and cifar10_test.npz (train.py's --dataset npz layout), or
