@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import ROOT
@@ -251,3 +252,18 @@ def test_the_front_pages_claim_0_status_reads_the_headline_pair_once_its_file_is
         "could detect 3.0; paper +0.70), **not shown at this scale**; cascade -1.2 ± 2.1 points (the seeds could detect 3.0; "
         "paper +0.70), **does not hold here**<!-- /value -->.\n")
     assert report.claim0_verdict({"pairs": [pair("pgd20", "holds")]}) == ""  # the cascade pair missing: no verdict yet
+
+
+def test_the_pages_word_readings_of_the_gpu_measurement_and_the_samplers_hold_in_their_files():
+    """Sentences that read a results file in words, checked against it: the experiments page's reason for the
+    float32 default (train.py's epochs slower in bf16 + channels-last and with compile, bench.py's step alone
+    slightly ahead in bf16 + channels-last), and the generation page's "every model run here ends up classifying
+    most of its own samples" (the SGLD runs; the PCA start alone does not)."""
+    gpu = report.load(ROOT, "gpu-h200")
+    epochs = {mode: np.mean([e["seconds"] for e in rows]) for mode, rows in gpu["train_epochs"].items()}
+    assert epochs["float32"] < epochs["bf16 + channels-last"] and epochs["float32"] < epochs["bf16 + channels-last + compile"]
+    bench = {row["mode"]: row["images_per_s"] for row in gpu["bench"]}
+    assert bench["float32"] < bench["bf16 + channels_last"] < 1.1 * bench["float32"]
+    for name in report.GENERATORS:
+        runs = {run["run"]: run["own_accuracy"] for run in report.load(ROOT, name)["runs"]}
+        assert all(accuracy > 0.5 for run, accuracy in runs.items() if run.startswith("SGLD")), name
