@@ -324,3 +324,15 @@ def test_claim_2_and_3_read_the_seed_0_models_of_the_committed_claims_set():
     for method in ("sat", "trades", "weat-adv"):
         assert energy[f"{method}-s0"]["sha256"] == trained[method, 0]
         assert report.load(ROOT, f"generation-{method}-s0-samplers")["model_sha256"] == trained[method, 0]
+
+
+def test_the_appendixs_reading_of_the_flips_trials_holds_in_their_file():
+    """docs/claims-appendix.md: with crops of any size test PGD did not fall beyond flat noise; flips with the drops
+    after epochs 10 and 30 (the setting of claims-cpu-aug) gave a fall beyond it, its best epochs from the first drop's
+    epoch on."""
+    trials = {t["trial"]: t for t in report.load(ROOT, "claims-cpu-aug-trials")["trials"]}
+    null = lambda t: np.percentile(claims.flat_falls(t["best5"], claims.TRIAL_TEST_POINTS, t["epochs_run"]), 95)  # noqa: E731
+    crops = [t for name, t in trials.items() if name.startswith("crop")]
+    assert crops and all(t["fall"] < null(t) for t in crops)
+    chosen = trials["flip-drops10-30"]
+    assert chosen["fall"] > null(chosen) and chosen["best5_epochs"][0] >= chosen["first_drop_after"]
