@@ -545,6 +545,14 @@ def detectable_difference(sd: float, n: int, alpha: float = ALPHA, power: float 
     raise ExperimentError(f"no detectable difference found for sd {sd:g} on {n} pairs")
 
 
+def detectable_multiple(n: int) -> float:
+    """The detectable difference on n seeds over the 95% interval's half-width at the same spread: a constant of
+    n (None for one seed)."""
+    if n < 2:
+        return None
+    return detectable_difference(1.0, n) / (scipy.stats.t.ppf(1 - ALPHA / 2, n - 1) / np.sqrt(n))
+
+
 def comparison_verdict(mean: float, half, paper_margin, direction: int = 1) -> str:
     """What a paired difference's 95% interval says of the paper's claim that the first method is ahead by
     `paper_margin`: holds (the interval excludes 0 on the paper's side), reversed (on the other side), does
@@ -670,6 +678,7 @@ def accuracy_table(r: dict) -> str:
                      f"{100 * p['difference']:+.1f}" + (f" ± {100 * p['ci95']:.1f}" if p["ci95"] is not None else "")
                      + f" | {detect} | {margin} | {verdict_words(p)} |")
     pgd_points = " / ".join(f"{n:,}" for n in sorted({row["n"] for row in r["runs"]}))
+    seeds = max(len(row["seeds"]) for row in r["rows"])
     if all(run.get("train_minutes") is not None for run in r["runs"]):  # what the set cost, against its budget
         hours = sum(run["train_minutes"] + (run.get("eval_minutes") or 0) for run in r["runs"]) / 60
         lines += ["", f"In all, the {len(r['runs'])} runs took {hours:.1f} hours of one core (training and evaluation, "
@@ -688,8 +697,9 @@ def accuracy_table(r: dict) -> str:
                   f"best.pt by the authors' rule (best validation PGD-20 of the last 10% of epochs"
                   + ("; here the last epoch in every run, so last.pt has no column of its own). " if same else "). ")
                   + "Detectable: the smallest true difference a paired t-test on these seeds finds 80% of the time "
-                  f"(two-sided, 5%), at the observed seed-to-seed spread of the differences (itself uncertain on 3 "
-                  f"seeds); verdicts: holds or reversed where the interval excludes 0 on the paper's side or the other, "
+                  f"(two-sided, 5%), at the observed seed-to-seed spread of the differences (itself uncertain on "
+                  f"{seeds} seed{'s' * (seeds != 1)}" + (f": the detectable difference is {detectable_multiple(seeds):.2f} times "
+                  f"the interval's half-width, no surer than it" if seeds > 1 else "") + "); verdicts: holds or reversed where the interval excludes 0 on the paper's side or the other, "
                   f"does not hold here where it contains 0 and excludes the paper's margin, not shown at this scale where "
                   f"it contains both (a measure the paper lacks takes the side of the pair's PGD-20 margin); minutes: the mean over seeds of a "
                   f"run's logged epoch times and of its evaluations' logged times (wall-clock, one thread per run, two runs at a "

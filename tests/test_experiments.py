@@ -338,3 +338,14 @@ def test_a_set_run_from_another_folder_works_in_the_repo_root_with_the_paths_typ
     out_dir = capsys.readouterr().out.split("--out-dir ")[1].split()[0]
     assert os.path.realpath(os.path.join(experiments.ROOT, out_dir)) == os.path.realpath(tmp_path / "myruns" / "accuracy-cpu" / "sat-s0")
     assert os.getcwd() == str(tmp_path)  # the caller's folder is given back
+
+
+def test_the_detectable_difference_is_a_fixed_multiple_of_the_intervals_half_width():
+    """As an independent recomputation found: for n seeds, detectable / (t(0.975, n-1) sd / sqrt n) does not depend
+    on the spread; the table's caption gives that multiple (1.31 on 3 seeds)."""
+    import scipy.stats
+    for n in (2, 3, 5):
+        half = lambda sd: scipy.stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)  # noqa: E731
+        ratios = [experiments.detectable_difference(sd, n) / half(sd) for sd in (0.003, 0.02, 0.5)]
+        assert max(ratios) - min(ratios) < 1e-6 and ratios[0] == pytest.approx(experiments.detectable_multiple(n), rel=1e-6)
+    assert experiments.detectable_multiple(3) == pytest.approx(1.314, abs=5e-4)
