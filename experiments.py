@@ -897,7 +897,8 @@ def dry_run(args, runs: list) -> None:
     if figures:
         print(f"# the paper's PGD-20 / AutoAttack (%; {PAPER_SOURCE}): {figures}"
               + ("; the paper's full scale, not levels this set can reach" if small or passed_on(args, SHRINKING) else ""))
-    measured = measured_time(os.path.join(args.results_dir, set_name(args) + ".json"))
+    measured = (measured_time(os.path.join(args.results_dir, set_name(args) + ".json"))  # yours, else the committed one
+                or measured_time(os.path.join("results", set_name(args) + ".json")))  # main runs from the repo root
     if measured:
         print(measured)
     if runset.dataset == "synthetic" or runset.claims:

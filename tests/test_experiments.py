@@ -102,9 +102,11 @@ def test_a_dry_run_gives_the_time_its_set_took_where_its_results_file_is_there(c
     (tmp_path / "accuracy-cpu.json").write_text(json.dumps({"provenance": {"machine": machine}, "runs": runs}))
     experiments.main(["accuracy-cpu", "--dry-run", "--results-dir", str(tmp_path)])
     assert "1 run, 1.0 hours in all (60 minutes a run)" in capsys.readouterr().out
-    experiments.main(["accuracy-cpu", "--dry-run", "--results-dir", str(tmp_path / "none")])
+    experiments.main(["accuracy-cpu", "--tag", "never-run", "--dry-run", "--results-dir", str(tmp_path / "none")])
     out = capsys.readouterr().out
     assert "# measured" not in out and "the paper's full scale, not levels this set can reach" in out
+    experiments.main(["claims-cpu", "--dry-run", "--results-dir", str(tmp_path / "none")])  # yours elsewhere: the committed time
+    assert "# measured in results/claims-cpu.json: 25 runs" in capsys.readouterr().out
     experiments.main(["table-cifar10", "--dry-run", "--methods", "weat-adv"])  # the paper's own scale: its targets
     assert "53.35 / 49.75" in (out := capsys.readouterr().out) and "not levels" not in out
     experiments.main(["table-cifar10", "--dry-run", "--methods", "weat-adv", "--width", "16"])  # shrunk by the user
