@@ -678,7 +678,7 @@ def accuracy_table(r: dict) -> str:
                      f"{100 * p['difference']:+.1f}" + (f" ± {100 * p['ci95']:.1f}" if p["ci95"] is not None else "")
                      + f" | {detect} | {margin} | {verdict_words(p)} |")
     pgd_points = " / ".join(f"{n:,}" for n in sorted({row["n"] for row in r["runs"]}))
-    seeds = max(len(row["seeds"]) for row in r["rows"])
+    seeds = min((len(p["seeds"]) for p in r["pairs"]), default=1)  # the pairs' seeds (all alike in a complete set)
     if all(run.get("train_minutes") is not None for run in r["runs"]):  # what the set cost, against its budget
         hours = sum(run["train_minutes"] + (run.get("eval_minutes") or 0) for run in r["runs"]) / 60
         lines += ["", f"In all, the {len(r['runs'])} runs took {hours:.1f} hours of one core (training and evaluation, "
@@ -811,19 +811,23 @@ def write_claims(base: str, name: str, runs: list, shrunk: list, dataset: str, o
 
 def gpu_hours(dataset: str, runs: int, epochs: int, evaluations: int, robust: float = None, gpu: dict = None) -> dict:
     """One GPU's hours for `runs` training runs of `epochs` epochs and `evaluations` evaluations of the whole test
-    split, derived from the measurement in results/gpu-h200.json (float32, ResNet-18 width 64; an epoch measured
-    on a subset is scaled to the whole split by its images, its fixed validation with them: an upper bound);
-    `robust`: the AutoAttack accuracy expected (default: the measured model's)."""
+    split, derived from the measurement in results/gpu-h200.json (float32, ResNet-18 width 64). An epoch is the
+    mean of the measured epochs after the first (the first also warms up: its extra time counts once per run); one
+    measured on a subset is scaled to the whole split by its images, its fixed validation with them (a slight
+    overestimate); `robust`: the AutoAttack accuracy expected (default: the measured model's)."""
     if gpu is None:
         with open(GPU_RESULTS) as f:
             gpu = json.load(f)
-    measured = gpu["setting"]["train_images"] * 32 ** 2  # the measured epochs' pixels (CIFAR-10 images)
-    epoch = float(np.mean([e["seconds"] for e in gpu["train_epochs"]["float32"]])) * TRAIN_PIXELS["cifar10"] / measured
+    measured = gpu.get("setting", {}).get("train_images", TRAIN_PIXELS["cifar10"] // 32 ** 2) * 32 ** 2  # its pixels
+    seconds = [e["seconds"] for e in gpu["train_epochs"]["float32"]]
+    steady = float(np.mean(seconds[1:])) if len(seconds) > 1 else seconds[0]
+    warmup = max(seconds[0] - steady, 0.0)  # once per run
+    epoch = steady * TRAIN_PIXELS["cifar10"] / measured
     ev = gpu["evaluation"]
     late = sum(ev["attacks"][a] for a in ("apgd-t", "fab-t", "square"))  # these attack only points still robust
     per_point = (ev["seconds"] - late + late * (robust or ev["cascade"]) / ev["cascade"]) / ev["n"]
     pixels = TRAIN_PIXELS[dataset] / TRAIN_PIXELS["cifar10"]
-    train_h = runs * epochs * epoch * pixels / 3600
+    train_h = runs * (epochs * epoch * pixels + warmup) / 3600
     eval_h = evaluations * per_point * TEST_POINTS[dataset] * (4 if dataset == "tinyimagenet" else 1) / 3600
     return {"train": train_h, "evaluate": eval_h, "total": train_h + eval_h, "epoch_seconds": epoch * pixels,
             "device": gpu["provenance"]["machine"]["device"]}
@@ -911,7 +915,8 @@ def dry_run(args, runs: list) -> None:
     t = gpu_hours(runset.dataset, len(runs), settings["epochs"], evaluations,
                   float(np.mean(robust)) if None not in robust else None)
     shrunk = " (not counting --width, --train-subset or other shrinking flags)" if passed_on(args, TRAIN_OVERRIDES) else ""
-    print(f"# GPU time: {len(runs)} runs x {settings['epochs']} epochs x {t['epoch_seconds']:.0f} s + {evaluations} "
+    print(f"# GPU time: {len(runs)} runs x {settings['epochs']} epochs x {t['epoch_seconds']:.0f} s (and a first epoch's "
+          f"warm-up each) + {evaluations} "
           f"evaluations of the test split = {t['total']:.1f} hours on one {t['device']}{shrunk}: derived from its one "
           f"measurement in {os.path.relpath(GPU_RESULTS, ROOT)} (ResNet-18, float32)")
 

@@ -154,12 +154,15 @@ def test_gpu_hours_scale_the_measurement_by_epochs_pixels_points_and_robust_shar
            "setting": {"train_images": 49_000},  # epochs measured on the whole split
            "evaluation": {"n": 1000, "seconds": 50, "cascade": 0.25, "attacks": {"apgd-ce": 5, "apgd-t": 10, "fab-t": 10, "square": 10}}}
     t = experiments.gpu_hours("cifar10", 3, 100, 6, robust=0.5, gpu=gpu)
-    # 3 x 100 x 40 s; each evaluation: (50 - 30 + 30 x 0.5 / 0.25) s per 1,000 points x 10,000 points
-    assert t["train"] == pytest.approx(3 * 100 * 40 / 3600) and t["evaluate"] == pytest.approx(6 * 800 / 3600)
+    # 3 x 100 x 50 s (the epochs after the first; the first no slower: no warm-up); each evaluation:
+    # (50 - 30 + 30 x 0.5 / 0.25) s per 1,000 points x 10,000 points
+    assert t["train"] == pytest.approx(3 * 100 * 50 / 3600) and t["evaluate"] == pytest.approx(6 * 800 / 3600)
     tiny = experiments.gpu_hours("tinyimagenet", 1, 1, 0, gpu=gpu)
-    assert tiny["epoch_seconds"] == pytest.approx(40 * 99_000 * 4 / 49_000)
-    subset = experiments.gpu_hours("cifar10", 1, 1, 0, gpu={**gpu, "setting": {"train_images": 9_800}})
-    assert subset["epoch_seconds"] == pytest.approx(40 * 5)  # epochs measured on a fifth of the split
+    assert tiny["epoch_seconds"] == pytest.approx(50 * 99_000 * 4 / 49_000)
+    slow_first = {**gpu, "setting": {"train_images": 9_800}, "train_epochs": {"float32": [{"seconds": 14}, {"seconds": 10},
+                                                                                          {"seconds": 10}]}}
+    subset = experiments.gpu_hours("cifar10", 2, 100, 0, gpu=slow_first)  # a fifth of the split, 4 s of warm-up
+    assert subset["epoch_seconds"] == pytest.approx(10 * 5) and subset["train"] == pytest.approx(2 * (100 * 50 + 4) / 3600)
 
 
 def fake_accuracy_run(run, clean, pgd, cascade, last_pgd):

@@ -31,12 +31,19 @@ WHOLE_SPLIT = 49_000  # train.py's default on CIFAR-10: the training split less 
 MODEL = "resnet18"  # the network the record describes (bench.py may time others beside it)
 
 
-def commands(epochs: int, models: set) -> dict:
-    """The commands that made a measurement folder's files (`epochs`: the float32 run's; `models`: those bench.txt
-    times: ResNet-18 alone is what `--models resnet18` gives)."""
+def commands(epochs: int, models: set, trained: dict = None) -> dict:
+    """The commands that made a measurement folder's files (`epochs`: the float32 run's logged epochs; `models`:
+    those bench.txt times, ResNet-18 alone being what `--models resnet18` gives; `trained`: the float32 run's
+    args.json, where the folder has it: its epochs, images and data flags)."""
+    data = "--dataset npz --train-npz cifar10_train.npz --test-npz cifar10_test.npz"
+    if trained:
+        epochs = trained.get("epochs", epochs)
+        data = ("--dataset npz --train-npz cifar10_train.npz --test-npz cifar10_test.npz" if trained.get("dataset") == "npz"
+                else f"--dataset {trained.get('dataset', 'cifar10')}")
+        data += f" --train-subset {trained['train_subset']}" if trained.get("train_subset") else ""
     return {"bench": "python bench.py --device cuda --quick" + (f" --models {MODEL}" if models == {MODEL} else ""),
-            "train": f"python train.py --dataset npz --train-npz cifar10_train.npz --test-npz cifar10_test.npz --weat adv "
-                     f"--epochs {epochs} --amp none | --amp bf16 --channels-last | --amp bf16 --channels-last --compile",
+            "train": f"python train.py {data} --weat adv --epochs {epochs} --amp none | --amp bf16 --channels-last | "
+                     "--amp bf16 --channels-last --compile",
             "evaluate": "python evaluate.py --ckpt <the bf16 run>/last.pt --n-examples 1000"}
 
 
@@ -73,12 +80,22 @@ def evaluation(path: str) -> dict:
             "clean": r["clean"]["accuracy"], "pgd20": r["pgd-20"]["accuracy"], "cascade": r["cascade"]["accuracy"]}
 
 
+class RecordError(Exception):
+    """A measurement folder that cannot be read as one: the message says what is missing."""
+
+
 def machine(path: str) -> dict:
-    """The GPU, its memory and driver, torch's version and the CPU cores, from env.txt."""
+    """The GPU, its memory and driver, torch's version and the CPU cores, from env.txt (read by content: nvidia-smi's
+    CSV header and its first GPU's line, the line starting `torch `, the last line's core count)."""
     lines = [line.strip() for line in open(path) if line.strip()]
-    name, memory, driver = [v.strip() for v in lines[1].split(",")]
-    return {"system": f"{name}, {memory}, driver {driver}", "cpu_cores": int(lines[3]), "torch_threads": None,
-            "torch": lines[2].split()[1], "device": name}
+    header = next((i for i, line in enumerate(lines) if line.startswith("name,")), None)
+    torch_line = next((line for line in lines if line.startswith("torch ")), None)
+    if header is None or header + 1 >= len(lines) or lines[header + 1].count(",") != 2 or torch_line is None \
+            or not lines[-1].isdigit():
+        raise RecordError(f"{path} lacks nvidia-smi's GPU line, the torch line or the core count (bench_cuda.sh writes all three)")
+    name, memory, driver = [v.strip() for v in lines[header + 1].split(",")]
+    return {"system": f"{name}, {memory}, driver {driver}", "cpu_cores": int(lines[-1]), "torch_threads": None,
+            "torch": torch_line.split()[1], "device": name}
 
 
 def main(argv=None) -> None:
@@ -89,7 +106,10 @@ def main(argv=None) -> None:
     p.add_argument("--results", required=True, help="the results file to write")
     args = p.parse_args(argv)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    commit = subprocess.run(["git", "rev-parse", args.commit], cwd=root, capture_output=True, text=True).stdout.strip()
+    try:
+        commit = subprocess.run(["git", "rev-parse", args.commit], cwd=root, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        p.error("git is not installed: the record names the commit that measured")
     if not commit:
         p.error(f"--commit {args.commit} is not a commit of this repository")
     logs = {mode: epochs_of(os.path.join(args.folder, name)) for name, mode in LOG_MODES.items()
@@ -99,19 +119,24 @@ def main(argv=None) -> None:
     evals = sorted(glob.glob(os.path.join(args.folder, "eval-*.json")))
     if not evals:
         p.error(f"{args.folder} has no eval-*.json (evaluate.py's report): the GPU times of evaluations derive from it")
-    trained = os.path.join(args.folder, "args-fp32.json")
-    images = WHOLE_SPLIT
-    if os.path.isfile(trained):
-        with open(trained) as f:
-            images = json.load(f).get("train_subset") or WHOLE_SPLIT
+    if any(os.path.basename(e) == "eval-bf16.json" for e in evals) and "bf16 + channels-last" not in logs:
+        p.error(f"{args.folder} has eval-bf16.json but no log-bf16.jsonl: the evaluated model's run is missing")
+    trained = None
+    if os.path.isfile(os.path.join(args.folder, "args-fp32.json")):
+        with open(os.path.join(args.folder, "args-fp32.json")) as f:
+            trained = json.load(f)
+    try:
+        env = machine(os.path.join(args.folder, "env.txt"))
+    except (OSError, RecordError) as e:
+        p.error(str(e))
     write_json(args.results, {
         "provenance": {"command": "python tools/gpu_record.py " + " ".join(argv or sys.argv[1:]), "commit": commit,
-                       "data": [], "machine": machine(os.path.join(args.folder, "env.txt")), "date": args.date},
+                       "data": [], "machine": env, "date": args.date},
         "measured_once": "once, on one lent machine, with the repo's own bench.py, train.py and evaluate.py at that "
                          "commit; nothing else ran on the GPU",
-        "commands": commands(len(logs["float32"]), bench_models(os.path.join(args.folder, "bench.txt"))),
-        "setting": {"model": MODEL, "width": 64, "method": "weat-adv", "steps": 10, "batch_size": 128, "train_images": images,
-                    "val_points": 1_000},
+        "commands": commands(len(logs["float32"]), bench_models(os.path.join(args.folder, "bench.txt")), trained),
+        "setting": {"model": MODEL, "width": 64, "method": "weat-adv", "steps": 10, "batch_size": 128,
+                    "train_images": (trained or {}).get("train_subset") or WHOLE_SPLIT, "val_points": 1_000},
         "bench": bench_rows(os.path.join(args.folder, "bench.txt")), "train_epochs": logs,
         "evaluation": evaluation(evals[0])})
 

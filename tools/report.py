@@ -335,6 +335,8 @@ def claim0_status(r: dict) -> str:
     """The front page's status words for claim 0: the headline pair's PGD-20 difference, what the seeds could
     detect, and both verdicts."""
     acc = accuracy_pairs(r)
+    if not claim0_verdict(r):
+        raise ReportError("accuracy-cpu's file has no WEAT-adv - TRADES pairs yet (a set run one method at a time)")
     pgd, cascade = acc[("weat-adv", "trades"), "pgd20"], acc[("weat-adv", "trades"), "cascade"]
     return (f"WEAT-adv - TRADES over {len(pgd['seeds'])} seeds: PGD-20 {difference(pgd)}, **{pgd['verdict']}**; "
             f"cascade {difference(cascade)}, **{cascade['verdict']}**")
