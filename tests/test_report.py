@@ -114,7 +114,7 @@ def test_the_sweep_table_places_each_cell_by_its_own_settings():
 
 
 def test_the_claims_summary_takes_claim_0_once_its_file_is_there_and_one_seed_gives_no_interval():
-    committed = {name: report.load(ROOT, name) for name in report.CLAIMS_SUMMARY_FILES}
+    committed = {name: report.load(ROOT, name) for name in report.CLAIMS_SUMMARY_FILES if name != "accuracy-cpu"}
     assert "**not run yet**" in report.claims_summary(committed)
     pair = lambda measure: {"methods": ["weat-adv", "trades"], "measure": measure, "seeds": [0], "difference": 0.02,  # noqa: E731
                             "ci95": None, "detectable": None, "paper_margin": 0.007, "verdict": "one seed: no interval"}
