@@ -316,6 +316,11 @@ def difference(p: dict) -> str:
             f"{figure(p['detectable'], '.1f')}; paper {figure(p['paper_margin'], '+.2f')})")
 
 
+def set_label(name: str) -> str:
+    """A claims set as the front page's rows name it: its words and its command's name."""
+    return f"{claims.set_name(name)} (`{name}`)"
+
+
 def accuracy_pairs(r: dict) -> dict:
     """accuracy-cpu's paired differences by (methods, measure)."""
     return {(tuple(p["methods"]), p["measure"]): p for p in r.get("pairs", [])}
@@ -354,7 +359,7 @@ def claim1_divergence(name: str, r: dict) -> str:
                          + f" (fall {100 * row['window_gap']:.1f} points)"
                          + {"yes": " and its dE diverges", "no: it converges": ", its energies converging"}.get(
                              diverges, " without a clear divergence") + f" (dE change {row['dE_divergence']:+.2f})")
-    return f"{claims.set_name(name)} (`{name}`): " + ", ".join(parts)
+    return f"{set_label(name)}: " + ", ".join(parts)
 
 
 def arms_apart(r: dict) -> str:
@@ -414,7 +419,7 @@ def claims_summary(results: dict) -> str:
                      "paired differences over seeds against the smallest difference the seeds can detect",
                      "#claim-0-weat-improves-robust-accuracy"))
     sets = {name: results[name] for name in CLAIMS_SETS if name in results}
-    rerun = "".join(f"; {claims.set_name(name)} (`{name}`): being rerun" for name in CLAIMS_SETS if name not in results)
+    rerun = "".join(f"; {set_label(name)}: being rerun" for name in CLAIMS_SETS if name not in results)
     if sets:
         rows.append(("1. Robust overfitting is a divergence of natural and adversarial energies (dE)",
                      "; ".join(claim1_divergence(name, r) for name, r in sets.items()) + rerun,
@@ -424,7 +429,7 @@ def claims_summary(results: dict) -> str:
                      "#claim-1-robust-overfitting-as-energy-divergence"))
         verdicts = {name: r["intervention"]["verdict"] if r.get("intervention") else "not run" for name, r in sets.items()}
         rows.append(("1. TRADES mitigates robust overfitting by aligning the energies",
-                     "; ".join(f"{claims.set_name(n)} (`{n}`): **{v}**" + arms_apart(sets[n]) for n, v in verdicts.items()) + rerun,
+                     "; ".join(f"{set_label(n)}: **{v}**" + arms_apart(sets[n]) for n, v in verdicts.items()) + rerun,
                      INTERVENTION_TEST, "#claim-1-robust-overfitting-as-energy-divergence"))
     else:
         rows.append(("1. Robust overfitting is an energy divergence, which TRADES mitigates by aligning the energies",
