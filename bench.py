@@ -18,7 +18,7 @@ import torch
 
 import train
 from attacks import PGD20_STEP_SIZE, PGD20_STEPS, PIXEL, apgd, eval_mode
-from data import Batches, Split
+from data import Batches, Split, default_train_images
 from models import MODEL_NAMES, build_model, provenance, resolve_device, write_json
 
 GOALS = {"step": 1.10, "pipeline": 10.0, "apgd": 1.10}  # our speed goals: step/floor <= 1.10, pipeline >= 10x, APGD <= 1.10
@@ -188,7 +188,7 @@ def bench_apgd(device, width: int, batch_size: int, repeats: int, quick: bool) -
 
 CUDA_CONFIGS = (("float32", {}), ("bf16", {"amp": "bf16"}), ("bf16 + channels_last", {"amp": "bf16", "channels_last": True}),
                 ("bf16 + channels_last + compile", {"amp": "bf16", "channels_last": True, "compile": True}))
-CIFAR10_TRAIN = 49_000  # 50k training images less the 1000 held out for validation
+CIFAR10_TRAIN = default_train_images("cifar10")  # what train.py trains on by default (49,000)
 
 
 def bench_cuda_epochs(device, models: tuple, batch_size: int, repeats: int, quick: bool) -> list:

@@ -22,6 +22,16 @@ TINYIMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"  # the off
 TINYIMAGENET_PER_CLASS = {"train": 500, "val": 50}  # images per class in the official zip (a check of its unzipping)
 TINYIMAGENET_ORDER_SEED = 0  # the fixed order the Tiny-ImageNet cache keeps its images in (not class by class)
 CROP_PADDING = 4  # random crop with 4-pixel zero padding, as in TRADES and the authors' code
+VAL_SIZE = 1000  # training images held out for checkpoint selection by default (train.py's --val-size)
+# Images in each published split (Tiny-ImageNet's "test" is its labelled val folder) and their side in pixels
+SPLIT_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "svhn": (73_257, 26_032),
+               "tinyimagenet": (100_000, 10_000)}
+IMAGE_SIDE = {"cifar10": 32, "cifar100": 32, "svhn": 32, "tinyimagenet": 64}
+
+
+def default_train_images(name: str) -> int:
+    """Images a run trains on by default: the training split less the VAL_SIZE held out (49,000 on CIFAR-10)."""
+    return SPLIT_SIZES[name][0] - VAL_SIZE
 
 
 class DataError(ValueError):
@@ -198,7 +208,7 @@ def split_of_run(run_args: dict, train: bool, data_dir: str = None, npz: str = N
 
 
 def load_data(name: str, data_dir: str = "data", train_npz: str = None, test_npz: str = None,
-              val_npz: str = None, val_size: int = 1000, train_subset: int = None, seed: int = 0,
+              val_npz: str = None, val_size: int = VAL_SIZE, train_subset: int = None, seed: int = 0,
               balanced: bool = False) -> Data:
     """Train / validation / test splits.
 

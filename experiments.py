@@ -34,6 +34,7 @@ import evaluate
 import train
 import claims
 from claims import epoch_columns, mean_interval
+from data import IMAGE_SIDE, SPLIT_SIZES, default_train_images
 from analysis import plot_curves, read_log
 from methods import METHODS as METHOD_TABLE
 from models import DEFAULT_IN_HELP, load_checkpoint, provenance, sha256_of, write_json
@@ -136,9 +137,8 @@ ACCURACY_BUDGET_HOURS = 10  # of one core, for the whole set: the target it was 
 # pixels, and the evaluation of 1,000 points scaled by the test points, the pixels and the share of points the
 # cascade's later attacks (APGD-T, FAB-T, Square) still have to attack (the paper's AutoAttack accuracy).
 GPU_RESULTS = os.path.join(ROOT, "results", "gpu-h200.json")
-TRAIN_PIXELS = {"cifar10": 49_000 * 32 ** 2, "cifar100": 49_000 * 32 ** 2, "svhn": 72_257 * 32 ** 2,
-                "tinyimagenet": 99_000 * 64 ** 2, "synthetic": 0}  # training images (1,000 held out) x pixels
-TEST_POINTS = {"cifar10": 10_000, "cifar100": 10_000, "svhn": 26_032, "tinyimagenet": 10_000, "synthetic": 0}
+TRAIN_PIXELS = {name: default_train_images(name) * side ** 2 for name, side in IMAGE_SIDE.items()}  # a run's default
+TEST_POINTS = {name: sizes[1] for name, sizes in SPLIT_SIZES.items()}
 CHECKPOINTS = ("best", "last")  # best.pt: the one --select keeps (best-late by default); last.pt: the final epoch
 
 
@@ -818,7 +818,7 @@ def gpu_hours(dataset: str, runs: int, epochs: int, evaluations: int, robust: fl
     if gpu is None:
         with open(GPU_RESULTS) as f:
             gpu = json.load(f)
-    measured = gpu.get("setting", {}).get("train_images", TRAIN_PIXELS["cifar10"] // 32 ** 2) * 32 ** 2  # its pixels
+    measured = gpu.get("setting", {}).get("train_images", default_train_images("cifar10")) * 32 ** 2  # its pixels
     seconds = [e["seconds"] for e in gpu["train_epochs"]["float32"]]
     steady = float(np.mean(seconds[1:])) if len(seconds) > 1 else seconds[0]
     warmup = max(seconds[0] - steady, 0.0)  # once per run
@@ -828,7 +828,7 @@ def gpu_hours(dataset: str, runs: int, epochs: int, evaluations: int, robust: fl
     per_point = (ev["seconds"] - late + late * (robust or ev["cascade"]) / ev["cascade"]) / ev["n"]
     pixels = TRAIN_PIXELS[dataset] / TRAIN_PIXELS["cifar10"]
     train_h = runs * (epochs * epoch * pixels + warmup) / 3600
-    eval_h = evaluations * per_point * TEST_POINTS[dataset] * (4 if dataset == "tinyimagenet" else 1) / 3600
+    eval_h = evaluations * per_point * TEST_POINTS[dataset] * (IMAGE_SIDE[dataset] / 32) ** 2 / 3600
     return {"train": train_h, "evaluate": eval_h, "total": train_h + eval_h, "epoch_seconds": epoch * pixels,
             "device": gpu["provenance"]["machine"]["device"]}
 

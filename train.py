@@ -25,7 +25,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from attacks import PGD20_STEP_SIZE, PGD20_STEPS, PIXEL, eval_mode, outside_ball, pgd
-from data import CROP_PADDING, DATASETS, Batches, DataError, fits_on_device, load_data
+from data import CROP_PADDING, DATASETS, VAL_SIZE, Batches, DataError, fits_on_device, load_data
 from energy import WEAT_TERMS, WEIGHT_FNS, energy_pick, energy_x, energy_xy
 from methods import DER_BETA, LOSSES, METHODS, method_key, method_name, training_attack
 from models import (DEFAULT_IN_HELP, MODEL_NAMES, CheckpointError, build_model, first_line, load_checkpoint,
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "flip alone; or none, which lets a small model memorise a small set (the claims-cpu regime)")
     p.add_argument("--crop-padding", type=int, default=CROP_PADDING,
                    help="with --augment crop-flip: the zero padding in pixels, so crops shift by up to this much")
-    p.add_argument("--val-size", type=int, default=1000,
+    p.add_argument("--val-size", type=int, default=VAL_SIZE,
                    help="training images held out for validation (0: train on all; select with --val-npz or "
                         "--select last|energy)")
     p.add_argument("--eval-examples", type=int, default=1000, help="validation points for the per-epoch PGD-20")

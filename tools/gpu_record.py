@@ -21,13 +21,14 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from data import default_train_images  # noqa: E402
 from models import write_json  # noqa: E402
 
 BENCH_LINE = re.compile(r"^4\. (?P<model>\w+)\s+(?P<mode>.+?)\s+(?P<rate>[\d,]+) img/s\s+(?P<memory>[\d.]+) GiB\s+"
                         r"(?P<minutes>[\d.]+) min / 100 epochs$")
 LOG_MODES = {"log-fp32.jsonl": "float32", "log-bf16.jsonl": "bf16 + channels-last",
              "log-compile.jsonl": "bf16 + channels-last + compile"}
-WHOLE_SPLIT = 49_000  # train.py's default on CIFAR-10: the training split less its 1,000 validation images
+WHOLE_SPLIT = default_train_images("cifar10")  # train.py's default on CIFAR-10: the split less its validation images
 MODEL = "resnet18"  # the network the record describes (bench.py may time others beside it)
 
 
