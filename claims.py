@@ -358,7 +358,7 @@ def intervention(rows: list, pairs: list) -> dict:
     elif shrinks(der) and below(between):
         verdict = "the alignment adds to less memorisation: both shrink the fall, DER's more than the control's"
     elif shrinks(der) and control_diverges:
-        verdict = "memorisation, not alignment: both shrink the fall while the control's dE still diverges"
+        verdict = "the alignment not shown to be needed: both shrink the fall while the control's dE still diverges"
     elif shrinks(der):
         verdict = "not told apart: both shrink the fall, and the control's dE does not diverge either"
     elif shrinks(control):
