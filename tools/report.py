@@ -306,7 +306,7 @@ GENERATORS = ("generation-resnet4b-samplers", "generation-cpu-w16-10k-natural-sa
               "generation-trades-s0-samplers", "generation-weat-adv-s0-samplers")  # claim 3's generators
 CLAIMS_SETS = ("claims-cpu", "claims-cpu-aug")
 # The claims sets whose results files are committed: a set joins once all its runs are done, and the claim-1
-# tables and rows read it; the rows name the others as being rerun.
+# tables and rows read it; the rows name the others as not finished yet.
 CLAIMS_COMMITTED = ("claims-cpu",)
 # The files the front page's claims table reads (a claim whose file is not among them says it is not run yet).
 CLAIMS_SUMMARY_FILES = ("accuracy-cpu", "energy-attacks-reference", "energy-attacks-trained", *GENERATORS, *CLAIMS_COMMITTED)
@@ -423,7 +423,7 @@ def claims_summary(results: dict) -> str:
                      "paired differences over seeds against the smallest difference the seeds can detect",
                      "#claim-0-weat-improves-robust-accuracy"))
     sets = {name: results[name] for name in CLAIMS_SETS if name in results}
-    rerun = "".join(f"; {set_label(name)}: being rerun" for name in CLAIMS_SETS if name not in results)
+    rerun = "".join(f"; {set_label(name)}: not finished yet" for name in CLAIMS_SETS if name not in results)
     if sets:
         rows.append(("1. Robust overfitting is a divergence of natural and adversarial energies (dE)",
                      "; ".join(claim1_divergence(name, r) for name, r in sets.items()) + rerun,
@@ -437,7 +437,7 @@ def claims_summary(results: dict) -> str:
                      INTERVENTION_TEST, "#claim-1-robust-overfitting-as-energy-divergence"))
     else:
         rows.append(("1. Robust overfitting is an energy divergence, which TRADES mitigates by aligning the energies",
-                     "**being rerun** with per-epoch logs, the redesigned rules and the intervention (`python experiments.py "
+                     "**not run yet** (`python experiments.py "
                      f"claims-cpu --seeds 5`, `claims-cpu-aug`: {set_size('claims-cpu', 5)} and {set_size('claims-cpu-aug')})",
                      INTERVENTION_TEST, "#claim-1-robust-overfitting-as-energy-divergence"))
     models = [m for name in ("energy-attacks-reference", "energy-attacks-trained") for m in results[name]["models"].values()]
