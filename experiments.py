@@ -961,13 +961,12 @@ def reproduce_table(gpu: dict) -> str:
             hours = gpu_hours(dataset, 3, epochs, 6, expected_robust(dataset, method), gpu)["total"]
             lines.append(f"| {dataset} | {claims.display(method)} | {figure(pgd)} / {figure(aa)} | "
                          f"`python experiments.py {name} --methods {method}` | {hours:.1f} | `results/{name}.md` |")
-    return "\n".join(lines + ["", f"(Paper's figures: {PAPER_SOURCE}; — where the transcription has none. GPU hours: one {gpu['provenance']['machine']['device']}, "
-                                  "float32, derived from its one measurement: the measured seconds per CIFAR-10 epoch scaled "
-                                  "by training images x pixels, times epochs and 3 seeds, plus 6 evaluations of the whole test "
-                                  "split scaled from the measured 1,000 points (the cascade's later attacks also by the share of "
-                                  "points still robust, which the paper's AutoAttack accuracy gives; a row without that figure "
-                                  "takes its data set's mean); fewer where best.pt is the last epoch. Measured on WEAT-adv: SAT "
-                                  "skips the TRADES loss's natural forwards and MART its attack's, so they take a little less.)"])
+    return "\n".join(lines + ["", f"(Paper's figures: {PAPER_SOURCE}; — where the transcription has none. GPU hours: "
+                                  f"derived from the one float32 measurement below (one {gpu['provenance']['machine']['device']}): "
+                                  "its seconds per CIFAR-10 epoch scaled by images x pixels, x epochs x 3 seeds, plus 6 "
+                                  "evaluations of the test split scaled from its 1,000 points and, for the cascade's later "
+                                  "attacks, by the paper's AutoAttack accuracy (else the data set's mean); less where best.pt "
+                                  "is the last epoch. Measured on WEAT-adv; SAT and MART take slightly less.)"])
 
 
 def main(argv=None) -> None:
