@@ -50,7 +50,7 @@ def source_line(name: str, result: dict, depth: int) -> str:
     cpu = f" ({m['cpu_model']})" if m.get("cpu_model") else ""
     machine = f"{m['device']}{cpu}, {m['cpu_cores']} cores" if m["device"] == "cpu" else m["device"]
     link = "../" * depth + f"results/{name}.json"
-    return f"*From [`results/{name}.json`]({link}): `{p['command']}`, as run at {p['commit'][:7]}{data}; {machine}.*"
+    return f"*From [`results/{name}.json`]({link}): the developers ran `{p['command']}` at {p['commit'][:7]}{data}; {machine}.*"
 
 
 # ---------------------------------------------------------------------------------------------------
