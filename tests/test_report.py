@@ -78,12 +78,12 @@ def copy_with_one_page(tmp_path, page="speed.md"):
 
 def test_a_changed_number_behind_a_value_span_fails_the_check(tmp_path, capsys):
     root = copy_with_one_page(tmp_path)
-    result = raise_speed_ratio(root, "apgd")
+    result = raise_speed_ratio(root, "step")
     assert report.main(["--check", "--root", str(root)]) == 1
-    assert "docs/speed.md: block 'speed-apgd-ratio' differs" in capsys.readouterr().out
+    assert "README.md: block 'speed-step-ratio' differs" in capsys.readouterr().out
     assert report.main(["--root", str(root)]) == 0  # regenerating writes the new number into the sentence
-    span = f"<!-- value: speed-apgd-ratio -->{result['apgd']['ratio']:.3f}<!-- /value -->"
-    assert span in (root / "docs" / "speed.md").read_text()
+    span = f"<!-- value: speed-step-ratio -->{result['step']['ratio']:.3f}<!-- /value -->"
+    assert span in (root / "README.md").read_text()
     assert report.main(["--check", "--root", str(root)]) == 0
 
 

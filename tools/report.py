@@ -651,7 +651,6 @@ VALUES = {
                                                                             max(experiments.run_minutes(r)))),
     "speed-step-ratio": ("speed-cpu", lambda r: f"{r['step']['ratio']:.3f}"),
     "speed-vs-official": ("speed-vs-official-trades", lambda r: f"{official_ratio(r):.2f}"),
-    "speed-apgd-ratio": ("speed-cpu", lambda r: f"{r['apgd']['ratio']:.3f}"),
     **{f"generation-{run}-{key}": (f"generation-resnet4b-{run}", value) for run in ("paper", "collapsed", "ours")
        for key, value in SINGLE_RUN_VALUES.items()},
     "generation-sweep-defaults": ("generation-resnet4b-sweep", lambda r: cell_scores(sweep_cell(r, *SWEEP_DEFAULTS))),
