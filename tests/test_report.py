@@ -286,7 +286,7 @@ def test_the_results_pages_reading_of_the_three_generation_runs_holds_in_their_f
     """docs/results.md: the collapsed start keeps less than a third of the PCA start's diversity, its samples no
     less recognised by the judge; `--preset ours` is the most diverse and the least recognised."""
     runs = {run: report.load(ROOT, f"generation-resnet4b-{run}") for run in ("paper", "collapsed", "ours")}
-    diversity = {run: float(report.SINGLE_RUN_VALUES["diversity"](r)) for run, r in runs.items()}
-    judge = {run: float(report.SINGLE_RUN_VALUES["judge"](r).rstrip("%")) for run, r in runs.items()}
+    diversity = {run: r["runs"][0]["pixel_l2_diversity"] for run, r in runs.items()}
+    judge = {run: r["runs"][0]["judge_accuracy"] for run, r in runs.items()}
     assert diversity["collapsed"] < diversity["paper"] / 3 and judge["collapsed"] >= judge["paper"]
     assert max(diversity, key=diversity.get) == "ours" and min(judge, key=judge.get) == "ours"

@@ -611,9 +611,8 @@ def value_of_trial(r: dict, trial: str, key: str) -> str:
 
 SWEEP_DEFAULTS = (0.005, 0.95)  # generate.py's defaults (the authors' eval.py): sigma_pca, retained variance
 SWEEP_OURS_START = (0.015, 0.95)  # --preset ours' PCA start (its SGLD differs)
-SINGLE_RUN_VALUES = {"scores": lambda r: cell_scores(r["runs"][0]),
-                     "judge": lambda r: f"{100 * r['runs'][0]['judge_accuracy']:.1f}%",
-                     "diversity": lambda r: f"{r['runs'][0]['pixel_l2_diversity']:.2f}"}
+
+
 def claims_row(r: dict, method: str) -> dict:
     """A method's row of a claims results file (an empty one where the file lacks the method)."""
     return next((row for row in r["rows"] if row["method"] == method), {})
@@ -651,8 +650,7 @@ VALUES = {
                                                                             max(experiments.run_minutes(r)))),
     "speed-step-ratio": ("speed-cpu", lambda r: f"{r['step']['ratio']:.3f}"),
     "speed-vs-official": ("speed-vs-official-trades", lambda r: f"{official_ratio(r):.2f}"),
-    **{f"generation-{run}-{key}": (f"generation-resnet4b-{run}", value) for run in ("paper", "collapsed", "ours")
-       for key, value in SINGLE_RUN_VALUES.items()},
+    "generation-paper-scores": ("generation-resnet4b-paper", lambda r: cell_scores(r["runs"][0])),
     "generation-sweep-defaults": ("generation-resnet4b-sweep", lambda r: cell_scores(sweep_cell(r, *SWEEP_DEFAULTS))),
     "generation-sweep-diversity-low": ("generation-resnet4b-sweep", lambda r: sweep_span(r, "pixel_l2_diversity", min)),
     "generation-sweep-diversity-high": ("generation-resnet4b-sweep", lambda r: sweep_span(r, "pixel_l2_diversity", max)),
