@@ -610,6 +610,31 @@ def run_weights(args, device) -> dict:
     return report
 
 
+ZOO_MIN_MODELS = 5  # the fewest models whose exact rank test can reach p < 0.05 (n = 4: at best 2/24)
+
+
+def zoo_trend(rows: list, key: str = "dE") -> dict:
+    """Claim 4 as a test over the models: Spearman's rank correlation between robust accuracy and the size
+    |mean dE| (the paper: the more robust, the closer dE to 0, so rho < 0), with its exact two-sided
+    permutation p-value (every ordering of the models; ties counted alike). Verdict: holds (rho < 0,
+    p < 0.05), reversed (rho > 0, p < 0.05), not shown, or too few models (under ZOO_MIN_MODELS)."""
+    import itertools
+    import scipy.stats
+    accuracy = np.array([r["robust_accuracy"] for r in rows])
+    size = np.abs([r[key]["mean"] for r in rows])
+    n = len(rows)
+    if n < ZOO_MIN_MODELS:
+        return {"n": n, "rho": None, "p": None, "verdict": f"too few models ({n}; a trend needs {ZOO_MIN_MODELS})"}
+    rho = float(scipy.stats.spearmanr(accuracy, size).statistic)
+    if n <= 8:  # every ordering: 8! = 40,320
+        null = [scipy.stats.spearmanr(accuracy, size[list(order)]).statistic for order in itertools.permutations(range(n))]
+        p = float(np.mean(np.abs(null) >= abs(rho) - 1e-12))
+    else:
+        p = float(scipy.stats.spearmanr(accuracy, size).pvalue)
+    verdict = "not shown" if p >= 0.05 else "holds" if rho < 0 else "reversed"
+    return {"n": n, "rho": rho, "p": p, "verdict": verdict}
+
+
 def run_zoo(args, device) -> dict:
     rows = []
     for name in args.names:
@@ -622,7 +647,12 @@ def run_zoo(args, device) -> dict:
                      "dE": summary(out["dE"]), "dExy": summary(out["dExy"])})
         print(f"{name}: PGD-20 {100 * rows[-1]['robust_accuracy']:.1f}%, mean dE {rows[-1]['dE']['mean']:.4f}, "
               f"mean dE(x,y) {rows[-1]['dExy']['mean']:.4f}", flush=True)
-    report = {"n": len(y), "attack": "PGD-CE, last iterate, eps 8/255, K = 10, step 2/255", "models": rows}
+    trend = {key: zoo_trend(rows, key) for key in ("dE", "dExy")}
+    for key, t in trend.items():
+        print(f"robust accuracy against |mean {key}| over {t['n']} models: " + (
+            f"Spearman rho {t['rho']:+.2f}, exact p {t['p']:.3f}: " if t["rho"] is not None else "") + t["verdict"])
+    report = {"n": len(y), "attack": "PGD-CE, last iterate, eps 8/255, K = 10, step 2/255", "models": rows,
+              "trend": trend}
     write_json(os.path.join(args.out, "energy_zoo.json"), report)
     plot_zoo(rows, os.path.join(args.out, "energy_zoo.png"))
     return report

@@ -684,12 +684,12 @@ def accuracy_table(r: dict) -> str:
         lines += ["", f"In all, the {len(r['runs'])} runs took {hours:.1f} hours of one core (training and evaluation, "
                       f"as logged; the budget the set was sized for: {ACCURACY_BUDGET_HOURS} hours)."]
     short = [f"{claims.display(p['methods'][0])} - {claims.display(p['methods'][1])}, {MEASURES[p['measure']]}"
-             for p in r["pairs"] if p["detectable"] is not None and p["paper_margin"] is not None
-             and p["detectable"] > abs(p["paper_margin"])]
+             for p in r["pairs"] if p["verdict"] == "not shown at this scale" and p["detectable"] is not None
+             and p["paper_margin"] is not None and p["detectable"] > abs(p["paper_margin"])]
     if short:
-        lines += ["", "Where the detectable difference is larger than the paper's margin (" + "; ".join(short) + "), these "
-                  "seeds could not have shown the paper's difference: there \"not shown at this scale\" says nothing "
-                  "against the paper (\"does not hold here\" still does: its interval excluded the paper's margin)."]
+        lines += ["", "Where the verdict is \"not shown at this scale\" and the detectable difference is larger than the "
+                  f"paper's margin ({'; '.join(short)}), these seeds had a chance below {100 * POWER:.0f}% of showing "
+                  "the paper's difference: there the verdict says nothing against the paper."]
     lines += ["", f"(Accuracy in %: clean and PGD-20 on the first {pgd_points} test points, the cascade on "
                   f"{cascade_points(r['runs'])}; mean ± the half-width of the 95% Student-t interval over seeds (it covers "
                   f"the training's randomness and, for the cascade, the choice of points; PGD-20's test points are the same "

@@ -278,3 +278,14 @@ def test_the_noise_baseline_moves_every_pixel_by_eps_reads_no_model_and_is_no_at
     table, _ = analysis.attacks_table(model, x, y, eps, ("noise", "pgd-ce"), steps=2)
     assert table["noise"]["kind"] == "baseline" and table["pgd-ce"]["kind"] == "untargeted"
     assert "noise" in analysis.BASELINES and "noise" not in analysis.UNTARGETED + analysis.TARGETED
+
+
+def test_the_zoo_trend_is_an_exact_rank_test_over_the_models():
+    """Claim 4 over the models: the more robust, the smaller |mean dE| (rho < 0). Five models in perfect order
+    give rho -1 and the exact two-sided p 2 / 5! (one ordering each way); four can never reach 0.05."""
+    rows = lambda sizes: [{"robust_accuracy": 0.1 * i, "dE": {"mean": s}} for i, s in enumerate(sizes)]  # noqa: E731
+    t = analysis.zoo_trend(rows([-0.5, 0.4, -0.3, 0.2, -0.1]))  # |dE| falls as accuracy rises; signs do not count
+    assert t["rho"] == pytest.approx(-1.0) and t["p"] == pytest.approx(2 / 120) and t["verdict"] == "holds"
+    assert analysis.zoo_trend(rows([0.1, 0.2, 0.3, 0.4, 0.5]))["verdict"] == "reversed"
+    assert analysis.zoo_trend(rows([0.3, 0.1, 0.5, 0.2, 0.4]))["verdict"] == "not shown"
+    assert analysis.zoo_trend(rows([0.4, 0.3, 0.2, 0.1]))["verdict"].startswith("too few models (4")

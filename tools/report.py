@@ -363,6 +363,16 @@ def claim1_divergence(name: str, r: dict) -> str:
                          + f" (fall {100 * row['window_gap']:.1f} points)"
                          + {"yes": " and its dE diverges", "no: it converges": ", its energies converging"}.get(
                              diverges, " without a clear divergence") + f" (dE change {row['dE_divergence']:+.2f})")
+    results = {s: (res, v) for s, _, res, v in claims.statements(r)}
+    less = results.get(f"{claims.display(claims.ALIGNED)} overfits less than {claims.display(claims.BASE)}")
+    if less:
+        parts.append(f"TRADES overfits less than SAT: **{less[1]}** (paired falls {less[0]})")
+    quiet = [claims.display(m) for m in (claims.INTERVENTION, claims.CONTROL) if m in rows
+             and results.get(f"{claims.display(m)} overfits", ("", ""))[1] == "not beyond noise"
+             and rows[m]["dE_divergence_ci95"] is not None and rows[m]["dE_divergence"] + rows[m]["dE_divergence_ci95"] < 0]
+    if quiet:
+        parts.append(f"by the same test dE also diverges in {' and '.join(quiet)}, which do{'es' * (len(quiet) == 1)} "
+                     "not overfit beyond noise")
     return f"{set_label(name)}: " + ", ".join(parts)
 
 
@@ -375,7 +385,7 @@ def arms_apart(r: dict) -> str:
     dE = claims.paired(r["runs"], claims.INTERVENTION, claims.CONTROL, "dE_divergence")
     points = tuple(None if v is None else 100 * v for v in fall)
     return (f" (SAT + DER minus the control, seed by seed: fall {signed_interval(points, 1)} points, "
-            f"dE change {signed_interval(dE)})")
+            f"dE change {signed_interval(dE)}{claims.control_aligned(r)})")
 
 
 def set_size(name: str, seeds: int = None) -> str:
@@ -444,14 +454,17 @@ def claims_summary(results: dict) -> str:
     kinds = {a: v["kind"] for a, v in models[0]["attacks"].items() if a != "clean"}
     count = lambda kind, way: sum(all(moved(m["attacks"][a]["E_x_shift"]) == way for a in kinds if kinds[a] == kind)  # noqa: E731
                                   for m in models)
+    beyond = lambda kind, way: sum(all(moved(m["attacks"][a]["E_x_shift"], m["attacks"]["noise"]["E_x_shift"]["mean"]) == way  # noqa: E731
+                                       for a in kinds if kinds[a] == kind) for m in models)  # past the noise's own shift
     ce = [m for m in models if moved(m["attacks"]["pgd-ce"]["E_x_shift"]) == "down"]
     lowering = [a for a in kinds if kinds[a] == "untargeted"
                 and sum(moved(m["attacks"][a]["E_x_shift"]) == "down" for m in models) > len(models) / 2]
     raising = [a for a in kinds if kinds[a] == "untargeted" and all(moved(m["attacks"][a]["E_x_shift"]) == "up" for m in models)]
     rows.append(("2. Untargeted attacks lower E(x), targeted attacks raise it",
                  f"targeted: **{'holds' if count('targeted', 'up') > len(models) / 2 else 'not shown'}** (all the targeted "
-                 f"attacks raise E(x) on {count('targeted', 'up')} of {len(models)} models); untargeted: "
-                 f"**{'holds' if count('untargeted', 'down') > len(models) / 2 else ('only for ' + ', '.join(lowering)) if lowering else 'does not hold'}** (PGD-CE lowers "
+                 f"attacks raise E(x) on {count('targeted', 'up')} of {len(models)} models, beyond the noise baseline's shift "
+                 f"on {beyond('targeted', 'up')}); untargeted: "
+                 f"**{'holds' if count('untargeted', 'down') > len(models) / 2 else ('lowered on most models only by ' + ', '.join(lowering)) if lowering else 'does not hold'}** (PGD-CE lowers "
                  f"it on {len(ce)} of {len(models)} models; on {count('untargeted', 'down')} of {len(models)} all the untargeted attacks "
                  f"lower it" + (f"; {', '.join(raising)} raise it on all {len(models)}" if raising else "") + ")"
                  + baseline_moves(models),
@@ -648,6 +661,10 @@ VALUES = {
     "claims-cpu-core-hours": ("claims-cpu", lambda r: f"{sum(experiments.run_minutes(r)) / 60:.0f}"),
     "claims-cpu-run-minutes": ("claims-cpu", lambda r: "{:.0f}-{:.0f}".format(min(experiments.run_minutes(r)),
                                                                             max(experiments.run_minutes(r)))),
+    # claim 2's and 3's models trained here: the seed-0 runs of claims-cpu, their test PGD at the last epoch
+    "claims-cpu-s0-last-test": ("claims-cpu", lambda r: "{:.1f}-{:.1f}%".format(*(100 * f(
+        run["last_test"] for run in r["runs"] if run["seed"] == 0 and run["method"] in ("sat", "trades", "weat-adv"))
+        for f in (min, max)))),
     "speed-step-ratio": ("speed-cpu", lambda r: f"{r['step']['ratio']:.3f}"),
     "speed-vs-official": ("speed-vs-official-trades", lambda r: f"{official_ratio(r):.2f}"),
     "generation-paper-scores": ("generation-resnet4b-paper", lambda r: cell_scores(r["runs"][0])),
