@@ -658,7 +658,7 @@ def statements(r: dict) -> list:
             row = rows[method]
             half = row["dE_divergence_ci95"]
             where = None if half is None else side(row["dE_divergence"] - half, row["dE_divergence"] + half)
-            out.append((f"{possessive(display(method))} dE diverges", "dE over the last 5 epochs minus over the best 5, 95% interval",
+            out.append((f"{possessive(display(method))} dE diverges", "dE over the last 5 epochs minus over test PGD's best 5, 95% interval",
                         interval(row["dE_divergence"], half, 1, "+.3f"),
                         {"below 0": "yes", "above 0": "no: it converges", None: "not shown (one seed)"}.get(where, "not shown")))
     for a, b in ((BASE, ALIGNED), (BASE, "weat-adv"), (ALIGNED, "weat-adv"), (BASE, INTERVENTION), (BASE, CONTROL)):

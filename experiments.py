@@ -690,23 +690,21 @@ def accuracy_table(r: dict) -> str:
         lines += ["", "Where the verdict is \"not shown at this scale\" and the detectable difference is larger than the "
                   f"paper's margin ({'; '.join(short)}), these seeds had a chance below {100 * POWER:.0f}% of showing "
                   "the paper's difference: there the verdict says nothing against the paper."]
-    lines += ["", f"(Accuracy in %: clean and PGD-20 on the first {pgd_points} test points, the cascade on "
-                  f"{cascade_points(r['runs'])}; mean ± the half-width of the 95% Student-t interval over seeds (it covers "
-                  f"the training's randomness and, for the cascade, the choice of points; PGD-20's test points are the same "
-                  f"for every seed, so their own sampling error is not in it); selected = "
-                  f"best.pt by the authors' rule (best validation PGD-20 of the last 10% of epochs"
-                  + ("; here the last epoch in every run, so last.pt has no column of its own). " if same else "). ")
-                  + "Detectable: the smallest true difference a paired t-test on these seeds finds 80% of the time "
-                  f"(two-sided, 5%), at the observed seed-to-seed spread of the differences (itself uncertain on "
-                  f"{seeds} seed{'s' * (seeds != 1)}" + (f": the detectable difference is {detectable_multiple(seeds):.2f} times "
-                  f"the interval's half-width, no surer than it" if seeds > 1 else "") + "); verdicts: holds or reversed where the interval excludes 0 on the paper's side or the other, "
-                  f"does not hold here where it contains 0 and excludes the paper's margin, not shown at this scale where "
-                  f"it contains both (a measure the paper lacks takes the side of the pair's PGD-20 margin); minutes: the mean over seeds of a "
-                  f"run's logged epoch times and of its evaluations' logged times (wall-clock, one thread per run, two runs at a "
-                  f"time on the machine the footnote names, which at times did other work too); paper's margin: the paper's "
-                  f"ResNet-18 CIFAR-10 figures (PGD-20, AutoAttack), {PAPER_SOURCE}; they are of the full recipe (the whole "
-                  f"training set, a width-64 ResNet-18, {train.DEFAULT_EPOCHS} epochs): their margins are what is tested here, in "
-                  f"points, though a margin need not carry over to a smaller scale; their levels are out of reach at this scale.)"]
+    multiple = (f", {detectable_multiple(seeds):.2f} times the interval's half-width, so no surer than it" if seeds > 1 else "")
+    lines += ["", f"(Accuracy in %, mean ± the half-width of the 95% Student-t interval over seeds: clean and PGD-20 on "
+                  f"the first {pgd_points} test points (the same for every seed, so their own sampling error is not in the "
+                  f"interval), the cascade on {cascade_points(r['runs'])} (so the interval covers the choice of points "
+                  "too). Selected: best.pt by the authors' best-late rule (the best validation PGD-20 of the last 10% of "
+                  "epochs" + ("; here the last epoch in every run, so last.pt has no column of its own). " if same else "). ")
+                  + f"Detectable: the smallest true difference a two-sided 5% paired t-test on these {seeds} seed"
+                  f"{'s' * (seeds != 1)} finds 80% of the time at the observed spread{multiple}. Verdicts: holds / reversed "
+                  "where the interval excludes 0 on the paper's side / the other; does not hold here where it holds 0 and "
+                  "excludes the paper's margin; not shown at this scale where it holds both (a measure the paper lacks takes "
+                  "the side of the pair's PGD-20 margin). Minutes: a run's logged wall-clock (epochs and evaluations, the mean "
+                  "over seeds), one thread per run, two runs at a time on the machine the footnote names. Paper: its "
+                  f"ResNet-18 CIFAR-10 figures (PGD-20, AutoAttack), {PAPER_SOURCE}, of the full recipe (the whole training "
+                  f"set, width 64, {train.DEFAULT_EPOCHS} epochs): its margins are what is tested here, in points, though a "
+                  "margin need not carry over to a smaller scale.)"]
     return "\n".join(lines)
 
 

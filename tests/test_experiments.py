@@ -212,8 +212,8 @@ def test_accuracy_set_compares_methods_seed_by_seed_with_a_verdict(tmp_path, mon
     assert len(r["runs"][0]["epochs"]["epoch"]) == 2 and "| WEAT-adv - TRADES | PGD-20 | +3.0 ± 2.5 |" in table
     assert r["runs"][0]["train_minutes"] == 2.0 and "| 52.65 / 49.46 | 2.0 / 3.0 |" in table  # 2 epochs of 60 s, 2 x 90 s
     assert "In all, the 6 runs took 0.5 hours of one core (training and evaluation, as logged; the budget" in table
-    assert ("clean and PGD-20 on the first 10,000 test points, the cascade on points 0-333 (seed 0); 334-667 (seed 1); "
-            "668-1,001 (seed 2): 1,002 points in all, each seed on its own" in table)
+    assert ("the cascade on points 0-333 (seed 0); 334-667 (seed 1); 668-1,001 (seed 2): 1,002 points in all, each "
+            "seed on its own" in table and "clean and PGD-20 on the first 10,000 test points" in table)
     assert experiments.cascade_points([{"seed": s, "cascade_n": 1000} for s in range(3)]) == "the first 1,000"
     assert "| holds: WEAT-adv ahead of TRADES, as in the paper |" in table  # the verdict names the direction
     assert "says nothing against the paper" not in table  # small detectable margins, but no pair "not shown" here
@@ -221,7 +221,7 @@ def test_accuracy_set_compares_methods_seed_by_seed_with_a_verdict(tmp_path, mon
     assert ('Where the verdict is "not shown at this scale" and the detectable difference is larger than the paper\'s '
             "margin (WEAT-adv - TRADES, cascade; WEAT-nat - TRADES, cascade; TRADES - SAT, cascade), these seeds had a "
             "chance below 80% of showing the paper's difference") in committed  # not the PGD-20 rows: holds / reversed
-    assert "paper (full scale) PGD-20 / AA" in table and "a width-64 ResNet-18, 100 epochs" in table
+    assert "paper (full scale) PGD-20 / AA" in table and "(the whole training set, width 64, 100 epochs)" in table
 
 
 def test_where_best_pt_is_the_last_epoch_last_pt_adds_no_pair_and_the_points_come_from_the_test_npz(tmp_path):

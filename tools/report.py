@@ -437,7 +437,7 @@ def claims_summary(results: dict) -> str:
     if sets:
         rows.append(("1. Robust overfitting is a divergence of natural and adversarial energies (dE)",
                      "; ".join(claim1_divergence(name, r) for name, r in sets.items()) + rerun,
-                     "each method's fall against flat noise, its dE change (over the last 5 epochs minus the best 5) "
+                     "each method's fall against flat noise, its dE change (over the last 5 epochs minus over test PGD's best 5) "
                      "against 0, 95% intervals over seeds; dE at each method's own training attack: PGD-CE for SAT, "
                      "TRADES' KL attack for TRADES and WEAT-adv",
                      "#claim-1-robust-overfitting-as-energy-divergence"))
