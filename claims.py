@@ -532,9 +532,9 @@ def correlations_table(results: dict) -> str:
 TRIAL_TEST_POINTS = 500  # the claims sets' per-epoch test attack (--test-examples), on which the trials ran
 
 
-def trials_table(r: dict) -> str:
+def trials_table(r: dict, labels: dict = None) -> str:
     """The calibration trials of a claims regime: the flags each changed, and where its test PGD peaked
-    and how far it fell."""
+    and how far it fell (`labels`: a name to show for some trials)."""
     pct = lambda v: "—" if v is None else f"{100 * v:.1f}"  # noqa: E731
     lines = ["| trial | flags changed from claims-cpu | epochs run | test PGD, best 5 (epochs) | 5 epochs before the "
              "first drop | 5 after it | last 5 run | fall | flat noise: 95th percentile of the fall | training robust, last |",
@@ -542,7 +542,7 @@ def trials_table(r: dict) -> str:
     for t in r["trials"]:
         flags = f"`{t['flags']}`" if t["flags"] else "none"
         null = np.percentile(flat_falls(t["best5"], TRIAL_TEST_POINTS, t["epochs_run"]), 95)
-        lines.append(f"| {t['trial']} | {flags} | "
+        lines.append(f"| {(labels or {}).get(t['trial'], t['trial'])} | {flags} | "
                      f"{t['epochs_run']} of {t['epochs']} | {pct(t['best5'])} ({t['best5_epochs'][0]}-{t['best5_epochs'][1]}) | "
                      f"{pct(t['before_drop5'])} | {pct(t['after_drop5'])} | {pct(t['last5'])} | {pct(t['fall'])} | "
                      f"{pct(null)} | {pct(t['train_adv_last'])} |")
@@ -567,14 +567,14 @@ def chosen_trials(r: dict, beta: float) -> tuple:
     return der, min(controls, key=lambda t: abs(t["train_adv_last"] - der["train_adv_last"]))
 
 
-def calibration_table(r: dict) -> str:
+def calibration_table(r: dict, labels: dict = None) -> str:
     """The trials that chose an intervention's setting: the flags each changed, its energy gaps over the last
     5 epochs and its final training robust accuracy (run without the test attack: the choice saw no test
-    robustness)."""
+    robustness; `labels`: a name to show for some trials)."""
     lines = ["| trial | flags changed from claims-cpu | epochs run | dE, last 5 | dE(x,y), last 5 | training robust, last |",
              "|---|---|---|---|---|---|"]
     for t in r["trials"]:
-        lines.append(f"| {t['trial']} | `{t['flags']}` | {t['epochs_run']} of {t['epochs']} | {t['dE_last5']:+.3f} | "
+        lines.append(f"| {(labels or {}).get(t['trial'], t['trial'])} | `{t['flags']}` | {t['epochs_run']} of {t['epochs']} | {t['dE_last5']:+.3f} | "
                      f"{t['dExy_last5']:+.3f} | {100 * t['train_adv_last']:.1f} |")
     return "\n".join(lines)
 

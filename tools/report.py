@@ -575,8 +575,11 @@ RENDERERS = {
     **{f"claims-{part}": (CLAIMS_COMMITTED, table) for part, table in (
         ("statements", claims.statements_table), ("methods", claims.methods_table), ("lags", claims.lags_table),
         ("picks", claims.picks_table), ("correlations", claims.correlations_table))},
-    "claims-cpu-der-trials": ("claims-cpu-der-trials", claims.calibration_table),
-    "claims-cpu-aug-trials": ("claims-cpu-aug-trials", claims.trials_table),
+    # SAT's seed 0 is in both trial tables: its rerun (the current claims-cpu run) and its first, withdrawn run
+    "claims-cpu-der-trials": ("claims-cpu-der-trials",
+                              lambda r: claims.calibration_table(r, {"sat-s0": "sat-s0 (the claims-cpu run)"})),
+    "claims-cpu-aug-trials": ("claims-cpu-aug-trials",
+                              lambda r: claims.trials_table(r, {"sat-s0": "sat-s0 (its first run, withdrawn)"})),
     "generation-resnet4b-calls": (("generation-resnet4b-paper", "generation-resnet4b-collapsed", "generation-resnet4b-ours"),
                                   generation_calls),
     "generation-resnet4b-samplers": ("generation-resnet4b-samplers", generation_runs),
