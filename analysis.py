@@ -9,10 +9,12 @@ RobustBench models. The equations themselves are in energy.py.
     python analysis.py zoo Wong2020Fast Engstrom2019Robustness --test-npz cifar10_test.npz   # RobustBench models
 """
 import argparse
+import itertools
 import json
 import os
 
 import numpy as np
+import scipy.stats
 import torch
 
 import attacks as A
@@ -618,8 +620,6 @@ def zoo_trend(rows: list, key: str = "dE") -> dict:
     |mean dE| (the paper: the more robust, the closer dE to 0, so rho < 0), with its exact two-sided
     permutation p-value (every ordering of the models; ties counted alike). Verdict: holds (rho < 0,
     p < 0.05), reversed (rho > 0, p < 0.05), not shown, or too few models (under ZOO_MIN_MODELS)."""
-    import itertools
-    import scipy.stats
     accuracy = np.array([r["robust_accuracy"] for r in rows])
     size = np.abs([r[key]["mean"] for r in rows])
     n = len(rows)

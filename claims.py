@@ -574,8 +574,8 @@ def calibration_table(r: dict, labels: dict = None) -> str:
     lines = ["| trial | flags changed from claims-cpu | epochs run | dE, last 5 | dE(x,y), last 5 | training robust, last |",
              "|---|---|---|---|---|---|"]
     for t in r["trials"]:
-        lines.append(f"| {(labels or {}).get(t['trial'], t['trial'])} | `{t['flags']}` | {t['epochs_run']} of {t['epochs']} | {t['dE_last5']:+.3f} | "
-                     f"{t['dExy_last5']:+.3f} | {100 * t['train_adv_last']:.1f} |")
+        lines.append(f"| {(labels or {}).get(t['trial'], t['trial'])} | `{t['flags']}` | {t['epochs_run']} of {t['epochs']} | "
+                     f"{t['dE_last5']:+.3f} | {t['dExy_last5']:+.3f} | {100 * t['train_adv_last']:.1f} |")
     return "\n".join(lines)
 
 
@@ -658,7 +658,8 @@ def statements(r: dict) -> list:
             row = rows[method]
             half = row["dE_divergence_ci95"]
             where = None if half is None else side(row["dE_divergence"] - half, row["dE_divergence"] + half)
-            out.append((f"{possessive(display(method))} dE diverges", "dE over the last 5 epochs minus over test PGD's best 5, 95% interval",
+            out.append((f"{possessive(display(method))} dE diverges",
+                        "dE over the last 5 epochs minus over test PGD's best 5, 95% interval",
                         interval(row["dE_divergence"], half, 1, "+.3f"),
                         {"below 0": "yes", "above 0": "no: it converges", None: "not shown (one seed)"}.get(where, "not shown")))
     for a, b in ((BASE, ALIGNED), (BASE, "weat-adv"), (ALIGNED, "weat-adv"), (BASE, INTERVENTION), (BASE, CONTROL)):

@@ -177,7 +177,7 @@ def test_a_claims_set_keeps_every_epoch_and_its_tables_recompute_from_the_file(t
     summary = report.claims_summary({**files, "claims-cpu": r})  # the flips set left out: named as not finished yet
     assert re.search(r"no augmentation \(`claims-cpu`\): SAT overfits \(fall [\d.]+ points\) and its dE diverges \(dE change "
                      r"-[\d.]+\), TRADES does not overfit beyond noise \(fall -?[\d.]+ points\) without a clear divergence \(dE "
-                     r"change [-+][\d.]+\), TRADES overfits less than SAT: \*\*not shown\*\* \(paired falls [-\d.]+ ± [\d.]+\); "
+                     r"change [-+][\d.]+\); TRADES overfits less than SAT: \*\*not shown\*\* \(paired falls [-\d.]+ ± [\d.]+\); "
                      r"flips \(`claims-cpu-aug`\): not finished yet", summary)
     assert "no augmentation (`claims-cpu`): **not run**; flips (`claims-cpu-aug`): not finished yet" in summary
     text = open(path).read()

@@ -365,15 +365,17 @@ def claim1_divergence(name: str, r: dict) -> str:
                              diverges, " without a clear divergence") + f" (dE change {row['dE_divergence']:+.2f})")
     results = {s: (res, v) for s, _, res, v in claims.statements(r)}
     less = results.get(f"{claims.display(claims.ALIGNED)} overfits less than {claims.display(claims.BASE)}")
+    more = []
     if less:
-        parts.append(f"TRADES overfits less than SAT: **{less[1]}** (paired falls {less[0]})")
-    quiet = [claims.display(m) for m in (claims.INTERVENTION, claims.CONTROL) if m in rows
+        more.append(f"TRADES overfits less than SAT: **{less[1]}** (paired falls {less[0]})")
+    arm = {claims.INTERVENTION: claims.display(claims.INTERVENTION), claims.CONTROL: "the weight-decay control"}
+    quiet = [arm[m] for m in (claims.INTERVENTION, claims.CONTROL) if m in rows
              and results.get(f"{claims.display(m)} overfits", ("", ""))[1] == "not beyond noise"
              and rows[m]["dE_divergence_ci95"] is not None and rows[m]["dE_divergence"] + rows[m]["dE_divergence_ci95"] < 0]
     if quiet:
-        parts.append(f"by the same test dE also diverges in {' and '.join(quiet)}, which do{'es' * (len(quiet) == 1)} "
-                     "not overfit beyond noise")
-    return f"{set_label(name)}: " + ", ".join(parts)
+        more.append(f"by the same test dE also diverges in {' and '.join(quiet)}, which do{'es' * (len(quiet) == 1)} "
+                    "not overfit beyond noise")
+    return f"{set_label(name)}: " + "; ".join([", ".join(parts), *more])
 
 
 def arms_apart(r: dict) -> str:
@@ -492,7 +494,8 @@ def claims_summary(results: dict) -> str:
 NOT_RUN_CLAIMS = [
     ("4. State-of-the-art robust classifiers smooth the energy landscape (small dE on RobustBench models)",
      "**not run here** (it needs RobustBench's weights: `python analysis.py zoo NAME ...`)",
-     "each zoo model's mean dE and dE(x,y) under PGD-CE beside its PGD-20 robust accuracy",
+     "each zoo model's mean dE and dE(x,y) under PGD-CE beside its PGD-20 robust accuracy; an exact rank test of "
+     "robust accuracy against \\|dE\\| over at least 5 models",
      "#claim-4-robust-classifiers-smooth-the-energy-landscape"),
     ("5. A robust classifier's samples reach a high Inception Score and a low FID without generative training",
      "**not run here** (it needs the standard Inception weights: `python generate.py ... --metrics fid,is`)",
