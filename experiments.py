@@ -295,14 +295,21 @@ def cascade_block(runset: RunSet, seed: int, args, points) -> list:
     return ["--cascade-examples", str(size), "--cascade-start", str(seed * size)]
 
 
+def saved_args(run: Run) -> dict:
+    """The settings train.py saved for a run (its args.json), or None before it has started."""
+    path = os.path.join(run.folder, "args.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def training_state(run: Run) -> str:
     """'done', 'partial' (resume it) or 'new'; refuses a folder holding a run with other settings."""
     intended = vars(train.resolve_args(train.build_parser().parse_args(run.train_cmd[2:])))
-    args_file, last = os.path.join(run.folder, "args.json"), os.path.join(run.folder, "last.pt")
-    if not os.path.exists(args_file):
+    saved, last = saved_args(run), os.path.join(run.folder, "last.pt")
+    if saved is None:
         return "new"
-    with open(args_file) as f:
-        saved = json.load(f)
     changed = sorted(k for k in saved if k not in train.RESUME_IGNORES and saved[k] != intended.get(k))
     if changed:
         raise ExperimentError(f"{run.folder} holds a run with other settings ({', '.join(changed)}); "
@@ -320,11 +327,9 @@ def planned_points(run: Run, wanted) -> int:
     """How many test points the evaluation `wanted` (evaluate.py's parsed flags) attacks: --n-examples, at most
     the test split's size, read from the run's --test-npz (paths as typed, from the repo root) or its data set's;
     None where neither is known (no args.json yet, synthetic data)."""
-    path = os.path.join(run.folder, "args.json")
-    if not os.path.isfile(path):
+    trained = saved_args(run)
+    if trained is None:
         return None
-    with open(path) as f:
-        trained = json.load(f)
     npz = wanted.test_npz or trained.get("test_npz")
     points = evaluated_points(argparse.Namespace(test_npz=npz and os.path.join(ROOT, npz), n_examples=wanted.n_examples),
                               trained.get("dataset"))
@@ -760,22 +765,18 @@ def write_comparison(base: str, name: str, runset: RunSet, runs: list, results: 
 def run_scale(run: Run) -> dict:
     """What a run shrinks of the paper's recipe, from its args.json: epochs, training images (None: all), width
     (None where the run has no args.json)."""
-    path = os.path.join(run.folder, "args.json")
-    if not os.path.isfile(path):
+    a = saved_args(run)
+    if a is None:
         return None
-    with open(path) as f:
-        a = json.load(f)
     return {"epochs": a["epochs"], "train_images": a["train_subset"], "width": a["width"]}
 
 
 def claims_setup(run: Run) -> str:
     """The training setup of a claims run, in words, from its args.json (the claims figure's title; "" if
     the run has none)."""
-    path = os.path.join(run.folder, "args.json")
-    if not os.path.isfile(path):
+    a = saved_args(run)
+    if a is None:
         return ""
-    with open(path) as f:
-        a = json.load(f)
     images = f"{a['train_subset']:,} training images" if a["train_subset"] else "the full training set"
     tested = f"; test PGD-{a['test_steps']} on {a['test_examples']} test points every epoch" if a.get("test_every") else ""
     return (f"{a['dataset']}: {images}, {a['model']} width {a['width']}, augmentation {a['augment']}, batch "
@@ -786,8 +787,7 @@ def write_claims(base: str, name: str, runs: list, shrunk: list, dataset: str, o
     """SET.json (with `origin`, the provenance, and every run's per-epoch log), SET.md and SET.png of a claims
     set; returns the .md path."""
     logs = [read_log(os.path.join(run.folder, "log.jsonl"))[1] for run in runs]
-    with open(os.path.join(runs[0].folder, "args.json")) as f:
-        test_points = json.load(f)["test_examples"]
+    test_points = saved_args(runs[0])["test_examples"]
     summaries = [{**claims.run_summary(run.method, run.seed, rows), "log": epoch_columns(rows),
                   # the checkpoints by content: files elsewhere (claim 2's and 3's models) name the run they read
                   "sha256": {w: sha256_of(os.path.join(run.folder, f"{w}.pt")) for w in ("last", "best")
