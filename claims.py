@@ -671,7 +671,7 @@ def statements(r: dict) -> list:
             shown = interval(p["difference"], p["ci95"])  # an end that rounds to 0 on the page, though not 0: said
             edge = claim != "not shown" and round(100 * (low if low > 0 else high), 1) == 0
             out.append((f"{display(b)} overfits less than {display(a)}", "paired difference of the falls, 95% interval",
-                        shown + (f", {'lower' if low > 0 else 'upper'} end {100 * (low if low > 0 else high):+.2g} points"
+                        shown + (f", {'lower' if low > 0 else 'upper'} end {small_points(low if low > 0 else high)} points"
                                  if edge else ""),
                         claim + (", barely" if edge else "")))
     sat = [run for run in r["runs"] if run["method"] == BASE]
@@ -689,11 +689,19 @@ def statements(r: dict) -> list:
     return out
 
 
+def small_points(v: float) -> str:
+    """A fraction near 0 in points with two significant digits, never in scientific notation (e.g. +0.0049)."""
+    points = 100 * v
+    return f"{points:+.2g}" if abs(points) >= 1e-4 else ("+" if points > 0 else "-") + "<0.0001"
+
+
 def control_aligned(r: dict) -> str:
-    """Where the weight-decay control, too, ends with its energies at TRADES' level (the test SAT + DER must
-    pass), a clause that says so: then the arms do not separate alignment from less memorisation."""
-    rows = {row["method"]: row for row in r["rows"]}
-    if not {CONTROL, ALIGNED} <= set(rows) or not at_trades_level(rows[CONTROL], rows[ALIGNED]):
+    """Where both arms shrink the fall, SAT + DER holds the energies at TRADES' level and the control ends
+    there too (the same test), a clause that says so: then the arms do not separate the alignment from less
+    memorisation. "" otherwise (where the verdict itself tells the arms apart, or has none)."""
+    rows, v = {row["method"]: row for row in r["rows"]}, r.get("intervention") or {}
+    if not (v.get("der_shrinks") and v.get("control_shrinks") and v.get("der_aligned")) \
+            or not {CONTROL, ALIGNED} <= set(rows) or not at_trades_level(rows[CONTROL], rows[ALIGNED]):
         return ""
     return (f"; the control's dE also ends at TRADES' level ({rows[CONTROL]['dE_end']:+.3f} against "
             f"{rows[ALIGNED]['dE_end']:+.3f}), so the arms do not separate the alignment from less memorisation")

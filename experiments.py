@@ -692,9 +692,9 @@ def accuracy_table(r: dict) -> str:
              for p in r["pairs"] if p["verdict"] == "not shown at this scale" and p["detectable"] is not None
              and p["paper_margin"] is not None and p["detectable"] > abs(p["paper_margin"])]
     if short:
-        lines += ["", "Where the verdict is \"not shown at this scale\" and the detectable difference is larger than the "
-                  f"paper's margin ({'; '.join(short)}), these seeds had a chance below {100 * POWER:.0f}% of showing "
-                  "the paper's difference: there the verdict says nothing against the paper."]
+        lines += ["", "A \"not shown at this scale\" verdict never speaks against the paper; where, in addition, the "
+                  f"detectable difference is larger than the paper's margin ({'; '.join(short)}), these seeds had a chance "
+                  f"below {100 * POWER:.0f}% of showing the paper's difference."]
     multiple = (f", {detectable_multiple(seeds):.2f} times the interval's half-width, so no surer than it" if seeds > 1 else "")
     lines += ["", f"(Accuracy in %, mean ± the half-width of the 95% Student-t interval over seeds: clean and PGD-20 on "
                   f"the first {pgd_points} test points (the same for every seed, so their own sampling error is not in the "
@@ -703,8 +703,8 @@ def accuracy_table(r: dict) -> str:
                   "epochs" + ("; here the last epoch in every run, so last.pt has no column of its own). " if same else "). ")
                   + f"Detectable: the smallest true difference a two-sided 5% paired t-test on these {seeds} seed"
                   f"{'s' * (seeds != 1)} finds 80% of the time at the observed spread{multiple}. Verdicts: holds / reversed "
-                  "where the interval excludes 0 on the paper's side / the other; does not hold here where it holds 0 and "
-                  "excludes the paper's margin; not shown at this scale where it holds both (a measure the paper lacks takes "
+                  "where the interval excludes 0 on the paper's side / the other; does not hold here where it contains 0 and "
+                  "excludes the paper's margin; not shown at this scale where it contains both (a measure the paper lacks takes "
                   "the side of the pair's PGD-20 margin). Minutes: a run's logged wall-clock (epochs and evaluations, the mean "
                   "over seeds), one thread per run, two runs at a time on the machine the footnote names. Paper: its "
                   f"ResNet-18 CIFAR-10 figures (PGD-20, AutoAttack), {PAPER_SOURCE}, of the full recipe (the whole training "

@@ -1,10 +1,13 @@
 import argparse
+import itertools
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import scipy.stats
 import torch
 import torch.nn.functional as F
 
@@ -282,10 +285,21 @@ def test_the_noise_baseline_moves_every_pixel_by_eps_reads_no_model_and_is_no_at
 
 def test_the_zoo_trend_is_an_exact_rank_test_over_the_models():
     """Claim 4 over the models: the more robust, the smaller |mean dE| (rho < 0). Five models in perfect order
-    give rho -1 and the exact two-sided p 2 / 5! (one ordering each way); four can never reach 0.05."""
+    give rho -1 and the exact two-sided p 2 / 5! (one ordering each way); four can never reach 0.05 (their
+    best p is 2 / 4!); ties take average ranks; constant input gives no verdict; nine models are drawn."""
     rows = lambda sizes: [{"robust_accuracy": 0.1 * i, "dE": {"mean": s}} for i, s in enumerate(sizes)]  # noqa: E731
     t = analysis.zoo_trend(rows([-0.5, 0.4, -0.3, 0.2, -0.1]))  # |dE| falls as accuracy rises; signs do not count
     assert t["rho"] == pytest.approx(-1.0) and t["p"] == pytest.approx(2 / 120) and t["verdict"] == "holds"
     assert analysis.zoo_trend(rows([0.1, 0.2, 0.3, 0.4, 0.5]))["verdict"] == "reversed"
     assert analysis.zoo_trend(rows([0.3, 0.1, 0.5, 0.2, 0.4]))["verdict"] == "not shown"
     assert analysis.zoo_trend(rows([0.4, 0.3, 0.2, 0.1]))["verdict"].startswith("too few models (4")
+    four = [scipy.stats.spearmanr(range(4), order).statistic for order in itertools.permutations(range(4))]
+    best = np.mean(np.abs(four) >= 1 - 1e-12)  # the most extreme ordering's p: why 4 models can never show it
+    assert best == pytest.approx(2 / 24) and best > 0.05
+    tied = analysis.zoo_trend(rows([0.5, 0.5, 0.3, 0.2, 0.1]))  # a tie at the top: average ranks, as spearmanr
+    assert tied["rho"] == pytest.approx(scipy.stats.spearmanr(range(5), [5, 5, 3, 2, 1]).statistic)
+    assert tied["p"] == pytest.approx(4 / 120) and tied["verdict"] == "holds"
+    assert analysis.zoo_trend(rows([0.3] * 5))["verdict"].startswith("not shown (every model")  # no NaN, no verdict
+    nine = analysis.zoo_trend(rows([0.9 - 0.1 * i for i in range(9)]))  # beyond 8 models: random orderings
+    assert nine["method"] == "100,000 random orderings" and nine["p"] == pytest.approx(1 / 100_001, abs=2e-5)
+    assert nine["verdict"] == "holds" and nine["rho"] == pytest.approx(-1.0)

@@ -177,9 +177,10 @@ def test_a_claims_set_keeps_every_epoch_and_its_tables_recompute_from_the_file(t
     summary = report.claims_summary({**files, "claims-cpu": r})  # the flips set left out: named as not finished yet
     assert re.search(r"no augmentation \(`claims-cpu`\): SAT overfits \(fall [\d.]+ points\) and its dE diverges \(dE change "
                      r"-[\d.]+\), TRADES does not overfit beyond noise \(fall -?[\d.]+ points\) without a clear divergence \(dE "
-                     r"change [-+][\d.]+\); TRADES overfits less than SAT: \*\*not shown\*\* \(paired falls [-\d.]+ ± [\d.]+\); "
-                     r"flips \(`claims-cpu-aug`\): not finished yet", summary)
-    assert "no augmentation (`claims-cpu`): **not run**; flips (`claims-cpu-aug`): not finished yet" in summary
+                     r"change [-+][\d.]+\); flips \(`claims-cpu-aug`\): not finished yet", summary)
+    assert re.search(r"no augmentation \(`claims-cpu`\): TRADES overfits less than SAT: \*\*not shown\*\* \(paired falls "
+                     r"[-\d.]+ ± [\d.]+\); the intervention: \*\*not run\*\*; flips \(`claims-cpu-aug`\): not finished yet",
+                     summary)
     text = open(path).read()
     assert "| SAT | 2 |" in text and "flat noise" in text and (tmp_path / "results" / "claims-cpu.png").stat().st_size > 20_000
 
@@ -358,10 +359,29 @@ def test_the_claims_pages_reading_of_claim_0_holds_in_its_file():
 
 @pytest.mark.parametrize("arm,trades,level", [
     ((-0.05, 0.01), (-0.10, 0.01), True),    # nearer 0 than TRADES
-    ((-0.15, 0.04), (-0.10, 0.02), True),    # further, but the intervals overlap (-0.11 against -0.08)
-    ((-0.15, 0.01), (-0.10, 0.02), False),   # further, and apart (-0.14 against -0.08)
+    ((-0.15, 0.04), (-0.10, 0.02), True),    # further, but the intervals overlap (the arm's top -0.11, TRADES' bottom -0.12)
+    ((-0.15, 0.01), (-0.10, 0.02), False),   # further, and apart (the arm's top -0.14, below TRADES' bottom -0.12)
     ((+0.12, None), (-0.10, None), False),   # one seed: no interval, only the distance from 0
 ])
 def test_an_arm_is_at_trades_level_when_nearer_0_or_its_interval_overlaps(arm, trades, level):
     row = lambda mean, half: {"dE_end": mean, "dE_end_ci95": half}  # noqa: E731
     assert claims.at_trades_level(row(*arm), row(*trades)) is level
+
+
+@pytest.mark.parametrize("der_shrinks,control_shrinks,der_aligned,control_dE,said", [
+    (True, True, True, -0.10, True),      # both shrink the fall, both at TRADES' level: the arms not told apart
+    (True, True, True, -0.50, False),     # the control still far from TRADES': the arms differ in the energies
+    (True, False, True, -0.10, False),    # "the alignment matters" and kin: the verdict tells the arms apart
+    (False, True, True, -0.10, False),    # "not the alignment"
+    (True, True, False, -0.10, False),    # no verdict: SAT + DER did not hold the energies ("also" would be false)
+])
+def test_the_control_at_trades_level_is_said_only_where_both_arms_shrink_the_fall(der_shrinks, control_shrinks,
+                                                                                  der_aligned, control_dE, said):
+    row = lambda method, dE: {"method": method, "dE_end": dE, "dE_end_ci95": 0.01}  # noqa: E731
+    r = {"rows": [row("trades", -0.11), row("sat-wd", control_dE)],
+         "intervention": {"der_shrinks": der_shrinks, "control_shrinks": control_shrinks, "der_aligned": der_aligned}}
+    assert (claims.control_aligned(r) != "") is said
+
+
+def test_a_small_end_in_points_is_written_without_scientific_notation():
+    assert [claims.small_points(v) for v in (0.000049, -0.0000049, 0.0000004)] == ["+0.0049", "-0.00049", "+<0.0001"]

@@ -216,11 +216,11 @@ def test_accuracy_set_compares_methods_seed_by_seed_with_a_verdict(tmp_path, mon
             "seed on its own" in table and "clean and PGD-20 on the first 10,000 test points" in table)
     assert experiments.cascade_points([{"seed": s, "cascade_n": 1000} for s in range(3)]) == "the first 1,000"
     assert "| holds: WEAT-adv ahead of TRADES, as in the paper |" in table  # the verdict names the direction
-    assert "says nothing against the paper" not in table  # small detectable margins, but no pair "not shown" here
+    assert "never speaks against the paper" not in table  # detectable above the paper's margins, but none "not shown"
     committed = experiments.accuracy_table(json.load(open(os.path.join(experiments.ROOT, "results", "accuracy-cpu.json"))))
-    assert ('Where the verdict is "not shown at this scale" and the detectable difference is larger than the paper\'s '
-            "margin (WEAT-adv - TRADES, cascade; WEAT-nat - TRADES, cascade; TRADES - SAT, cascade), these seeds had a "
-            "chance below 80% of showing the paper's difference") in committed  # not the PGD-20 rows: holds / reversed
+    assert ("where, in addition, the detectable difference is larger than the paper's margin (WEAT-adv - TRADES, "
+            "cascade; WEAT-nat - TRADES, cascade; TRADES - SAT, cascade), these seeds had a chance below 80% of showing "
+            "the paper's difference") in committed  # not the PGD-20 rows: holds / reversed
     assert "paper (full scale) PGD-20 / AA" in table and "(the whole training set, width 64, 100 epochs)" in table
 
 

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+import claims
 from conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -294,8 +295,8 @@ def test_the_results_pages_reading_of_the_three_generation_runs_holds_in_their_f
 
 def test_the_claims_pages_reading_of_claim_3s_models_holds_in_their_files():
     """docs/claims.md, claim 3: the naturally trained model's samples lift the judge as much as the robust
-    ones' (its lift within theirs, or above the lowest), and the robust models trained here are overfit
-    500-image runs (their test PGD at the last epoch below 15%)."""
+    ones' (its lift at least the lowest of theirs), and the robust models trained here end with a low test PGD
+    (below 15% at the last epoch) after a fall the claims set counts as overfitting."""
     lifts = {name: report.judge_lift(report.load(ROOT, name))[0] for name in report.GENERATORS}
     natural = lifts.pop("generation-cpu-w16-10k-natural-samplers")
     trained_here = [lift for name, lift in lifts.items() if name != "generation-resnet4b-samplers"]
@@ -303,17 +304,31 @@ def test_the_claims_pages_reading_of_claim_3s_models_holds_in_their_files():
     runs = report.load(ROOT, "claims-cpu")["runs"]
     seed0 = [run for run in runs if run["seed"] == 0 and run["method"] in ("sat", "trades", "weat-adv")]
     assert len(seed0) == 3 and all(run["last_test"] < 0.15 for run in seed0)
+    verdicts = {s: v for s, _, _, v in claims.statements(report.load(ROOT, "claims-cpu"))}
+    assert all(verdicts[f"{m} overfits"] == "yes" for m in ("SAT", "TRADES", "WEAT-adv"))
 
 
 def test_claim_2s_row_counts_the_targeted_attacks_against_0_and_against_the_noise_baseline():
     """The front page's claim-2 row: on how many models every targeted attack raises the mean E(x) (its interval
-    above 0), and on how many above the noise baseline's own shift (a stricter count, never larger)."""
+    above 0), and on how many above the noise baseline's own shift (stricter here, where the noise raises E(x)
+    or leaves it)."""
     models = [m for name in ("energy-attacks-reference", "energy-attacks-trained")
               for m in report.load(ROOT, name)["models"].values()]
     targeted = [a for a, v in models[0]["attacks"].items() if a != "clean" and v["kind"] == "targeted"]
     above = lambda m, level: all(m["attacks"][a]["E_x_shift"]["lo"] > level for a in targeted)  # noqa: E731
     zero = sum(above(m, 0.0) for m in models)
     noise = sum(above(m, m["attacks"]["noise"]["E_x_shift"]["mean"]) for m in models)
-    assert noise <= zero
+    assert noise <= zero and all(m["attacks"]["noise"]["E_x_shift"]["mean"] >= -0.01 for m in models)
     assert (f"all the targeted attacks raise E(x) on {zero} of {len(models)} models, beyond the noise baseline's shift on "
             f"{noise})") in open(os.path.join(ROOT, "README.md")).read()
+
+
+def test_claim_2s_row_renders_without_the_noise_baseline():
+    """An energy file from before the noise baseline (or a run without it) still gives the front page's row,
+    without the counts that need the baseline."""
+    results = {name: report.load(ROOT, name) for name in report.CLAIMS_SUMMARY_FILES}
+    for name in ("energy-attacks-reference", "energy-attacks-trained"):
+        for m in results[name]["models"].values():
+            del m["attacks"]["noise"]
+    summary = report.claims_summary(results)
+    assert "all the targeted attacks raise E(x) on" in summary and "baseline" not in summary

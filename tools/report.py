@@ -364,18 +364,22 @@ def claim1_divergence(name: str, r: dict) -> str:
                          + {"yes": " and its dE diverges", "no: it converges": ", its energies converging"}.get(
                              diverges, " without a clear divergence") + f" (dE change {row['dE_divergence']:+.2f})")
     results = {s: (res, v) for s, _, res, v in claims.statements(r)}
-    less = results.get(f"{claims.display(claims.ALIGNED)} overfits less than {claims.display(claims.BASE)}")
     more = []
-    if less:
-        more.append(f"TRADES overfits less than SAT: **{less[1]}** (paired falls {less[0]})")
     arm = {claims.INTERVENTION: claims.display(claims.INTERVENTION), claims.CONTROL: "the weight-decay control"}
     quiet = [arm[m] for m in (claims.INTERVENTION, claims.CONTROL) if m in rows
              and results.get(f"{claims.display(m)} overfits", ("", ""))[1] == "not beyond noise"
              and rows[m]["dE_divergence_ci95"] is not None and rows[m]["dE_divergence"] + rows[m]["dE_divergence_ci95"] < 0]
     if quiet:
-        more.append(f"by the same test dE also diverges in {' and '.join(quiet)}, which do{'es' * (len(quiet) == 1)} "
+        more.append(f"the \"dE diverges\" rule also fires for {' and '.join(quiet)}, which do{'es' * (len(quiet) == 1)} "
                     "not overfit beyond noise")
     return f"{set_label(name)}: " + "; ".join([", ".join(parts), *more])
+
+
+def trades_less(r: dict) -> str:
+    """Claim 1's second half, its first part: does TRADES overfit less than SAT (the paired falls)?"""
+    results = {s: (res, v) for s, _, res, v in claims.statements(r)}
+    less = results.get(f"{claims.display(claims.ALIGNED)} overfits less than {claims.display(claims.BASE)}")
+    return f"TRADES overfits less than SAT: **{less[1]}** (paired falls {less[0]}); " if less else ""
 
 
 def arms_apart(r: dict) -> str:
@@ -445,7 +449,8 @@ def claims_summary(results: dict) -> str:
                      "#claim-1-robust-overfitting-as-energy-divergence"))
         verdicts = {name: r["intervention"]["verdict"] if r.get("intervention") else "not run" for name, r in sets.items()}
         rows.append(("1. TRADES mitigates robust overfitting by aligning the energies",
-                     "; ".join(f"{set_label(n)}: **{v}**" + arms_apart(sets[n]) for n, v in verdicts.items()) + rerun,
+                     "; ".join(f"{set_label(n)}: {trades_less(sets[n])}the intervention: **{v}**" + arms_apart(sets[n])
+                               for n, v in verdicts.items()) + rerun,
                      INTERVENTION_TEST, "#claim-1-robust-overfitting-as-energy-divergence"))
     else:
         rows.append(("1. Robust overfitting is an energy divergence, which TRADES mitigates by aligning the energies",
@@ -456,6 +461,7 @@ def claims_summary(results: dict) -> str:
     kinds = {a: v["kind"] for a, v in models[0]["attacks"].items() if a != "clean"}
     count = lambda kind, way: sum(all(moved(m["attacks"][a]["E_x_shift"]) == way for a in kinds if kinds[a] == kind)  # noqa: E731
                                   for m in models)
+    noise = all("noise" in m["attacks"] for m in models)  # the baseline, where every model has it
     beyond = lambda kind, way: sum(all(moved(m["attacks"][a]["E_x_shift"], m["attacks"]["noise"]["E_x_shift"]["mean"]) == way  # noqa: E731
                                        for a in kinds if kinds[a] == kind) for m in models)  # past the noise's own shift
     ce = [m for m in models if moved(m["attacks"]["pgd-ce"]["E_x_shift"]) == "down"]
@@ -464,8 +470,8 @@ def claims_summary(results: dict) -> str:
     raising = [a for a in kinds if kinds[a] == "untargeted" and all(moved(m["attacks"][a]["E_x_shift"]) == "up" for m in models)]
     rows.append(("2. Untargeted attacks lower E(x), targeted attacks raise it",
                  f"targeted: **{'holds' if count('targeted', 'up') > len(models) / 2 else 'not shown'}** (all the targeted "
-                 f"attacks raise E(x) on {count('targeted', 'up')} of {len(models)} models, beyond the noise baseline's shift "
-                 f"on {beyond('targeted', 'up')}); untargeted: "
+                 f"attacks raise E(x) on {count('targeted', 'up')} of {len(models)} models"
+                 + (f", beyond the noise baseline's shift on {beyond('targeted', 'up')}" if noise else "") + "); untargeted: "
                  f"**{'holds' if count('untargeted', 'down') > len(models) / 2 else ('lowered on most models only by ' + ', '.join(lowering)) if lowering else 'does not hold'}** (PGD-CE lowers "
                  f"it on {len(ce)} of {len(models)} models; on {count('untargeted', 'down')} of {len(models)} all the untargeted attacks "
                  f"lower it" + (f"; {', '.join(raising)} raise it on all {len(models)}" if raising else "") + ")"
@@ -493,12 +499,12 @@ def claims_summary(results: dict) -> str:
 # this repo's results were made): said plainly, with the command that would test them.
 NOT_RUN_CLAIMS = [
     ("4. State-of-the-art robust classifiers smooth the energy landscape (small dE on RobustBench models)",
-     "**not run here** (it needs RobustBench's weights: `python analysis.py zoo NAME ...`)",
-     "each zoo model's mean dE and dE(x,y) under PGD-CE beside its PGD-20 robust accuracy; an exact rank test of "
+     "**not run yet** (it needs RobustBench's weights, downloaded on first use: `python analysis.py zoo NAME ...`)",
+     "each zoo model's mean dE and dE(x,y) under PGD-CE beside its PGD-20 robust accuracy; a rank test of "
      "robust accuracy against \\|dE\\| over at least 5 models",
      "#claim-4-robust-classifiers-smooth-the-energy-landscape"),
     ("5. A robust classifier's samples reach a high Inception Score and a low FID without generative training",
-     "**not run here** (it needs the standard Inception weights: `python generate.py ... --metrics fid,is`)",
+     "**not run yet** (it needs the standard Inception weights, downloaded on first use: `python generate.py ... --metrics fid,is`)",
      "IS and FID of the samples against the training set, as the paper's generation table",
      "#claim-5-inception-score-and-fid-of-the-samples"),
 ]
@@ -580,9 +586,9 @@ RENDERERS = {
         ("picks", claims.picks_table), ("correlations", claims.correlations_table))},
     # SAT's seed 0 is in both trial tables: its rerun (the current claims-cpu run) and its first, withdrawn run
     "claims-cpu-der-trials": ("claims-cpu-der-trials",
-                              lambda r: claims.calibration_table(r, {"sat-s0": "sat-s0 (the claims-cpu run)"})),
+                              lambda r: claims.calibration_table(r, {"sat-s0": "sat-s0 (claims-cpu's run)"})),
     "claims-cpu-aug-trials": ("claims-cpu-aug-trials",
-                              lambda r: claims.trials_table(r, {"sat-s0": "sat-s0 (its first run, withdrawn)"})),
+                              lambda r: claims.trials_table(r, {"sat-s0": "sat-s0 (claims-cpu's first, withdrawn run)"})),
     "generation-resnet4b-calls": (("generation-resnet4b-paper", "generation-resnet4b-collapsed", "generation-resnet4b-ours"),
                                   generation_calls),
     "generation-resnet4b-samplers": ("generation-resnet4b-samplers", generation_runs),
