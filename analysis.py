@@ -661,7 +661,7 @@ def run_zoo(args, device) -> dict:
               f"mean dE(x,y) {rows[-1]['dExy']['mean']:.4f}", flush=True)
     trend = {key: zoo_trend(rows, key) for key in ("dE", "dExy")}
     for key, t in trend.items():
-        print(f"robust accuracy against |mean {key}| over {t['n']} models: " + (
+        print(f"robust accuracy against |mean {key}| over {t['n']} model{'s' * (t['n'] != 1)}: " + (
             f"Spearman rho {t['rho']:+.2f}, p {t['p']:.3f} ({t['method']}): " if t["rho"] is not None else "") + t["verdict"])
     report = {"n": len(y), "attack": "PGD-CE, last iterate, eps 8/255, K = 10, step 2/255", "models": rows,
               "trend": trend}

@@ -49,8 +49,11 @@ def test_energy_evaluate_and_generate_run_offline_on_a_zoo_model(zoo):
     result = cli("analysis.py", "zoo", ZOO_MODEL, "--model-dir", str(zoo / "models"), "--test-npz", str(zoo / "test.npz"),
                  "--n-examples", "8", "--out", str(zoo / "zoo"))
     assert result.returncode == 0, result.stderr
-    rows = json.loads((zoo / "zoo" / "energy_zoo.json").read_text())["models"]
+    zoo_report = json.loads((zoo / "zoo" / "energy_zoo.json").read_text())
+    rows = zoo_report["models"]
     assert rows[0]["model"] == ZOO_MODEL and (zoo / "zoo" / "energy_zoo.png").stat().st_size > 5_000
+    assert zoo_report["trend"]["dE"]["verdict"].startswith("too few models (1")  # one model: no trend to test
+    assert "robust accuracy against |mean dE| over 1 model: too few models" in result.stdout
     result = cli("evaluate.py", *source, "--test-npz", str(zoo / "test.npz"), "--attacks", "apgd-ce", "--n-iter", "2",
                  "--out", str(zoo / "eval.json"))
     assert result.returncode == 0, result.stderr
