@@ -873,6 +873,23 @@ def measured_time(path: str) -> str:
             + (f", shrunk by `{shlex.join(r['shrunk_by'])}`" if r.get("shrunk_by") else ""))
 
 
+def training_progress(runs: list) -> str:
+    """How far a set's training has come in its run folders ("" where none has started): done, part-way (the
+    same command resumes them) and, refused, folders holding a run with other settings."""
+    states = []
+    for run in runs:
+        try:
+            states.append(training_state(run))
+        except ExperimentError:
+            states.append("other settings")
+    if states.count("new") == len(states):
+        return ""
+    partial, other = states.count("partial"), states.count("other settings")
+    return (f"# trained so far: {states.count('done')} of {len(runs)} runs done"
+            + (f", {partial} part-way (the same command resumes them)" if partial else "")
+            + (f", {other} refused (a folder holds a run with other settings)" if other else ""))
+
+
 def dry_run(args, runs: list) -> None:
     """Print every command, the table's columns, the paper's figures for the rows and the GPU time."""
     runset = RUNSETS[args.runset]
@@ -883,6 +900,9 @@ def dry_run(args, runs: list) -> None:
     if runset.every_stage:
         for cmd, _ in every_stage_cmds(runs[-1]):
             print(shown(cmd))
+    progress = training_progress(runs)
+    if progress:
+        print(progress)
     methods = list(dict.fromkeys(run.method for run in runs))
     pairs = ", ".join(f"{claims.display(a)} - {claims.display(b)}" for a, b in runset.compare)
     columns = ("claims tables: the fall of test PGD against flat noise, the energy gaps, their lags, the picks"

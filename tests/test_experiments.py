@@ -84,6 +84,23 @@ def test_dry_run_prints_every_command_and_an_estimate(capsys):
     assert "# methods: sat, trades, mart, mail-tr, weat-nat, weat-adv" in out and "last PGD-20" in out
 
 
+def test_a_dry_run_says_how_far_the_sets_training_has_come(capsys, monkeypatch, tmp_path):
+    experiments.main(["claims-cpu", "--dry-run", "--runs-dir", str(tmp_path)])
+    assert "# trained so far" not in capsys.readouterr().out  # nothing started: nothing said
+
+    def state(run):
+        if run.method == "trades" and run.seed == 0:
+            raise experiments.ExperimentError("other settings")
+        return {"sat": "done", "sat-der": "partial"}.get(run.method, "new")
+    monkeypatch.setattr(experiments, "training_state", state)
+    experiments.main(["claims-cpu", "--dry-run", "--runs-dir", str(tmp_path)])
+    assert ("# trained so far: 5 of 25 runs done, 5 part-way (the same command resumes them), 1 refused (a folder "
+            "holds a run with other settings)") in capsys.readouterr().out
+    monkeypatch.setattr(experiments, "training_state", lambda run: "done")
+    experiments.main(["claims-cpu", "--dry-run", "--runs-dir", str(tmp_path)])
+    assert "# trained so far: 25 of 25 runs done\n" in capsys.readouterr().out
+
+
 def test_smoke_dry_run_lists_the_analysis_and_generation_it_runs(capsys):
     experiments.main(["smoke", "--dry-run"])
     out = capsys.readouterr().out
