@@ -303,3 +303,16 @@ def test_the_zoo_trend_is_an_exact_rank_test_over_the_models():
     nine = analysis.zoo_trend(rows([0.9 - 0.1 * i for i in range(9)]))  # beyond 8 models: random orderings
     assert nine["method"] == "100,000 random orderings" and nine["p"] == pytest.approx(1 / 100_001, abs=2e-5)
     assert nine["verdict"] == "holds" and nine["rho"] == pytest.approx(-1.0)
+
+
+def test_the_zoo_trends_p_value_equals_scipys_exact_permutation_test():
+    """Against an independent implementation: scipy.stats.permutation_test over every pairing (ties included,
+    robust accuracies on a coarse grid as a small --n-examples gives)."""
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        accuracy, dE = rng.integers(0, 4, 5) / 10, rng.normal(size=5)
+        t = analysis.zoo_trend([{"robust_accuracy": a, "dE": {"mean": d}} for a, d in zip(accuracy, dE)])
+        reference = scipy.stats.permutation_test(
+            (accuracy, abs(dE)), lambda a, b: scipy.stats.spearmanr(a, b).statistic, permutation_type="pairings",
+            n_resamples=np.inf, alternative="two-sided")
+        assert t["rho"] == pytest.approx(reference.statistic) and t["p"] == pytest.approx(reference.pvalue)
