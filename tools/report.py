@@ -363,11 +363,10 @@ def claim1_divergence(name: str, r: dict) -> str:
                          + f" (fall {100 * row['window_gap']:.1f} points)"
                          + {"yes": " and its dE diverges", "no: it converges": ", its energies converging"}.get(
                              diverges, " without a clear divergence") + f" (dE change {row['dE_divergence']:+.2f})")
-    results = {s: (res, v) for s, _, res, v in claims.statements(r)}
     more = []
     arm = {claims.INTERVENTION: claims.display(claims.INTERVENTION), claims.CONTROL: "the weight-decay control"}
     quiet = [arm[m] for m in (claims.INTERVENTION, claims.CONTROL) if m in rows
-             and results.get(f"{claims.display(m)} overfits", ("", ""))[1] == "not beyond noise"
+             and verdicts.get(f"{claims.display(m)} overfits") == "not beyond noise"
              and rows[m]["dE_divergence_ci95"] is not None and rows[m]["dE_divergence"] + rows[m]["dE_divergence_ci95"] < 0]
     if quiet:
         more.append(f"the \"dE diverges\" rule also fires for {' and '.join(quiet)}, which do{'es' * (len(quiet) == 1)} "
