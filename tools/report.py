@@ -650,7 +650,7 @@ def signed_interval(pair: tuple, digits: int = 3) -> str:
     return f"{mean:+.{digits}f}" + ("" if half is None else f" ± {half:.{digits}f}")
 
 
-CLAIMS_VALUES = {  # claim 1's readings on the claims page (the set without augmentation)
+CLAIMS_VALUES = {  # claim 1's readings on the claims page, for each committed set (claims-cpu-NAME, claims-cpu-aug-NAME)
     "der-minus-control-fall": lambda r: signed_interval(tuple(None if v is None else 100 * v for v in claims.paired(
         r["runs"], claims.INTERVENTION, claims.CONTROL, "window_gap")), 1),
     "der-dE-change": lambda r: signed_interval((claims_row(r, claims.INTERVENTION).get("dE_divergence"),
@@ -661,17 +661,23 @@ CLAIMS_VALUES = {  # claim 1's readings on the claims page (the set without augm
                                                                            "dE_divergence")),
     **{f"{name}-dExy-end": lambda r, m=m: signed_interval((claims_row(r, m).get("dExy_end"), None))
        for name, m in (("der", claims.INTERVENTION), ("control", claims.CONTROL), ("trades", claims.ALIGNED))},
+    # each method's fall seed by seed (seeds in order), in points as the tables give falls
+    **{f"{name}-seed-falls": lambda r, m=m: ", ".join(f"{100 * run['window_gap']:.1f}" for run in sorted(
+        (run for run in r["runs"] if run["method"] == m), key=lambda run: run["seed"])) or "—"
+       for name, m in (("sat", "sat"), ("trades", claims.ALIGNED), ("der", claims.INTERVENTION), ("control", claims.CONTROL))},
+    # SAT's best 5 epochs of test PGD, seed by seed
+    "sat-peak-epochs": lambda r: ", ".join("{}-{}".format(*run["peak_epochs"]) for run in sorted(
+        (run for run in r["runs"] if run["method"] == "sat"), key=lambda run: run["seed"])) or "—",
+    # what a set cost: its runs' logged minutes, in all (core-hours) and the range of one run
+    "core-hours": lambda r: f"{sum(experiments.run_minutes(r)) / 60:.0f}",
+    "run-minutes": lambda r: "{:.0f}-{:.0f}".format(min(experiments.run_minutes(r)), max(experiments.run_minutes(r))),
 }
 VALUES = {
-    **{f"claims-cpu-{name}": ("claims-cpu", value) for name, value in CLAIMS_VALUES.items()},
+    **{f"{s}-{name}": (s, value) for s in CLAIMS_COMMITTED for name, value in CLAIMS_VALUES.items()},
     # claim 3's generators (every sampler run, the PCA fit and the scoring of a model), as the claim-3 note gives them
     "generation-minutes-per-generator": (GENERATORS[1:], lambda rs: "{:.1f}-{:.1f}".format(
         min(r["seconds"] for r in rs.values()) / 60, max(r["seconds"] for r in rs.values()) / 60)),
     "accuracy-cpu-status": ("accuracy-cpu", claim0_status),  # claim 0 in the front page's status row
-    # what the claims-cpu set cost: its runs' logged minutes, in all (core-hours) and the range of one run
-    "claims-cpu-core-hours": ("claims-cpu", lambda r: f"{sum(experiments.run_minutes(r)) / 60:.0f}"),
-    "claims-cpu-run-minutes": ("claims-cpu", lambda r: "{:.0f}-{:.0f}".format(min(experiments.run_minutes(r)),
-                                                                            max(experiments.run_minutes(r)))),
     # claim 2's and 3's models trained here: the seed-0 runs of claims-cpu, their test PGD at the last epoch
     "claims-cpu-s0-last-test": ("claims-cpu", lambda r: "{:.1f}-{:.1f}%".format(*(100 * f(
         run["last_test"] for run in r["runs"] if run["seed"] == 0 and run["method"] in ("sat", "trades", "weat-adv"))
