@@ -650,24 +650,34 @@ def signed_interval(pair: tuple, digits: int = 3) -> str:
     return f"{mean:+.{digits}f}" + ("" if half is None else f" ± {half:.{digits}f}")
 
 
+CLAIMS_METHODS = (("sat", claims.BASE), ("trades", claims.ALIGNED), ("weat", "weat-adv"), ("der", claims.INTERVENTION),
+                  ("control", claims.CONTROL))  # a method's short name in the value names below
+
+
+def seed_by_seed(r: dict, method: str, render) -> str:
+    """One method's runs of a claims file, seeds in order, each rendered; '—' where the file has none."""
+    return ", ".join(render(run) for run in sorted((run for run in r["runs"] if run["method"] == method),
+                                                   key=lambda run: run["seed"])) or "—"
+
+
 CLAIMS_VALUES = {  # claim 1's readings on the claims page, for each committed set (claims-cpu-NAME, claims-cpu-aug-NAME)
     "der-minus-control-fall": lambda r: signed_interval(tuple(None if v is None else 100 * v for v in claims.paired(
         r["runs"], claims.INTERVENTION, claims.CONTROL, "window_gap")), 1),
-    "der-dE-change": lambda r: signed_interval((claims_row(r, claims.INTERVENTION).get("dE_divergence"),
-                                                claims_row(r, claims.INTERVENTION).get("dE_divergence_ci95"))),
-    "control-dE-change": lambda r: signed_interval((claims_row(r, claims.CONTROL).get("dE_divergence"),
-                                                    claims_row(r, claims.CONTROL).get("dE_divergence_ci95"))),
     "der-minus-control-dE-change": lambda r: signed_interval(claims.paired(r["runs"], claims.INTERVENTION, claims.CONTROL,
                                                                            "dE_divergence")),
-    **{f"{name}-dExy-end": lambda r, m=m: signed_interval((claims_row(r, m).get("dExy_end"), None))
-       for name, m in (("der", claims.INTERVENTION), ("control", claims.CONTROL), ("trades", claims.ALIGNED))},
-    # each method's fall seed by seed (seeds in order), in points as the tables give falls
-    **{f"{name}-seed-falls": lambda r, m=m: ", ".join(f"{100 * run['window_gap']:.1f}" for run in sorted(
-        (run for run in r["runs"] if run["method"] == m), key=lambda run: run["seed"])) or "—"
-       for name, m in (("sat", "sat"), ("trades", claims.ALIGNED), ("der", claims.INTERVENTION), ("control", claims.CONTROL))},
-    # SAT's best 5 epochs of test PGD, seed by seed
-    "sat-peak-epochs": lambda r: ", ".join("{}-{}".format(*run["peak_epochs"]) for run in sorted(
-        (run for run in r["runs"] if run["method"] == "sat"), key=lambda run: run["seed"])) or "—",
+    **{f"{name}-{key}": value for name, m in CLAIMS_METHODS for key, value in {
+        # dE's change (its last 5 epochs minus test PGD's best 5) with its interval; dE(x,y) over the last 5 epochs
+        "dE-change": lambda r, m=m: signed_interval((claims_row(r, m).get("dE_divergence"),
+                                                     claims_row(r, m).get("dE_divergence_ci95"))),
+        "dExy-end": lambda r, m=m: signed_interval((claims_row(r, m).get("dExy_end"), None)),
+        # the fall seed by seed, in points as the tables give falls; the best 5 epochs seed by seed
+        "seed-falls": lambda r, m=m: seed_by_seed(r, m, lambda run: f"{100 * run['window_gap']:.1f}"),
+        "peak-epochs": lambda r, m=m: seed_by_seed(r, m, lambda run: "{}-{}".format(*run["peak_epochs"])),
+        # the flat-noise fall that one run exceeds 5 times in 100, and how many of the method's runs exceed it
+        "one-run-noise-p95": lambda r, m=m: f"{100 * claims_row(r, m)['null']['p95']:.1f}" if claims_row(r, m) else "—",
+        "runs-above-one-run-noise": lambda r, m=m: (f"{claims_row(r, m)['null']['runs_above_p95']} of "
+                                                    f"{claims_row(r, m)['null']['seeds']}") if claims_row(r, m) else "—",
+    }.items()},
     # what a set cost: its runs' logged minutes, in all (core-hours) and the range of one run
     "core-hours": lambda r: f"{sum(experiments.run_minutes(r)) / 60:.0f}",
     "run-minutes": lambda r: "{:.0f}-{:.0f}".format(min(experiments.run_minutes(r)), max(experiments.run_minutes(r))),
