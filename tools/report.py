@@ -359,8 +359,12 @@ def claim1_divergence(name: str, r: dict) -> str:
         over, diverges = verdicts.get(f"{claims.display(method)} overfits"), verdicts.get(f"{claims.possessive(claims.display(method))} dE diverges")
         if over is not None:  # the sizes beside the verdicts: a divergence a tenth of another's is still "a divergence"
             row = rows[method]
+            null = row["null"]
+            few = (f", beyond one flat run's noise on {null['runs_above_p95']} of {null['seeds']} seeds"
+                   if over == "yes" and null["runs_above_p95"] < null["seeds"] else "")
+            fall = signed_interval(tuple(None if v is None else 100 * v for v in (row["window_gap"], row["window_gap_ci95"])), 1)
             parts.append(f"{claims.display(method)} " + ("overfits" if over == "yes" else "does not overfit beyond noise")
-                         + f" (fall {100 * row['window_gap']:.1f} points)"
+                         + f" (fall {fall.lstrip('+')} points{few})"
                          + {"yes": " and its dE diverges", "no: it converges": ", its energies converging"}.get(
                              diverges, " without a clear divergence")
                          + f" (dE change {signed_interval((row['dE_divergence'], row['dE_divergence_ci95']))})")
@@ -393,13 +397,25 @@ def arms_apart(r: dict) -> str:
         falls = [f"{name} {signed_interval(tuple(None if v is None else 100 * v for v in claims.paired(r['runs'], claims.BASE, m, 'window_gap')), 1)}"
                  for name, m in ((claims.display(claims.INTERVENTION), claims.INTERVENTION), ("the control", claims.CONTROL))]
         null = claims_row(r, claims.BASE)["null"]
+        little = (": too little fall to shrink, so no evidence either way" if null["runs_above_p95"] < null["seeds"] else "")
+        little += loose_control(r)
         return (f" (SAT minus each arm, seed by seed: {', '.join(falls)} points; SAT's own fall lies beyond one flat "
-                f"run's noise on {null['runs_above_p95']} of its {null['seeds']} seeds)")
+                f"run's noise on {null['runs_above_p95']} of its {null['seeds']} seeds{little})")
     fall = claims.paired(r["runs"], claims.INTERVENTION, claims.CONTROL, "window_gap")
     dE = claims.paired(r["runs"], claims.INTERVENTION, claims.CONTROL, "dE_divergence")
     points = tuple(None if v is None else 100 * v for v in fall)
     return (f" (SAT + DER minus the control, seed by seed: fall {signed_interval(points, 1)} points, "
-            f"dE change {signed_interval(dE)}{claims.control_aligned(r)})")
+            f"dE change {signed_interval(dE)}{claims.control_aligned(r)}{loose_control(r)})")
+
+
+def loose_control(r: dict) -> str:
+    """Where the weight-decay control (chosen to memorise about as little as SAT + DER) ends with a final training
+    robust accuracy no lower than SAT's, it makes memorisation no harder in that set: said beside the verdict."""
+    sat, control = claims_row(r, claims.BASE), claims_row(r, claims.CONTROL)
+    if not sat or not control or control["train_adv_last"] < sat["train_adv_last"]:
+        return ""
+    return (f"; the control memorises no less than SAT here (final training robust accuracy "
+            f"{100 * control['train_adv_last']:.1f}% against {100 * sat['train_adv_last']:.1f}%)")
 
 
 def set_size(name: str, seeds: int = None) -> str:
@@ -687,6 +703,7 @@ CLAIMS_VALUES = {  # claim 1's readings on the claims page, for each committed s
         "dExy-end": lambda r, m=m: signed_interval((claims_row(r, m).get("dExy_end"), None)),
         # the fall seed by seed, in points as the tables give falls; the best 5 epochs seed by seed
         "seed-falls": lambda r, m=m: seed_by_seed(r, m, lambda run: f"{100 * run['window_gap']:.1f}"),
+        "seed-dE-changes": lambda r, m=m: seed_by_seed(r, m, lambda run: f"{run['dE_divergence']:+.3f}"),
         "peak-epochs": lambda r, m=m: seed_by_seed(r, m, lambda run: "{}-{}".format(*run["peak_epochs"])),
         # the flat-noise fall that one run exceeds 5 times in 100, and how many of the method's runs exceed it
         "one-run-noise-p95": lambda r, m=m: f"{100 * claims_row(r, m)['null']['p95']:.1f}" if claims_row(r, m) else "—",
@@ -698,6 +715,13 @@ CLAIMS_VALUES = {  # claim 1's readings on the claims page, for each committed s
     **{f"{name}-within-without-largest-fall": lambda r, key=key: "{r:+.2f} ({low:+.2f}, {high:+.2f})".format(
         **claims.correlations(without_largest_fall(r["runs"]))[key]["within methods"])
        for name, key in (("dE", "dE fell by"), ("memorised", "final training robust accuracy"))},
+    # the energy pick against the last epoch over the methods other than the control: on how many runs it picks
+    # the last epoch itself, and on how many it is strictly more robust
+    **{f"energy-pick-{key}": lambda r, test=test: "{} of {}".format(
+        sum(test(run) for run in r["runs"] if run["method"] != claims.CONTROL),
+        sum(run["method"] != claims.CONTROL for run in r["runs"]))
+       for key, test in (("is-last", lambda run: run["energy_epoch"] == run["last_epoch"]),
+                         ("beats-last", lambda run: run["energy_test"] > run["last_pick_test"]))},
     # how often the lag rule finds a dE that leads test PGD by LAG_SHIFT epochs, in the set's simulated runs
     "lag-lead-found": lambda r: f"{100 * r['lag_rule']['rates'][f'lag -{claims.LAG_SHIFT}']['precedes']:.0f}%",
     # what a set cost: its runs' logged minutes, in all (core-hours) and the range of one run
@@ -706,6 +730,11 @@ CLAIMS_VALUES = {  # claim 1's readings on the claims page, for each committed s
 }
 VALUES = {
     **{f"{s}-{name}": (s, value) for s in CLAIMS_COMMITTED for name, value in CLAIMS_VALUES.items()},
+    # the dE change TRADES and WEAT-adv would show with flips at the set without augmentation's rate (its dE change
+    # per point of fall, times the flips fall)
+    "claims-cpu-aug-dE-at-plain-rate": (("claims-cpu", "claims-cpu-aug"), lambda rs: " and ".join(
+        f"{claims_row(rs['claims-cpu-aug'], m)['window_gap'] * claims_row(rs['claims-cpu'], m)['dE_divergence'] / claims_row(rs['claims-cpu'], m)['window_gap']:+.2f}"
+        for m in (claims.ALIGNED, "weat-adv"))),
     # claim 3's generators (every sampler run, the PCA fit and the scoring of a model), as the claim-3 note gives them
     "generation-minutes-per-generator": (GENERATORS[1:], lambda rs: "{:.1f}-{:.1f}".format(
         min(r["seconds"] for r in rs.values()) / 60, max(r["seconds"] for r in rs.values()) / 60)),
