@@ -691,6 +691,13 @@ def without_largest_fall(runs: list) -> list:
     return [run for run in runs if run is not largest]
 
 
+def dE_at_rate(rate_set: dict, r: dict, method: str) -> float:
+    """The dE change a method of claims file `r` would show at its rate in `rate_set`: its dE change per unit of
+    fall there, times its fall in `r`."""
+    there, here = claims_row(rate_set, method), claims_row(r, method)
+    return there["dE_divergence"] / there["window_gap"] * here["window_gap"]
+
+
 CLAIMS_VALUES = {  # claim 1's readings on the claims page, for each committed set (claims-cpu-NAME, claims-cpu-aug-NAME)
     "der-minus-control-fall": lambda r: signed_interval(tuple(None if v is None else 100 * v for v in claims.paired(
         r["runs"], claims.INTERVENTION, claims.CONTROL, "window_gap")), 1),
@@ -730,11 +737,9 @@ CLAIMS_VALUES = {  # claim 1's readings on the claims page, for each committed s
 }
 VALUES = {
     **{f"{s}-{name}": (s, value) for s in CLAIMS_COMMITTED for name, value in CLAIMS_VALUES.items()},
-    # the dE change TRADES and WEAT-adv would show with flips at the set without augmentation's rate (its dE change
-    # per point of fall, times the flips fall)
+    # the dE change TRADES and WEAT-adv would show with flips at the set without augmentation's rate
     "claims-cpu-aug-dE-at-plain-rate": (("claims-cpu", "claims-cpu-aug"), lambda rs: " and ".join(
-        f"{claims_row(rs['claims-cpu-aug'], m)['window_gap'] * claims_row(rs['claims-cpu'], m)['dE_divergence'] / claims_row(rs['claims-cpu'], m)['window_gap']:+.2f}"
-        for m in (claims.ALIGNED, "weat-adv"))),
+        f"{dE_at_rate(rs['claims-cpu'], rs['claims-cpu-aug'], m):+.2f}" for m in (claims.ALIGNED, "weat-adv"))),
     # claim 3's generators (every sampler run, the PCA fit and the scoring of a model), as the claim-3 note gives them
     "generation-minutes-per-generator": (GENERATORS[1:], lambda rs: "{:.1f}-{:.1f}".format(
         min(r["seconds"] for r in rs.values()) / 60, max(r["seconds"] for r in rs.values()) / 60)),
