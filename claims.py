@@ -67,6 +67,16 @@ def window_means(values: list, width: int = WINDOW) -> np.ndarray:
     return (c[..., width:] - c[..., :-width]) / width
 
 
+TIE = 1e-9  # window means closer than this are equal (accuracies step by 1 / (points * WINDOW); the running sums' float error is ~1e-16)
+
+
+def best_window(windows: np.ndarray) -> int:
+    """The first of the best windows. Equal windows computed from different running sums can differ in their
+    last float bits; a plain argmax would then pick a later one."""
+    windows = np.asarray(windows)
+    return int(np.flatnonzero(windows >= windows.max() - TIE)[0])
+
+
 # ---------------------------------------------------------------------------------------------------
 # One run
 
@@ -135,7 +145,7 @@ def run_summary(method: str, seed: int, rows: list) -> dict:
     decay_index = lr_decay_index(rows)
     at_decay = rows[decay_index if decay_index is not None else -1]  # the last epoch at the high rate
     windows = window_means([r["test_pgd_acc"] for r in tested])
-    start = int(np.argmax(windows))  # the first of the best windows
+    start = best_window(windows)
     peak = (tested[start]["epoch"], tested[start + WINDOW - 1]["epoch"])
     over = lambda key, epochs: float(np.mean([r[key] for r in rows if epochs[0] <= r["epoch"] <= epochs[1]]))  # noqa: E731
     end = (tested[-WINDOW]["epoch"], tested[-1]["epoch"])
@@ -220,7 +230,7 @@ def lag_simulation(params: dict, draws: int = LAG_DRAWS, seed: int = NULL_SEED) 
             rows = synthetic_run(rng, params["epochs"], params["p"], params["points"], effect["fall"],
                                  effect["gap_change"], params["gap_noise"], params["fall_at"], effect["lag"])
             tested = window_means([r["test_pgd_acc"] for r in rows])
-            start = int(np.argmax(tested))
+            start = best_window(tested)
             counts[lags(rows, (start + 1, start + WINDOW))["dE_timing"]] += 1
         rates[name] = {k: v / draws for k, v in counts.items()}
     return {"params": params, "draws": draws, "tolerance": LAG_TOLERANCE, "rates": rates}

@@ -54,6 +54,21 @@ def test_the_lag_rule_reaches_each_timing_on_curves_with_a_known_lag(lag, expect
     assert abs(summary["dE_lag"] - lag) <= 2
 
 
+def test_the_best_window_is_the_first_of_equal_ones_whatever_the_float_rounding():
+    """Windows 5 and 6 of these 500-point accuracies hold the same correct counts (474), but their running-sum means
+    differ in the last bit, so a plain argmax picked window 6; the peak (and with it dE over the best 5 epochs)
+    must not hang on float rounding."""
+    counts = [85, 92, 95, 87, 89, 99, 96, 99, 87, 93, 99, 93]
+    windows = claims.window_means([k / 500 for k in counts])
+    assert sum(counts[5:10]) == sum(counts[6:11]) and int(np.argmax(windows)) == 6  # the trap is real
+    assert claims.best_window(windows) == 5
+    rows = claims_log(0, 0.0, 0.0, epochs=len(counts))
+    for row, k in zip(rows, counts):
+        row["test_pgd_acc"] = row["val_all_pgd_acc"] = k / 500
+    assert claims.run_summary("sat", 0, rows)["peak_epochs"] == [6, 10]
+    assert claims.best_window([0.1, 0.3, 0.2]) == 1 and claims.best_window([0.2, 0.2 + 1e-6, 0.2]) == 1  # a real step wins
+
+
 def test_the_lag_rule_says_no_fall_and_no_divergence_where_nothing_moves():
     assert claims.run_summary("trades", 0, claims_log(0, fall=0.0, gap_change=-0.8))["dE_timing"] == "no fall"
     assert claims.run_summary("trades", 0, claims_log(0, fall=0.1, gap_change=0.0))["dE_timing"] == "no divergence"
