@@ -362,7 +362,7 @@ def claim1_divergence(name: str, r: dict) -> str:
             null = row["null"]
             few = (f", beyond one flat run's noise on {null['runs_above_p95']} of {null['seeds']} seeds"
                    if over == "yes" and null["runs_above_p95"] < null["seeds"] else "")
-            fall = signed_interval(tuple(None if v is None else 100 * v for v in (row["window_gap"], row["window_gap_ci95"])), 1)
+            fall = in_points((row["window_gap"], row["window_gap_ci95"]))
             parts.append(f"{claims.display(method)} " + ("overfits" if over == "yes" else "does not overfit beyond noise")
                          + f" (fall {fall.lstrip('+')} points{few})"
                          + {"yes": " and its dE diverges", "no: it converges": ", its energies converging"}.get(
@@ -394,7 +394,7 @@ def arms_apart(r: dict) -> str:
     if not {claims.INTERVENTION, claims.CONTROL} <= methods:
         return ""
     if r.get("intervention", {}).get("verdict") == "neither shrinks the fall":
-        falls = [f"{name} {signed_interval(tuple(None if v is None else 100 * v for v in claims.paired(r['runs'], claims.BASE, m, 'window_gap')), 1)}"
+        falls = [f"{name} {in_points(claims.paired(r['runs'], claims.BASE, m, 'window_gap'))}"
                  for name, m in ((claims.display(claims.INTERVENTION), claims.INTERVENTION), ("the control", claims.CONTROL))]
         null = claims_row(r, claims.BASE)["null"]
         little = (": too little fall to shrink, so no evidence either way" if null["runs_above_p95"] < null["seeds"] else "")
@@ -403,8 +403,7 @@ def arms_apart(r: dict) -> str:
                 f"run's noise on {null['runs_above_p95']} of its {null['seeds']} seeds{little})")
     fall = claims.paired(r["runs"], claims.INTERVENTION, claims.CONTROL, "window_gap")
     dE = claims.paired(r["runs"], claims.INTERVENTION, claims.CONTROL, "dE_divergence")
-    points = tuple(None if v is None else 100 * v for v in fall)
-    return (f" (SAT + DER minus the control, seed by seed: fall {signed_interval(points, 1)} points, "
+    return (f" (SAT + DER minus the control, seed by seed: fall {in_points(fall)} points, "
             f"dE change {signed_interval(dE)}{claims.control_aligned(r)}{loose_control(r)})")
 
 
@@ -675,6 +674,11 @@ def signed_interval(pair: tuple, digits: int = 3) -> str:
     return f"{mean:+.{digits}f}" + ("" if half is None else f" ± {half:.{digits}f}")
 
 
+def in_points(pair: tuple) -> str:
+    """A fall (a fraction of the test points) and its half-width as points: '+1.9 ± 7.2'."""
+    return signed_interval(tuple(None if v is None else 100 * v for v in pair), 1)
+
+
 CLAIMS_METHODS = (("sat", claims.BASE), ("trades", claims.ALIGNED), ("weat", "weat-adv"), ("der", claims.INTERVENTION),
                   ("control", claims.CONTROL))  # a method's short name in the value names below
 
@@ -699,8 +703,7 @@ def dE_at_rate(rate_set: dict, r: dict, method: str) -> float:
 
 
 CLAIMS_VALUES = {  # claim 1's readings on the claims page, for each committed set (claims-cpu-NAME, claims-cpu-aug-NAME)
-    "der-minus-control-fall": lambda r: signed_interval(tuple(None if v is None else 100 * v for v in claims.paired(
-        r["runs"], claims.INTERVENTION, claims.CONTROL, "window_gap")), 1),
+    "der-minus-control-fall": lambda r: in_points(claims.paired(r["runs"], claims.INTERVENTION, claims.CONTROL, "window_gap")),
     "der-minus-control-dE-change": lambda r: signed_interval(claims.paired(r["runs"], claims.INTERVENTION, claims.CONTROL,
                                                                            "dE_divergence")),
     **{f"{name}-{key}": value for name, m in CLAIMS_METHODS for key, value in {
